@@ -1,0 +1,44 @@
+# bnnx: `make run` sets everything up and opens the explorer; `make test` runs the suite.
+VENV   := .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip -q --disable-pip-version-check
+STAMP  := $(VENV)/.bnnx-installed
+SOURCES := pyproject.toml CMakeLists.txt $(wildcard kernels/csrc/*.cpp kernels/csrc/*.h)
+
+.PHONY: setup run test test-fast bench lint system-deps clean
+
+setup: $(STAMP)
+
+# Idempotent: reinstalls only when the packaging or the C++ sources changed.
+# torch is pinned to 2.13.0 first: on a machine without a GPU pip's configured wheel folder holds
+# its CPU build; a bare `torch` requirement would pull a multi-GB CUDA build.
+$(STAMP): $(SOURCES)
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PIP) install torch==2.13.0
+	$(PIP) install "scikit-build-core>=0.10" "nanobind>=2.0"
+	$(PIP) install --no-build-isolation -e '.[test]'
+	touch $@
+
+run: setup
+	$(PY) app.py
+
+# Browser tests need Debian's chromium and chromium-driver; installed here when missing (root only).
+system-deps:
+	@command -v chromedriver >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -q && apt-get install -y -q chromium chromium-driver; \
+	  else echo "chromium-driver missing: run 'sudo apt-get install chromium chromium-driver'"; fi; }
+
+lint: setup
+	$(PY) -m ruff check .
+
+test: setup system-deps lint
+	$(PY) -m pytest -q
+
+test-fast: setup
+	$(PY) -m pytest -q -m "not slow and not browser"
+
+bench: setup
+	$(PY) app.py bench
+
+clean:
+	rm -rf build $(VENV)

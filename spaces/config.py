@@ -1,0 +1,158 @@
+"""The configuration of one candidate network and its training: plain dataclasses.
+
+Every field declares its allowed values (`choices`) or range in its metadata; one validator reads
+them, so an error always names the field and what it may be. `Config.from_dict(d)` validates,
+`to_dict()` / `to_json()` round-trip exactly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from .quantizers import ACTIVATION_QUANTIZERS, WEIGHT_QUANTIZERS
+
+FAMILIES = ("plain",)
+OPTIMIZERS = ("adam", "adamw")
+SCHEDULES = ("cosine", "constant")
+
+
+class ConfigError(ValueError):
+    """A configuration value outside its allowed set; the message names field and allowed values."""
+
+
+def _choice(default: Any, choices: tuple, why: str) -> Any:
+    return field(default=default, metadata={"choices": choices, "why": why})
+
+
+def _range(default: Any, lo: float, hi: float, why: str) -> Any:
+    return field(default=default, metadata={"range": (lo, hi), "why": why})
+
+
+@dataclass
+class ArchConfig:
+    family: str = _choice("plain", FAMILIES, "BinaryNet/VGG-small style stack of binary convs")
+    width: int = _range(32, 4, 1024, "channels of the first stage; each later stage doubles it")
+    depth: int = _range(2, 1, 6, "stages; each ends in a 2x2 max-pool while the map allows it")
+    blocks_per_stage: int = _range(1, 1, 4, "binary conv + BN blocks per stage")
+    kernel_size: int = _choice(3, (3, 5), "binary conv kernel; 3x3 is the BNN standard")
+    pad_value: float = _choice(0.0, (0.0, 1.0), "0 = zero padding (exact correction), 1 = ones")
+
+
+@dataclass
+class QuantConfig:
+    input_quantizer: str = _choice(
+        "clipped_ste", tuple(ACTIVATION_QUANTIZERS), "activation sign and its gradient"
+    )
+    clip: float = _range(1.0, 0.1, 4.0, "gradient window of clipped_ste (Larq Zoo: 1.25/1.3)")
+    weight_quantizer: str = _choice("sign", tuple(WEIGHT_QUANTIZERS), "binary weight + scaling")
+
+
+@dataclass
+class TrainConfig:
+    optimizer: str = _choice("adam", OPTIMIZERS, "Adam is the BNN default (latent weights)")
+    lr: float = _range(1e-2, 1e-6, 1.0, "BNNs like larger rates than fp nets")
+    weight_decay: float = _range(0.0, 0.0, 0.1, "usually 0: decay fights the latent weights")
+    schedule: str = _choice("cosine", SCHEDULES, "per-step cosine decay to 0")
+    batch_size: int = _range(64, 1, 8192, "small data sets: small batches")
+    epochs: int = _range(3, 1, 1000, "overridden by the search budget")
+    clip_latent_weights: bool = _choice(True, (True, False), "keep latent weights in [-1, 1]")
+
+
+@dataclass
+class Config:
+    arch: ArchConfig = field(default_factory=ArchConfig)
+    quant: QuantConfig = field(default_factory=QuantConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    seed: int = _range(0, 0, 2**31 - 1, "torch seed for initialisation and data order")
+
+    def __post_init__(self) -> None:
+        _validate(self, "")
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Config:
+        """Build and validate from a (possibly partial) nested dict; missing fields default."""
+        return _from_dict(cls, data, "")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> Config:
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"config is not valid JSON: {exc}") from None
+        if not isinstance(data, dict):
+            raise ConfigError("config JSON must be an object")
+        return cls.from_dict(data)
+
+
+def _from_dict(cls: type, data: Any, prefix: str) -> Any:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{prefix or 'config'}: expected an object, got {type(data).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise ConfigError(
+            f"unknown field {prefix}{unknown[0]!r}; allowed: {', '.join(sorted(fields))}"
+        )
+    kwargs = {}
+    for name, value in data.items():
+        f = fields[name]
+        if dataclasses.is_dataclass(f.default_factory if callable(f.default_factory) else None):
+            kwargs[name] = _from_dict(f.default_factory, value, f"{prefix}{name}.")
+        else:
+            kwargs[name] = value
+    obj = cls.__new__(cls)
+    for name, f in fields.items():
+        if name in kwargs:
+            value = kwargs[name]
+        elif f.default is not dataclasses.MISSING:
+            value = f.default
+        else:
+            value = f.default_factory()
+        object.__setattr__(obj, name, value)
+    _validate(obj, prefix)
+    return obj
+
+
+def _validate(obj: Any, prefix: str) -> None:
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        if dataclasses.is_dataclass(value):
+            _validate(value, f"{prefix}{f.name}.")
+            continue
+        name = f"{prefix}{f.name}"
+        setattr(obj, f.name, _check(name, value, f))
+
+
+def _check(name: str, value: Any, f: dataclasses.Field) -> Any:
+    expected = type(f.default)
+    if expected is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{name} must be true or false, got {value!r}")
+    elif expected is int:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value):
+            raise ConfigError(f"{name} must be an integer, got {value!r}")
+        value = int(value)
+    elif expected is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
+            raise ConfigError(f"{name} must be a number, got {value!r}")
+        value = float(value)
+    elif not isinstance(value, expected):
+        raise ConfigError(f"{name} must be a {expected.__name__}, got {value!r}")
+    choices = f.metadata.get("choices")
+    if choices is not None and value not in choices:
+        allowed = ", ".join(str(c) for c in choices)
+        raise ConfigError(f"{name} = {value!r} is not allowed; allowed: {allowed}")
+    bounds = f.metadata.get("range")
+    if bounds is not None and not bounds[0] <= value <= bounds[1]:
+        raise ConfigError(f"{name} = {value!r} is out of range [{bounds[0]}, {bounds[1]}]")
+    return value
