@@ -101,7 +101,7 @@ def _from_dict(cls: type, data: Any, prefix: str) -> Any:
     unknown = sorted(set(data) - set(fields))
     if unknown:
         raise ConfigError(
-            f"unknown field {prefix}{unknown[0]!r}; allowed: {', '.join(sorted(fields))}"
+            f"unknown field '{prefix}{unknown[0]}'; allowed: {', '.join(sorted(fields))}"
         )
     kwargs = {}
     for name, value in data.items():

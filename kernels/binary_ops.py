@@ -1,0 +1,343 @@
+"""Packed-bit ops: packing, binary conv blocks and binary linear layers.
+
+Bits stay packed between consecutive binary ops: a block whose consumer takes bits ends in an
+integer-threshold epilogue (its BatchNorm and the next sign folded into one compare per
+channel); a block feeding a float consumer ends in a folded float affine instead.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from . import bitops
+from ._ext import ext
+from .errors import UnsupportedLayerError
+from .graph import Bits, Encoding, Op, Value, pair, register_op, to_numpy
+from .thresholds import NonMonotonicError, sign_thresholds
+
+# -- compile-time checks shared by binary layers ---------------------------------------------
+
+_PROBE = torch.tensor(
+    [-float("inf"), -3.0, -1.0, -1e-30, -0.0, 0.0, 1e-30, 0.5, 1.0, 3.0, float("inf"),
+     float("nan")]
+)
+
+
+def check_sign_quantizer(path: str, layer: nn.Module, channels: int) -> None:
+    """The layer's input quantizer must be exactly sign with sign(0) = +1 (what packing does)."""
+    q = layer.input_quantizer
+    kind = type(layer).__name__
+    if q is None:
+        raise UnsupportedLayerError(
+            f"{path}: {kind} with input_quantizer=None is not supported "
+            "(the packed engine needs binary activations)"
+        )
+    if getattr(q, "precision", 1) != 1:
+        raise UnsupportedLayerError(
+            f"{path}: {kind} input quantizer {type(q).__name__} has precision {q.precision}, not 1"
+        )
+    # Probe every channel (per-channel quantizer parameters broadcast) with the edge values.
+    if kind == "BinaryLinear":
+        probe = _PROBE.view(-1, 1).expand(-1, channels).contiguous()
+    else:
+        probe = _PROBE.view(1, 1, -1, 1).expand(1, channels, -1, 1).contiguous()
+    expected = torch.where(probe >= 0, 1.0, -1.0)
+    with torch.no_grad():
+        try:
+            got = q(probe)
+        except Exception as exc:  # noqa: BLE001 - any failure means "not a plain sign"
+            raise UnsupportedLayerError(
+                f"{path}: input quantizer {type(q).__name__} failed on a probe: {exc}"
+            ) from None
+    if got.shape != expected.shape or not torch.equal(got.float(), expected):
+        raise UnsupportedLayerError(
+            f"{path}: input quantizer {type(q).__name__} is not a plain sign "
+            "(+1 where x >= 0, else -1); the packed engine has no op for it yet"
+        )
+
+
+def binary_weight(path: str, layer: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
+    """(quantized weight, per-output-channel scale); the weight must be +-scale per channel."""
+    kind = type(layer).__name__
+    if layer.weight_quantizer is None:
+        raise UnsupportedLayerError(
+            f"{path}: {kind} with weight_quantizer=None is not supported "
+            "(the packed engine needs binary weights)"
+        )
+    with torch.no_grad():
+        wq = layer.quantized_weight().detach().to(torch.float32).cpu()
+    mag = wq.abs()
+    scale = mag.reshape(mag.shape[0], -1).amax(dim=1)
+    if not torch.equal(mag, scale.view(-1, *([1] * (mag.dim() - 1))).expand_as(mag)):
+        raise UnsupportedLayerError(
+            f"{path}: weight quantizer {type(layer.weight_quantizer).__name__} does not produce "
+            "+-scale per output channel"
+        )
+    return wq, scale
+
+
+def _batchnorm2d(path: str, bn: nn.Module) -> nn.Module:
+    if type(bn).__name__ != "BatchNorm2d":
+        raise UnsupportedLayerError(
+            f"{path}: {type(bn).__name__} is not supported here (expected BatchNorm2d)"
+        )
+    if bn.running_mean is None or bn.running_var is None:
+        raise UnsupportedLayerError(
+            f"{path}: BatchNorm2d without running statistics is not supported"
+        )
+    return bn
+
+
+def _bn_eval(bn: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The module's eval-mode forward, without touching its state even if it is training."""
+    return F.batch_norm(x, bn.running_mean, bn.running_var, bn.weight, bn.bias, False, 0.0,
+                        bn.eps)
+
+
+def _binary_conv(path: str, conv: nn.Module) -> None:
+    if type(conv).__name__ != "BinaryConv2d":
+        raise UnsupportedLayerError(
+            f"{path}: {type(conv).__name__} is not supported here (expected BinaryConv2d)"
+        )
+    if conv.groups != 1 or tuple(conv.dilation) != (1, 1) or isinstance(conv.padding, str):
+        raise UnsupportedLayerError(
+            f"{path}: BinaryConv2d with groups={conv.groups}, dilation={conv.dilation}, "
+            f"padding={conv.padding!r} is not supported (groups 1, dilation 1, int padding)"
+        )
+    if float(conv.pad_value) not in (-1.0, 0.0, 1.0):
+        raise UnsupportedLayerError(f"{path}: pad_value {conv.pad_value!r} is not -1, 0 or 1")
+
+
+def _maxpool_params(path: str, pool: nn.Module) -> dict[str, list[int]] | None:
+    name = type(pool).__name__
+    if name == "Identity":
+        return None
+    if name != "MaxPool2d":
+        raise UnsupportedLayerError(f"{path}: {name} is not supported here (MaxPool2d or Identity)")
+    kernel, padding = pair(pool.kernel_size), pair(pool.padding)
+    stride = pair(pool.stride if pool.stride is not None else pool.kernel_size)
+    if pair(pool.dilation) != [1, 1] or pool.ceil_mode or pool.return_indices:
+        raise UnsupportedLayerError(
+            f"{path}: MaxPool2d with dilation != 1, ceil_mode or return_indices is not supported"
+        )
+    if any(2 * p > k for p, k in zip(padding, kernel, strict=True)):
+        raise UnsupportedLayerError(f"{path}: MaxPool2d padding must be at most kernel_size / 2")
+    return {"kernel_size": kernel, "stride": stride, "padding": padding}
+
+
+# -- ops ---------------------------------------------------------------------------------------
+
+
+@register_op
+class PackOp(Op):
+    """Float (N, C, H, W) or (N, F) -> packed bits; inserted before the first binary op."""
+
+    kind = "pack"
+
+    @property
+    def output_encoding(self) -> Encoding:
+        return "bits"
+
+    def run(self, x: Value, threads: int) -> Value:
+        if isinstance(x, Bits):
+            return x
+        x = x.to(torch.float32)
+        if x.dim() == 2:
+            n, f = x.shape
+            return Bits(bitops.pack_nhwc(x.contiguous().reshape(n, 1, 1, f).numpy()), f)
+        if x.dim() != 4:
+            raise ValueError(f"{self.name}: cannot pack a {x.dim()}-D tensor")
+        nhwc = x.permute(0, 2, 3, 1)
+        if nhwc.is_contiguous():  # an NHWC buffer seen as NCHW: no transpose needed
+            return Bits(bitops.pack_nhwc(nhwc.numpy()), x.shape[1])
+        return Bits(bitops.pack_nchw(x.contiguous().numpy()), x.shape[1])
+
+
+@register_op
+class PlainBlockOp(Op):
+    """PlainBlock: sign -> binary conv -> BatchNorm -> optional max-pool, one fused kernel call
+    (plus a packed max-pool), emitting bits for a binary consumer or float NHWC otherwise."""
+
+    kind = "plain_block"
+    handles = ("PlainBlock",)
+    input_encoding = "bits"
+
+    def __init__(self, name: str, params: dict[str, Any], tensors: dict[str, np.ndarray]) -> None:
+        super().__init__(name, params, tensors)
+        self.c_in = self.param("c_in", int)
+        self.c_out = self.param("c_out", int)
+        self.kernel = self.int_list("kernel", 2, 1)
+        self.stride = self.int_list("stride", 2, 1)
+        self.padding = self.int_list("padding", 2)
+        self.pad_value = self.param("pad_value", int)
+        self.output = self.param("output", str)
+        self.weight = self.tensor("weight", np.uint64, 4)
+        expected = (self.c_out, *self.kernel, bitops.words_for(self.c_in))
+        if self.c_in < 1 or self.c_out < 1 or self.weight.shape != expected:
+            raise ValueError(f"{name}: weight shape {self.weight.shape} does not match {expected}")
+        if self.pad_value not in (-1, 0, 1) or self.output not in ("bits", "float"):
+            raise ValueError(f"{name}: invalid pad_value {self.pad_value!r} or output "
+                             f"{self.output!r}")
+        if self.output == "bits":
+            self.threshold = self._vector("threshold", np.int32)
+            self.direction = self._vector("direction", np.int8)
+            if not np.isin(self.direction, (-1, 1)).all():
+                raise ValueError(f"{name}: direction must hold only +1 / -1")
+        else:
+            self.scale = self._vector("scale", np.float32)
+            self.bias = self._vector("bias", np.float32)
+        pool = self.params.get("pool")
+        self.pool: tuple[tuple[int, ...], ...] | None = None
+        if pool is not None:
+            if not isinstance(pool, dict):
+                raise ValueError(f"{name}: parameter 'pool' has invalid value {pool!r}")
+            sub = Op(f"{name}.pool", pool, {})
+            self.pool = (sub.int_list("kernel_size", 2, 1), sub.int_list("stride", 2, 1),
+                         sub.int_list("padding", 2))
+
+    def _vector(self, key: str, dtype: type) -> np.ndarray:
+        t = self.tensor(key, dtype, 1)
+        if t.shape != (self.c_out,):
+            raise ValueError(f"{self.name}: tensor {key!r} has shape {t.shape}, "
+                             f"expected ({self.c_out},)")
+        return t
+
+    @classmethod
+    def from_module(cls, path: str, module: nn.Module, emit_bits: bool) -> Op:
+        conv, bn, pool = (getattr(module, a, None) for a in ("conv", "bn", "pool"))
+        if conv is None or bn is None or pool is None:
+            raise UnsupportedLayerError(f"{path}: PlainBlock without conv/bn/pool children")
+        _binary_conv(f"{path}.conv", conv)
+        check_sign_quantizer(f"{path}.conv", conv, conv.in_channels)
+        _batchnorm2d(f"{path}.bn", bn)
+        wq, scale = binary_weight(f"{path}.conv", conv)
+        kh, kw = conv.kernel_size
+        c_out = conv.out_channels
+        params: dict[str, Any] = {
+            "c_in": int(conv.in_channels), "c_out": int(c_out), "kernel": [kh, kw],
+            "stride": pair(conv.stride), "padding": pair(conv.padding),
+            "pad_value": int(conv.pad_value), "output": "bits" if emit_bits else "float",
+            "pool": _maxpool_params(f"{path}.pool", pool),
+        }
+        tensors = {"weight": bitops.pack_weight(wq.numpy())}
+        conv_bias = (conv.bias.detach().float() if conv.bias is not None
+                     else torch.zeros(c_out))
+        with torch.no_grad():
+            if emit_bits:
+                tensors.update(cls._thresholds(path, bn, scale, conv_bias,
+                                               conv.in_channels * kh * kw))
+            else:
+                tensors.update(cls._affine(bn, scale, conv_bias))
+        return cls(path, params, tensors)
+
+    @staticmethod
+    def _thresholds(path: str, bn: nn.Module, scale: torch.Tensor, bias: torch.Tensor,
+                    k: int) -> dict[str, np.ndarray]:
+        # torch's conv output is scale * dot (+ bias); the next sign sees BN of it. Evaluate that
+        # on every possible dot, laid out as a (1, C, 2K + 1, 1) image like real activations.
+        dots = torch.arange(-k, k + 1, dtype=torch.float32).view(1, 1, -1, 1)
+        pre = dots * scale.view(1, -1, 1, 1) + bias.view(1, -1, 1, 1)
+        post = _bn_eval(bn, pre)
+        negative = (~(post >= 0)).squeeze(3).squeeze(0).T.numpy()  # (2K + 1, C)
+        try:
+            threshold, direction = sign_thresholds(negative)
+        except NonMonotonicError as exc:
+            raise UnsupportedLayerError(f"{path}: no sign threshold exists: {exc}") from None
+        return {"threshold": threshold, "direction": direction}
+
+    @staticmethod
+    def _affine(bn: nn.Module, scale: torch.Tensor, bias: torch.Tensor) -> dict[str, np.ndarray]:
+        var = bn.running_var.detach().double()
+        alpha = torch.rsqrt(var + bn.eps)
+        if bn.weight is not None:
+            alpha = alpha * bn.weight.detach().double()
+        shift = -bn.running_mean.detach().double() * alpha
+        if bn.bias is not None:
+            shift = shift + bn.bias.detach().double()
+        return {"scale": to_numpy(alpha * scale.double()),
+                "bias": to_numpy(alpha * bias.double() + shift)}
+
+    @property
+    def output_encoding(self) -> Encoding:
+        return "bits" if self.output == "bits" else "float"
+
+    @property
+    def label(self) -> str:
+        kh, kw = self.kernel
+        s = "" if self.stride == (1, 1) else f"s{self.stride[0]}"
+        return f"bconv{kh}x{kw}{s}" + ("+maxpool" if self.pool else "")
+
+    def run(self, x: Value, threads: int) -> Value:
+        if not isinstance(x, Bits) or x.channels != self.c_in:
+            got = x.channels if isinstance(x, Bits) else f"a float {tuple(x.shape)} tensor"
+            raise ValueError(f"{self.name}: expects packed bits with {self.c_in} channels, got "
+                             f"{got}")
+        conv = (x.data, self.weight, self.c_in, self.stride, self.padding, self.pad_value)
+        if self.output == "bits":
+            out = ext.conv2d_bits(*conv, self.threshold, self.direction, threads)
+            if self.pool:
+                out = ext.maxpool2d_bits(out, *self.pool)
+            return Bits(out, self.c_out)
+        y = ext.conv2d_float(*conv, self.scale, self.bias, threads)
+        if self.pool:
+            y = ext.maxpool2d_float(y, *self.pool)
+        return torch.from_numpy(y).permute(0, 3, 1, 2)  # NCHW view of the NHWC result
+
+    def macs(self, in_shape: tuple[int, ...], out_shape: tuple[int, ...]) -> tuple[int, int]:
+        _, h, w = in_shape
+        oh = (h + 2 * self.padding[0] - self.kernel[0]) // self.stride[0] + 1
+        ow = (w + 2 * self.padding[1] - self.kernel[1]) // self.stride[1] + 1
+        return oh * ow * self.c_out * self.c_in * self.kernel[0] * self.kernel[1], 0
+
+
+@register_op
+class BinaryLinearOp(Op):
+    """BinaryLinear on packed (N, F) rows -> float logits scale * dot + bias."""
+
+    kind = "binary_linear"
+    handles = ("BinaryLinear",)
+    input_encoding = "bits"
+
+    def __init__(self, name: str, params: dict[str, Any], tensors: dict[str, np.ndarray]) -> None:
+        super().__init__(name, params, tensors)
+        self.c_in = self.param("c_in", int)
+        self.c_out = self.param("c_out", int)
+        self.weight = self.tensor("weight", np.uint64, 2)
+        if self.c_in < 1 or self.weight.shape != (self.c_out, bitops.words_for(self.c_in)):
+            raise ValueError(f"{name}: weight shape {self.weight.shape} does not match "
+                             f"c_in={self.c_in}, c_out={self.c_out}")
+        self.scale = self.tensor("scale", np.float32, 1)
+        self.bias = self.tensor("bias", np.float32, 1)
+        if self.scale.shape != (self.c_out,) or self.bias.shape != (self.c_out,):
+            raise ValueError(f"{name}: scale/bias must have shape ({self.c_out},)")
+
+    @classmethod
+    def from_module(cls, path: str, module: nn.Module, emit_bits: bool) -> Op:
+        check_sign_quantizer(path, module, module.in_features)
+        wq, scale = binary_weight(path, module)
+        bias = (to_numpy(module.bias) if module.bias is not None
+                else np.zeros(module.out_features, np.float32))
+        weight = bitops.pack_nhwc(np.ascontiguousarray(wq.numpy()[:, None, None, :]))[:, 0, 0]
+        return cls(path, {"c_in": int(module.in_features), "c_out": int(module.out_features)},
+                   {"weight": np.ascontiguousarray(weight), "scale": to_numpy(scale),
+                    "bias": bias})
+
+    @property
+    def label(self) -> str:
+        return "blinear"
+
+    def run(self, x: Value, threads: int) -> Value:
+        if not isinstance(x, Bits) or x.channels != self.c_in or x.data.shape[1:3] != (1, 1):
+            raise ValueError(f"{self.name}: expects packed (N, {self.c_in}) rows")
+        rows = x.data.reshape(x.data.shape[0], -1)
+        return torch.from_numpy(
+            ext.linear_float(rows, self.weight, self.c_in, self.scale, self.bias, threads)
+        )
+
+    def macs(self, in_shape: tuple[int, ...], out_shape: tuple[int, ...]) -> tuple[int, int]:
+        return self.c_in * self.c_out, 0

@@ -1,0 +1,154 @@
+"""Packed-bit operators: thin wrappers over the C++ kernels that accept int-or-pair geometry.
+
+Encoding (shared with the C++ side): activations NHWC with channels packed into uint64 words,
+channel c is bit c % 64 of word c // 64; bit 1 means -1, i.e. NOT (x >= 0), so 0 packs to +1 and
+NaN to -1 exactly like the quantizers' sign; bits past the channel count are 0. Binary weights
+are (C_out, KH, KW, C_words), packed the same way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import numpy as np
+
+from ._ext import ext
+
+Pair = int | tuple[int, int]
+
+
+def _pair(value: Pair, name: str) -> tuple[int, int]:
+    if isinstance(value, (int, np.integer)):
+        return int(value), int(value)
+    try:
+        a, b = value
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be an int or a pair of ints, got {value!r}") from None
+    return int(a), int(b)
+
+
+def words_for(channels: int) -> int:
+    """uint64 words needed for `channels` bits."""
+    return (int(channels) + 63) // 64
+
+
+def active_isa() -> str:
+    """Name of the microkernel table the kernels dispatch to (e.g. 'popcnt', 'scalar')."""
+    return ext.active_isa()
+
+
+def available_isas() -> list[str]:
+    """Microkernel tables compiled in and usable on this CPU, best first."""
+    return list(ext.available_isas())
+
+
+@contextmanager
+def use_isa(name: str) -> Iterator[None]:
+    """Temporarily dispatch to another microkernel table (to cross-check ISA paths)."""
+    previous = ext.set_isa(name)
+    try:
+        yield
+    finally:
+        ext.set_isa(previous)
+
+
+def pack_nhwc(x: np.ndarray) -> np.ndarray:
+    """float32 (N, H, W, C) -> uint64 (N, H, W, C_words)."""
+    return ext.pack_nhwc(x)
+
+
+def pack_nchw(x: np.ndarray) -> np.ndarray:
+    """float32 (N, C, H, W) -> uint64 (N, H, W, C_words), without an NHWC copy of the floats."""
+    return ext.pack_nchw(x)
+
+
+def unpack_nhwc(bits: np.ndarray, channels: int) -> np.ndarray:
+    """uint64 (N, H, W, C_words) -> float32 (N, H, W, C) of +-1."""
+    return ext.unpack_nhwc(bits, int(channels))
+
+
+def pack_weight(weight: np.ndarray) -> np.ndarray:
+    """Binary conv weight (C_out, C_in, KH, KW), torch layout -> packed (C_out, KH, KW, C_words)."""
+    w = np.ascontiguousarray(np.asarray(weight, dtype=np.float32).transpose(0, 2, 3, 1))
+    return ext.pack_nhwc(w)
+
+
+def conv2d_dots(
+    x: np.ndarray,
+    weight: np.ndarray,
+    channels: int,
+    stride: Pair = 1,
+    padding: Pair = 0,
+    pad_value: int = 0,
+    threads: int = 1,
+) -> np.ndarray:
+    """Exact integer dots of a binary conv, int32 (N, OH, OW, C_out)."""
+    return ext.conv2d_dots(
+        x, weight, int(channels), _pair(stride, "stride"), _pair(padding, "padding"),
+        _pad_value(pad_value), int(threads),
+    )
+
+
+def conv2d_float(
+    x: np.ndarray,
+    weight: np.ndarray,
+    channels: int,
+    scale: np.ndarray,
+    bias: np.ndarray,
+    stride: Pair = 1,
+    padding: Pair = 0,
+    pad_value: int = 0,
+    threads: int = 1,
+) -> np.ndarray:
+    """scale[c] * dot + bias[c], float32 (N, OH, OW, C_out)."""
+    return ext.conv2d_float(
+        x, weight, int(channels), _pair(stride, "stride"), _pair(padding, "padding"),
+        _pad_value(pad_value), scale, bias, int(threads),
+    )
+
+
+def conv2d_bits(
+    x: np.ndarray,
+    weight: np.ndarray,
+    channels: int,
+    threshold: np.ndarray,
+    direction: np.ndarray,
+    stride: Pair = 1,
+    padding: Pair = 0,
+    pad_value: int = 0,
+    threads: int = 1,
+) -> np.ndarray:
+    """Packed output bits: 1 where direction * dot >= direction * threshold (see thresholds.py)."""
+    return ext.conv2d_bits(
+        x, weight, int(channels), _pair(stride, "stride"), _pair(padding, "padding"),
+        _pad_value(pad_value), threshold, direction, int(threads),
+    )
+
+
+def maxpool2d_bits(x: np.ndarray, kernel_size: Pair, stride: Pair | None = None,
+                   padding: Pair = 0) -> np.ndarray:
+    """Max-pool on packed bits: the AND of each window (padded taps are skipped)."""
+    k = _pair(kernel_size, "kernel_size")
+    s = k if stride is None else _pair(stride, "stride")
+    return ext.maxpool2d_bits(x, k, s, _pair(padding, "padding"))
+
+
+def maxpool2d_float(x: np.ndarray, kernel_size: Pair, stride: Pair | None = None,
+                    padding: Pair = 0) -> np.ndarray:
+    """Max-pool on float32 NHWC (padded taps are skipped)."""
+    k = _pair(kernel_size, "kernel_size")
+    s = k if stride is None else _pair(stride, "stride")
+    return ext.maxpool2d_float(x, k, s, _pair(padding, "padding"))
+
+
+def linear_float(x: np.ndarray, weight: np.ndarray, channels: int, scale: np.ndarray,
+                 bias: np.ndarray, threads: int = 1) -> np.ndarray:
+    """Binary linear on packed rows (N, C_words) x (C_out, C_words): scale * dot + bias."""
+    return ext.linear_float(x, weight, int(channels), scale, bias, int(threads))
+
+
+def _pad_value(value: float) -> int:
+    if value not in (-1, 0, 1):
+        raise ValueError(f"pad_value must be -1, 0 or 1, got {value!r}")
+    return int(value)

@@ -1,0 +1,74 @@
+"""torch model -> PackedModel: walk stem, body and head and compile each module to an op."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+import torch
+from torch import nn
+
+from .binary_ops import PackOp
+from .errors import UnsupportedLayerError
+from .graph import MODULE_OPS, PASSTHROUGH_MODULES, Op
+from .packed_model import PackedModel
+
+SECTIONS = ("stem", "body", "head")
+
+
+def compile(model: nn.Module, input_shape: Sequence[int], threads: int = 1) -> PackedModel:  # noqa: A001
+    """Compile a BinaryNet-like model (stem/body/head) for input (C, H, W) into packed ops.
+
+    Uses eval semantics (running BatchNorm statistics, no dropout) whatever the model's mode,
+    and never modifies the model. Raises UnsupportedLayerError naming the first layer it cannot
+    compile.
+    """
+    shape = _input_shape(input_shape)
+    entries: list[tuple[str, nn.Module, type[Op]]] = []
+    for section in SECTIONS:
+        part = getattr(model, section, None)
+        if not isinstance(part, nn.Module):
+            raise UnsupportedLayerError(
+                f"{type(model).__name__} has no '{section}' module; the packed engine compiles "
+                "models made of stem, body and head (spaces.BinaryNet)"
+            )
+        entries.extend(_flatten(section, part))
+
+    ops: list[Op] = []
+    encoding = "float"
+    with torch.no_grad():
+        for i, (path, module, op_cls) in enumerate(entries):
+            if op_cls.input_encoding == "bits" and encoding == "float":
+                ops.append(PackOp(f"{path}.pack", {}, {}))
+            consumer = entries[i + 1][2] if i + 1 < len(entries) else None
+            emit_bits = consumer is not None and consumer.input_encoding == "bits"
+            op = op_cls.from_module(path, module, emit_bits)
+            ops.append(op)
+            encoding = op.output_encoding
+    return PackedModel(ops, shape, threads=threads)
+
+
+def _flatten(path: str, module: nn.Module) -> Iterator[tuple[str, nn.Module, type[Op]]]:
+    """Yield (path, module, op class) in execution order, expanding nn.Sequential."""
+    name = type(module).__name__
+    if isinstance(module, nn.Sequential) and name == "Sequential":
+        for child_name, child in module.named_children():
+            yield from _flatten(f"{path}.{child_name}", child)
+    elif name in PASSTHROUGH_MODULES:
+        return
+    elif name in MODULE_OPS:
+        yield path, module, MODULE_OPS[name]
+    else:
+        supported = ", ".join(sorted(MODULE_OPS))
+        raise UnsupportedLayerError(
+            f"{path}: {name} is not supported by the packed engine (supported: {supported})"
+        )
+
+
+def _input_shape(input_shape: Sequence[int]) -> tuple[int, int, int]:
+    try:
+        shape = tuple(int(s) for s in input_shape)
+    except (TypeError, ValueError):
+        raise ValueError(f"input_shape must be (C, H, W), got {input_shape!r}") from None
+    if len(shape) != 3 or min(shape) < 1:
+        raise ValueError(f"input_shape must be three positive ints (C, H, W), got {input_shape!r}")
+    return shape  # type: ignore[return-value]

@@ -1,0 +1,319 @@
+// Python bindings: every argument is validated here (dtype, ndim, C-contiguity, shapes) so bad
+// input raises TypeError/ValueError instead of reading out of bounds; the GIL is released while
+// the kernels run.
+#include <nanobind/nanobind.h>
+#include <nanobind/ndarray.h>
+#include <nanobind/stl/pair.h>
+#include <nanobind/stl/string.h>
+#include <nanobind/stl/vector.h>
+
+#include <cstdint>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "isa.h"
+#include "ops.h"
+
+namespace nb = nanobind;
+using namespace bnnx;
+
+namespace {
+
+using Array = nb::ndarray<nb::ro>;
+using Pair = std::pair<int64_t, int64_t>;
+
+template <typename T>
+const char *dtype_name() {
+    if constexpr (std::is_same_v<T, float>) return "float32";
+    if constexpr (std::is_same_v<T, uint64_t>) return "uint64";
+    if constexpr (std::is_same_v<T, int32_t>) return "int32";
+    if constexpr (std::is_same_v<T, int8_t>) return "int8";
+    return "?";
+}
+
+std::string describe(nb::dlpack::dtype dt) {
+    const char *kind = "?";
+    switch (static_cast<nb::dlpack::dtype_code>(dt.code)) {
+        case nb::dlpack::dtype_code::Int: kind = "int"; break;
+        case nb::dlpack::dtype_code::UInt: kind = "uint"; break;
+        case nb::dlpack::dtype_code::Float: kind = "float"; break;
+        case nb::dlpack::dtype_code::Bool: return "bool";
+        default: break;
+    }
+    return std::string(kind) + std::to_string(dt.bits);
+}
+
+std::string shape_str(const Array &a) {
+    std::string s = "(";
+    for (size_t i = 0; i < a.ndim(); ++i) s += (i ? ", " : "") + std::to_string(a.shape(i));
+    return s + (a.ndim() == 1 ? ",)" : ")");
+}
+
+[[noreturn]] void value_error(const std::string &msg) { throw nb::value_error(msg.c_str()); }
+[[noreturn]] void type_error(const std::string &msg) { throw nb::type_error(msg.c_str()); }
+
+// Checks device, dtype, rank and C-contiguity; returns the typed data pointer.
+template <typename T>
+const T *checked(const Array &a, const char *name, size_t ndim, const char *layout) {
+    if (a.device_type() != nb::device::cpu::value)
+        type_error(std::string(name) + " must be a CPU array");
+    if (a.dtype() != nb::dtype<T>())
+        type_error(std::string(name) + " must have dtype " + dtype_name<T>() + ", got " +
+                   describe(a.dtype()));
+    if (a.ndim() != ndim)
+        value_error(std::string(name) + " must be " + std::to_string(ndim) + "-D " + layout +
+                    ", got shape " + shape_str(a));
+    int64_t expected = 1;
+    for (size_t i = ndim; a.size() > 0 && i-- > 0;) {
+        if (a.shape(i) != 1 && a.stride(i) != expected)
+            value_error(std::string(name) + " must be C-contiguous (np.ascontiguousarray)");
+        expected *= static_cast<int64_t>(a.shape(i));
+    }
+    return reinterpret_cast<const T *>(static_cast<const uint8_t *>(a.data_handle()) +
+                                       a.byte_offset());
+}
+
+template <typename T>
+nb::ndarray<nb::numpy, T> new_array(std::vector<size_t> shape) {
+    size_t count = 1;
+    for (size_t s : shape) count *= s;
+    T *data = new T[count > 0 ? count : 1]();
+    nb::capsule owner(data, [](void *p) noexcept { delete[] static_cast<T *>(p); });
+    return nb::ndarray<nb::numpy, T>(data, shape.size(), shape.data(), owner);
+}
+
+int64_t dim(const Array &a, size_t i) { return static_cast<int64_t>(a.shape(i)); }
+
+void check_positive(const Pair &p, const char *name) {
+    if (p.first < 1 || p.second < 1)
+        value_error(std::string(name) + " must be >= 1, got (" + std::to_string(p.first) + ", " +
+                    std::to_string(p.second) + ")");
+}
+
+void check_non_negative(const Pair &p, const char *name) {
+    if (p.first < 0 || p.second < 0)
+        value_error(std::string(name) + " must be >= 0, got (" + std::to_string(p.first) + ", " +
+                    std::to_string(p.second) + ")");
+}
+
+void check_threads(int threads) {
+    if (threads < 1) value_error("threads must be >= 1, got " + std::to_string(threads));
+}
+
+void check_channels(int64_t channels, int64_t words, const char *name) {
+    if (channels < 1) value_error("channels must be >= 1, got " + std::to_string(channels));
+    if (words != words_for(channels))
+        value_error(std::string(name) + " has " + std::to_string(words) + " words per pixel but " +
+                    std::to_string(channels) + " channels need " +
+                    std::to_string(words_for(channels)));
+}
+
+struct ConvArgs {
+    ConvGeometry g;
+    const uint64_t *x, *w;
+};
+
+ConvArgs conv_args(const Array &x, const Array &w, int64_t channels, Pair stride, Pair padding,
+                   int pad_value, int threads) {
+    ConvArgs a{};
+    a.x = checked<uint64_t>(x, "x", 4, "packed NHWC (N, H, W, C_words)");
+    a.w = checked<uint64_t>(w, "weight", 4, "packed (C_out, KH, KW, C_words)");
+    check_channels(channels, dim(x, 3), "x");
+    if (dim(w, 3) != dim(x, 3))
+        value_error("weight has " + std::to_string(dim(w, 3)) + " words per tap, x has " +
+                    std::to_string(dim(x, 3)));
+    check_positive(stride, "stride");
+    check_non_negative(padding, "padding");
+    check_threads(threads);
+    if (pad_value != -1 && pad_value != 0 && pad_value != 1)
+        value_error("pad_value must be -1, 0 or 1, got " + std::to_string(pad_value));
+    ConvGeometry &g = a.g;
+    g = {dim(x, 0), dim(x, 1), dim(x, 2), channels, dim(w, 0), dim(w, 1), dim(w, 2),
+         stride.first, stride.second, padding.first, padding.second, pad_value};
+    if (g.c_out < 1 || g.kh < 1 || g.kw < 1)
+        value_error("weight shape " + shape_str(w) + " has an empty dimension");
+    if (g.h + 2 * g.pad_h < g.kh || g.w + 2 * g.pad_w < g.kw)
+        value_error("kernel " + std::to_string(g.kh) + "x" + std::to_string(g.kw) +
+                    " is larger than the padded input " + std::to_string(g.h + 2 * g.pad_h) + "x" +
+                    std::to_string(g.w + 2 * g.pad_w));
+    if (g.c_in * g.kh * g.kw > INT32_MAX / 2) value_error("layer too large for int32 dots");
+    return a;
+}
+
+template <typename T>
+const T *per_channel(const Array &a, const char *name, int64_t c_out) {
+    const T *p = checked<T>(a, name, 1, "per-output-channel vector");
+    if (dim(a, 0) != c_out)
+        value_error(std::string(name) + " has " + std::to_string(dim(a, 0)) +
+                    " entries, expected C_out = " + std::to_string(c_out));
+    return p;
+}
+
+PoolGeometry pool_geometry(const Array &x, Pair kernel, Pair stride, Pair padding) {
+    check_positive(kernel, "kernel_size");
+    check_positive(stride, "stride");
+    check_non_negative(padding, "padding");
+    if (padding.first * 2 > kernel.first || padding.second * 2 > kernel.second)
+        value_error("padding must be at most half the kernel size");
+    PoolGeometry g{dim(x, 0), dim(x, 1), dim(x, 2), dim(x, 3), kernel.first, kernel.second,
+                   stride.first, stride.second, padding.first, padding.second};
+    if (g.h + 2 * g.pad_h < g.kh || g.w + 2 * g.pad_w < g.kw)
+        value_error("pooling window is larger than the padded input");
+    return g;
+}
+
+}  // namespace
+
+NB_MODULE(_bnnx_kernels, m) {
+    m.doc() = "bnnx packed-bit CPU kernels (XNOR + popcount)";
+
+    m.def("active_isa", [] { return std::string(active_kernels().name); },
+          "Name of the microkernel table in use.");
+    m.def("available_isas", [] {
+        size_t count = 0;
+        const char *const *names = available_kernel_names(&count);
+        return std::vector<std::string>(names, names + count);
+    }, "Microkernel tables usable on this CPU, best first.");
+    m.def("set_isa", [](const std::string &name) {
+        std::string previous = active_kernels().name;
+        if (!set_active_kernels(name.c_str()))
+            value_error("unknown or unsupported ISA '" + name + "'");
+        return previous;
+    }, nb::arg("name"), "Switch the active microkernel table; returns the previous name.");
+
+    m.def("pack_nhwc", [](const Array &x) {
+        const float *p = checked<float>(x, "x", 4, "float NHWC");
+        const int64_t n = dim(x, 0), h = dim(x, 1), w = dim(x, 2), c = dim(x, 3);
+        if (c < 1) value_error("x must have at least one channel");
+        auto out = new_array<uint64_t>({size_t(n), size_t(h), size_t(w), size_t(words_for(c))});
+        {
+            nb::gil_scoped_release release;
+            pack_nhwc(p, n * h * w, c, out.data());
+        }
+        return out;
+    }, nb::arg("x"), "float32 NHWC -> packed uint64 NHWC (bit 1 where !(x >= 0)).");
+
+    m.def("pack_nchw", [](const Array &x) {
+        const float *p = checked<float>(x, "x", 4, "float NCHW");
+        const int64_t n = dim(x, 0), c = dim(x, 1), h = dim(x, 2), w = dim(x, 3);
+        if (c < 1) value_error("x must have at least one channel");
+        auto out = new_array<uint64_t>({size_t(n), size_t(h), size_t(w), size_t(words_for(c))});
+        {
+            nb::gil_scoped_release release;
+            pack_nchw(p, n, c, h * w, out.data());
+        }
+        return out;
+    }, nb::arg("x"), "float32 NCHW -> packed uint64 NHWC (bit 1 where !(x >= 0)).");
+
+    m.def("unpack_nhwc", [](const Array &bits, int64_t channels) {
+        const uint64_t *p = checked<uint64_t>(bits, "bits", 4, "packed NHWC");
+        check_channels(channels, dim(bits, 3), "bits");
+        const int64_t n = dim(bits, 0), h = dim(bits, 1), w = dim(bits, 2);
+        auto out = new_array<float>({size_t(n), size_t(h), size_t(w), size_t(channels)});
+        unpack_nhwc(p, n * h * w, channels, out.data());
+        return out;
+    }, nb::arg("bits"), nb::arg("channels"), "packed NHWC -> float32 NHWC of +-1.");
+
+    m.def("conv2d_dots", [](const Array &x, const Array &w, int64_t channels, Pair stride,
+                            Pair padding, int pad_value, int threads) {
+        ConvArgs a = conv_args(x, w, channels, stride, padding, pad_value, threads);
+        auto out = new_array<int32_t>({size_t(a.g.n), size_t(a.g.out_h()), size_t(a.g.out_w()),
+                                       size_t(a.g.c_out)});
+        {
+            nb::gil_scoped_release release;
+            conv2d_dots(a.g, a.x, a.w, out.data(), threads);
+        }
+        return out;
+    }, nb::arg("x"), nb::arg("weight"), nb::arg("channels"), nb::arg("stride"),
+       nb::arg("padding"), nb::arg("pad_value"), nb::arg("threads") = 1,
+       "Binary conv2d -> exact int32 dots, NHWC.");
+
+    m.def("conv2d_float", [](const Array &x, const Array &w, int64_t channels, Pair stride,
+                             Pair padding, int pad_value, const Array &scale, const Array &bias,
+                             int threads) {
+        ConvArgs a = conv_args(x, w, channels, stride, padding, pad_value, threads);
+        const float *s = per_channel<float>(scale, "scale", a.g.c_out);
+        const float *b = per_channel<float>(bias, "bias", a.g.c_out);
+        auto out = new_array<float>({size_t(a.g.n), size_t(a.g.out_h()), size_t(a.g.out_w()),
+                                     size_t(a.g.c_out)});
+        {
+            nb::gil_scoped_release release;
+            conv2d_float(a.g, a.x, a.w, s, b, out.data(), threads);
+        }
+        return out;
+    }, nb::arg("x"), nb::arg("weight"), nb::arg("channels"), nb::arg("stride"),
+       nb::arg("padding"), nb::arg("pad_value"), nb::arg("scale"), nb::arg("bias"),
+       nb::arg("threads") = 1, "Binary conv2d -> float32 NHWC scale * dot + bias.");
+
+    m.def("conv2d_bits", [](const Array &x, const Array &w, int64_t channels, Pair stride,
+                            Pair padding, int pad_value, const Array &threshold,
+                            const Array &direction, int threads) {
+        ConvArgs a = conv_args(x, w, channels, stride, padding, pad_value, threads);
+        const int32_t *t = per_channel<int32_t>(threshold, "threshold", a.g.c_out);
+        const int8_t *d = per_channel<int8_t>(direction, "direction", a.g.c_out);
+        for (int64_t c = 0; c < a.g.c_out; ++c)
+            if (d[c] != 1 && d[c] != -1)
+                value_error("direction must hold only +1 or -1, got " + std::to_string(d[c]) +
+                            " at channel " + std::to_string(c));
+        auto out = new_array<uint64_t>({size_t(a.g.n), size_t(a.g.out_h()), size_t(a.g.out_w()),
+                                        size_t(words_for(a.g.c_out))});
+        {
+            nb::gil_scoped_release release;
+            conv2d_bits(a.g, a.x, a.w, t, d, out.data(), threads);
+        }
+        return out;
+    }, nb::arg("x"), nb::arg("weight"), nb::arg("channels"), nb::arg("stride"),
+       nb::arg("padding"), nb::arg("pad_value"), nb::arg("threshold"), nb::arg("direction"),
+       nb::arg("threads") = 1,
+       "Binary conv2d -> packed bits: bit = dot >= threshold (direction +1) or "
+       "dot <= threshold (direction -1).");
+
+    m.def("maxpool2d_bits", [](const Array &x, Pair kernel, Pair stride, Pair padding) {
+        const uint64_t *p = checked<uint64_t>(x, "x", 4, "packed NHWC");
+        PoolGeometry g = pool_geometry(x, kernel, stride, padding);
+        auto out = new_array<uint64_t>({size_t(g.n), size_t(g.out_h()), size_t(g.out_w()),
+                                        size_t(g.c)});
+        {
+            nb::gil_scoped_release release;
+            maxpool2d_bits(g, p, out.data());
+        }
+        return out;
+    }, nb::arg("x"), nb::arg("kernel_size"), nb::arg("stride"), nb::arg("padding"),
+       "Max-pool on packed bits (AND of the window).");
+
+    m.def("maxpool2d_float", [](const Array &x, Pair kernel, Pair stride, Pair padding) {
+        const float *p = checked<float>(x, "x", 4, "float NHWC");
+        PoolGeometry g = pool_geometry(x, kernel, stride, padding);
+        auto out = new_array<float>({size_t(g.n), size_t(g.out_h()), size_t(g.out_w()),
+                                     size_t(g.c)});
+        {
+            nb::gil_scoped_release release;
+            maxpool2d_float(g, p, out.data());
+        }
+        return out;
+    }, nb::arg("x"), nb::arg("kernel_size"), nb::arg("stride"), nb::arg("padding"),
+       "Max-pool on float32 NHWC.");
+
+    m.def("linear_float", [](const Array &x, const Array &w, int64_t channels, const Array &scale,
+                             const Array &bias, int threads) {
+        const uint64_t *px = checked<uint64_t>(x, "x", 2, "packed (N, C_words)");
+        const uint64_t *pw = checked<uint64_t>(w, "weight", 2, "packed (C_out, C_words)");
+        check_channels(channels, dim(x, 1), "x");
+        if (dim(w, 1) != dim(x, 1))
+            value_error("weight has " + std::to_string(dim(w, 1)) + " words per row, x has " +
+                        std::to_string(dim(x, 1)));
+        check_threads(threads);
+        const int64_t n = dim(x, 0), c_out = dim(w, 0);
+        if (c_out < 1) value_error("weight has no output rows");
+        const float *s = per_channel<float>(scale, "scale", c_out);
+        const float *b = per_channel<float>(bias, "bias", c_out);
+        auto out = new_array<float>({size_t(n), size_t(c_out)});
+        {
+            nb::gil_scoped_release release;
+            linear_float(px, pw, n, channels, c_out, s, b, out.data(), threads);
+        }
+        return out;
+    }, nb::arg("x"), nb::arg("weight"), nb::arg("channels"), nb::arg("scale"), nb::arg("bias"),
+       nb::arg("threads") = 1, "Binary linear -> float32 scale * dot + bias.");
+}

@@ -1,0 +1,57 @@
+// Packed-bit operators on raw, C-contiguous buffers. Validation lives in bindings.cpp; these
+// functions trust their arguments.
+//
+// Encoding: activations NHWC, channels packed into uint64 words, channel c -> bit (c % 64) of
+// word (c / 64); bit = 1 means -1, i.e. !(x >= 0) like the quantizers (0 -> +1, NaN -> -1);
+// bits past the channel count are 0.
+// Weights: (C_out, KH, KW, C_words), packed the same way.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+namespace bnnx {
+
+inline int64_t words_for(int64_t channels) { return (channels + 63) / 64; }
+
+void pack_nhwc(const float *x, int64_t pixels, int64_t channels, uint64_t *out);
+void pack_nchw(const float *x, int64_t n, int64_t channels, int64_t hw, uint64_t *out);
+void unpack_nhwc(const uint64_t *bits, int64_t pixels, int64_t channels, float *out);
+
+struct ConvGeometry {
+    int64_t n, h, w, c_in;   // input
+    int64_t c_out, kh, kw;   // weights
+    int64_t stride_h, stride_w, pad_h, pad_w;
+    int pad_value;           // value of the padded taps: -1, 0 or +1
+    int64_t out_h() const { return (h + 2 * pad_h - kh) / stride_h + 1; }
+    int64_t out_w() const { return (w + 2 * pad_w - kw) / stride_w + 1; }
+    int64_t c_words() const { return words_for(c_in); }
+};
+
+// dot[n, oh, ow, co] = sum over taps of sum_c a*w in {-1, 0, +1} arithmetic.
+void conv2d_dots(const ConvGeometry &g, const uint64_t *x, const uint64_t *w, int32_t *out,
+                 int threads);
+// out = scale[co] * dot + bias[co], NHWC float32.
+void conv2d_float(const ConvGeometry &g, const uint64_t *x, const uint64_t *w, const float *scale,
+                  const float *bias, float *out, int threads);
+// Packed NHWC bits over C_out: bit = direction[co] > 0 ? dot >= threshold[co]
+//                                                      : dot <= threshold[co].
+void conv2d_bits(const ConvGeometry &g, const uint64_t *x, const uint64_t *w,
+                 const int32_t *threshold, const int8_t *direction, uint64_t *out, int threads);
+
+struct PoolGeometry {
+    int64_t n, h, w, c;      // c = channels (float) or words (bits)
+    int64_t kh, kw, stride_h, stride_w, pad_h, pad_w;
+    int64_t out_h() const { return (h + 2 * pad_h - kh) / stride_h + 1; }
+    int64_t out_w() const { return (w + 2 * pad_w - kw) / stride_w + 1; }
+};
+
+// Padded taps are ignored, like torch's -inf padding.
+void maxpool2d_bits(const PoolGeometry &g, const uint64_t *x, uint64_t *out);
+void maxpool2d_float(const PoolGeometry &g, const float *x, float *out);
+
+// x: (n, words_for(c_in)), w: (c_out, words_for(c_in)); out = scale * dot + bias, (n, c_out).
+void linear_float(const uint64_t *x, const uint64_t *w, int64_t n, int64_t c_in, int64_t c_out,
+                  const float *scale, const float *bias, float *out, int threads);
+
+}  // namespace bnnx

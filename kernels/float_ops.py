@@ -1,0 +1,326 @@
+"""Full-precision ops for the stem and head, run with torch.nn.functional on stored tensors.
+
+They call the very functions the torch modules call, with the same tensors, so the float parts
+of a packed model reproduce the torch model bit for bit (BatchNorm is kept, not folded, for that
+reason: the first binary layer's signs depend on the stem's exact floats).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .errors import UnsupportedLayerError
+from .graph import Op, Value, as_float, pair, register_op, to_numpy
+
+
+def _prod(shape: tuple[int, ...]) -> int:
+    return int(math.prod(shape))
+
+
+class FloatOp(Op):
+    """Float in, float out; tensors are exposed to torch once, at construction."""
+
+    def torch_tensor(self, key: str, ndim: int) -> torch.Tensor:
+        return torch.from_numpy(self.tensor(key, np.float32, ndim))
+
+    def optional_tensor(self, key: str, ndim: int) -> torch.Tensor | None:
+        return self.torch_tensor(key, ndim) if self.param(key, bool) else None
+
+    @property
+    def label(self) -> str:
+        return f"float:{self.kind}"
+
+    def run(self, x: Value, threads: int) -> torch.Tensor:
+        return self.forward(as_float(x))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+
+def _optional(module: nn.Module, attr: str, tensors: dict[str, np.ndarray],
+              params: dict[str, Any]) -> None:
+    t = getattr(module, attr, None)
+    params[attr] = t is not None
+    if t is not None:
+        tensors[attr] = to_numpy(t)
+
+
+@register_op
+class NormalizeOp(FloatOp):
+    kind = "normalize"
+    handles = ("Normalize",)
+
+    def __init__(self, name: str, params: dict[str, Any], tensors: dict[str, np.ndarray]) -> None:
+        super().__init__(name, params, tensors)
+        self.mean = self.torch_tensor("mean", 3)
+        self.std = self.torch_tensor("std", 3)
+
+    @classmethod
+    def from_module(cls, path: str, module: nn.Module, emit_bits: bool) -> Op:
+        return cls(path, {}, {"mean": to_numpy(module.mean), "std": to_numpy(module.std)})
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std
+
+    def macs(self, in_shape: tuple[int, ...], out_shape: tuple[int, ...]) -> tuple[int, int]:
+        return 0, _prod(out_shape)
+
+
+@register_op
+class Conv2dOp(FloatOp):
+    kind = "conv2d"
+    handles = ("Conv2d",)
+
+    def __init__(self, name: str, params: dict[str, Any], tensors: dict[str, np.ndarray]) -> None:
+        super().__init__(name, params, tensors)
+        self.weight = self.torch_tensor("weight", 4)
+        self.bias = self.optional_tensor("bias", 1)
+        self.stride = self.int_list("stride", 2, 1)
+        self.dilation = self.int_list("dilation", 2, 1)
+        self.groups = self.param("groups", int)
+        padding = self.param("padding", (list, str))
+        self.padding = padding if isinstance(padding, str) else self.int_list("padding", 2)
+
+    @classmethod
+    def from_module(cls, path: str, module: nn.Module, emit_bits: bool) -> Op:
+        if module.padding_mode != "zeros":
+            raise UnsupportedLayerError(
+                f"{path}: Conv2d with padding_mode={module.padding_mode!r} is not supported"
+            )
+        padding = module.padding if isinstance(module.padding, str) else pair(module.padding)
+        params: dict[str, Any] = {
+            "stride": pair(module.stride), "padding": padding,
+            "dilation": pair(module.dilation), "groups": int(module.groups),
+        }
+        tensors = {"weight": to_numpy(module.weight)}
+        _optional(module, "bias", tensors, params)
+        return cls(path, params, tensors)
+
+    @property
+    def label(self) -> str:
+        kh, kw = self.weight.shape[2:]
+        return f"float:conv{kh}x{kw}"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation,
+                        self.groups)
+
+    def macs(self, in_shape: tuple[int, ...], out_shape: tuple[int, ...]) -> tuple[int, int]:
+        return 0, _prod(out_shape) * _prod(tuple(self.weight.shape[1:]))
+
+
+@register_op
+class BatchNormOp(FloatOp):
+    """BatchNorm1d/2d with running statistics (eval semantics, whatever the module's mode)."""
+
+    kind = "batchnorm"
+    handles = ("BatchNorm1d", "BatchNorm2d")
+
+    def __init__(self, name: str, params: dict[str, Any], tensors: dict[str, np.ndarray]) -> None:
+        super().__init__(name, params, tensors)
+        self.running_mean = self.torch_tensor("running_mean", 1)
+        self.running_var = self.torch_tensor("running_var", 1)
+        self.weight = self.optional_tensor("weight", 1)
+        self.bias = self.optional_tensor("bias", 1)
+        self.eps = float(self.param("eps", (int, float)))
+
+    @classmethod
+    def from_module(cls, path: str, module: nn.Module, emit_bits: bool) -> Op:
+        if module.running_mean is None or module.running_var is None:
+            raise UnsupportedLayerError(
+                f"{path}: {type(module).__name__} without running statistics "
+                "(track_running_stats=False) is not supported"
+            )
+        params: dict[str, Any] = {"eps": float(module.eps)}
+        tensors = {"running_mean": to_numpy(module.running_mean),
+                   "running_var": to_numpy(module.running_var)}
+        _optional(module, "weight", tensors, params)
+        _optional(module, "bias", tensors, params)
+        return cls(path, params, tensors)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias,
+                            False, 0.0, self.eps)
+
+    def macs(self, in_shape: tuple[int, ...], out_shape: tuple[int, ...]) -> tuple[int, int]:
+        return 0, _prod(out_shape)
+
+
+@register_op
+class ReLUOp(FloatOp):
+    kind = "relu"
+    handles = ("ReLU",)
+
+    @classmethod
+    def from_module(cls, path: str, module: nn.Module, emit_bits: bool) -> Op:
+        return cls(path, {}, {})
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.relu(x)
+
+
+@register_op
+class HardtanhOp(FloatOp):
+    kind = "hardtanh"
+    handles = ("Hardtanh", "ReLU6")
+
+    def __init__(self, name: str, params: dict[str, Any], tensors: dict[str, np.ndarray]) -> None:
+        super().__init__(name, params, tensors)
+        self.min_val = float(self.param("min_val", (int, float)))
+        self.max_val = float(self.param("max_val", (int, float)))
+
+    @classmethod
+    def from_module(cls, path: str, module: nn.Module, emit_bits: bool) -> Op:
+        return cls(path, {"min_val": float(module.min_val), "max_val": float(module.max_val)}, {})
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.hardtanh(x, self.min_val, self.max_val)
+
+
+@register_op
+class PReLUOp(FloatOp):
+    kind = "prelu"
+    handles = ("PReLU",)
+
+    def __init__(self, name: str, params: dict[str, Any], tensors: dict[str, np.ndarray]) -> None:
+        super().__init__(name, params, tensors)
+        self.weight = self.torch_tensor("weight", 1)
+
+    @classmethod
+    def from_module(cls, path: str, module: nn.Module, emit_bits: bool) -> Op:
+        return cls(path, {}, {"weight": to_numpy(module.weight)})
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.prelu(x, self.weight)
+
+
+@register_op
+class MaxPool2dOp(FloatOp):
+    kind = "maxpool2d"
+    handles = ("MaxPool2d",)
+
+    def __init__(self, name: str, params: dict[str, Any], tensors: dict[str, np.ndarray]) -> None:
+        super().__init__(name, params, tensors)
+        self.kernel_size = self.int_list("kernel_size", 2, 1)
+        self.stride = self.int_list("stride", 2, 1)
+        self.padding = self.int_list("padding", 2)
+        self.dilation = self.int_list("dilation", 2, 1)
+        self.ceil_mode = self.param("ceil_mode", bool)
+
+    @classmethod
+    def from_module(cls, path: str, module: nn.Module, emit_bits: bool) -> Op:
+        if module.return_indices:
+            raise UnsupportedLayerError(f"{path}: MaxPool2d with return_indices is not supported")
+        stride = module.stride if module.stride is not None else module.kernel_size
+        return cls(path, {
+            "kernel_size": pair(module.kernel_size), "stride": pair(stride),
+            "padding": pair(module.padding), "dilation": pair(module.dilation),
+            "ceil_mode": bool(module.ceil_mode),
+        }, {})
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.max_pool2d(x, self.kernel_size, self.stride, self.padding, self.dilation,
+                            self.ceil_mode)
+
+
+@register_op
+class AvgPool2dOp(FloatOp):
+    kind = "avgpool2d"
+    handles = ("AvgPool2d",)
+
+    def __init__(self, name: str, params: dict[str, Any], tensors: dict[str, np.ndarray]) -> None:
+        super().__init__(name, params, tensors)
+        self.kernel_size = self.int_list("kernel_size", 2, 1)
+        self.stride = self.int_list("stride", 2, 1)
+        self.padding = self.int_list("padding", 2)
+        self.ceil_mode = self.param("ceil_mode", bool)
+        self.count_include_pad = self.param("count_include_pad", bool)
+        divisor = self.params.get("divisor_override")
+        if divisor is not None and (not isinstance(divisor, int) or divisor < 1):
+            raise ValueError(f"{name}: parameter 'divisor_override' has invalid value {divisor!r}")
+        self.divisor_override = divisor
+
+    @classmethod
+    def from_module(cls, path: str, module: nn.Module, emit_bits: bool) -> Op:
+        stride = module.stride if module.stride is not None else module.kernel_size
+        return cls(path, {
+            "kernel_size": pair(module.kernel_size), "stride": pair(stride),
+            "padding": pair(module.padding), "ceil_mode": bool(module.ceil_mode),
+            "count_include_pad": bool(module.count_include_pad),
+            "divisor_override": module.divisor_override,
+        }, {})
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.avg_pool2d(x, self.kernel_size, self.stride, self.padding, self.ceil_mode,
+                            self.count_include_pad, self.divisor_override)
+
+
+@register_op
+class AdaptiveAvgPool2dOp(FloatOp):
+    kind = "adaptive_avgpool2d"
+    handles = ("AdaptiveAvgPool2d",)
+
+    def __init__(self, name: str, params: dict[str, Any], tensors: dict[str, np.ndarray]) -> None:
+        super().__init__(name, params, tensors)
+        size = self.param("output_size", list)
+        if len(size) != 2 or not all(s is None or isinstance(s, int) and s >= 1 for s in size):
+            raise ValueError(f"{name}: parameter 'output_size' has invalid value {size!r}")
+        self.output_size = tuple(size)
+
+    @classmethod
+    def from_module(cls, path: str, module: nn.Module, emit_bits: bool) -> Op:
+        size = module.output_size
+        size = [size, size] if isinstance(size, int) or size is None else list(size)
+        return cls(path, {"output_size": size}, {})
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.adaptive_avg_pool2d(x, self.output_size)
+
+
+@register_op
+class FlattenOp(FloatOp):
+    kind = "flatten"
+    handles = ("Flatten",)
+
+    def __init__(self, name: str, params: dict[str, Any], tensors: dict[str, np.ndarray]) -> None:
+        super().__init__(name, params, tensors)
+        self.start_dim = self.param("start_dim", int)
+        self.end_dim = self.param("end_dim", int)
+
+    @classmethod
+    def from_module(cls, path: str, module: nn.Module, emit_bits: bool) -> Op:
+        return cls(path, {"start_dim": int(module.start_dim), "end_dim": int(module.end_dim)}, {})
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # On the NCHW view of an NHWC buffer this copies in NCHW order, matching torch's flatten.
+        return torch.flatten(x, self.start_dim, self.end_dim)
+
+
+@register_op
+class LinearOp(FloatOp):
+    kind = "linear"
+    handles = ("Linear",)
+
+    def __init__(self, name: str, params: dict[str, Any], tensors: dict[str, np.ndarray]) -> None:
+        super().__init__(name, params, tensors)
+        self.weight = self.torch_tensor("weight", 2)
+        self.bias = self.optional_tensor("bias", 1)
+
+    @classmethod
+    def from_module(cls, path: str, module: nn.Module, emit_bits: bool) -> Op:
+        params: dict[str, Any] = {}
+        tensors = {"weight": to_numpy(module.weight)}
+        _optional(module, "bias", tensors, params)
+        return cls(path, params, tensors)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, self.weight, self.bias)
+
+    def macs(self, in_shape: tuple[int, ...], out_shape: tuple[int, ...]) -> tuple[int, int]:
+        return 0, _prod(out_shape[:-1]) * _prod(tuple(self.weight.shape))

@@ -1,0 +1,213 @@
+"""Export a trained candidate as a folder: config, weights, packed model and a model card.
+
+Folders are written to a temporary sibling and renamed into place, so an interrupted export never
+leaves a half-written model where a complete one is expected.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.artifacts import download_artifact
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+import kernels
+from spaces import Config, build_model
+
+from .storage import StorageError, artifact_store, load_study
+from .study import study_settings
+
+CONFIG_FILE, WEIGHTS_FILE, PACKED_FILE, CARD_FILE = (
+    "config.json",
+    "weights.safetensors",
+    "model.bnnx",
+    "README.md",
+)
+
+
+class ModelFolderError(ValueError):
+    """A model folder or file that is missing or unreadable."""
+
+
+def build_for(config: Config, meta: dict[str, Any]) -> nn.Module:
+    return build_model(
+        config, meta["in_channels"], meta["num_classes"], meta["image_size"], meta["mean"],
+        meta["std"],
+    )
+
+
+def load_weights(model: nn.Module, path: Path) -> nn.Module:
+    """Weights from safetensors (never pickle) into `model`; shape or key mismatch is an error."""
+    try:
+        state = load_file(str(path))
+        model.load_state_dict(state, strict=True)
+    except (SafetensorError, OSError, RuntimeError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelFolderError(f"weights file {path} is unreadable or does not fit: {first}") \
+            from None
+    return model.eval()
+
+
+def write_model_folder(
+    out_dir: Path,
+    config: Config,
+    model: nn.Module,
+    meta: dict[str, Any],
+    metrics: dict[str, Any],
+    title: str,
+) -> Path:
+    """Write config.json, weights.safetensors, model.bnnx and README.md atomically."""
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    try:
+        (tmp / CONFIG_FILE).write_text(config.to_json() + "\n")
+        state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+        save_file(state, str(tmp / WEIGHTS_FILE), metadata={"bnnx_data": json.dumps(meta)})
+        size = meta["image_size"]
+        packed = kernels.compile(model, (meta["in_channels"], size, size))
+        packed.save(str(tmp / PACKED_FILE))
+        (tmp / CARD_FILE).write_text(model_card(title, config, meta, metrics, packed))
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        tmp.rename(out_dir)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+    return out_dir
+
+
+def model_card(
+    title: str, config: Config, meta: dict, metrics: dict, packed: kernels.PackedModel
+) -> str:
+    rows = "\n".join(f"| {k} | {_fmt(v)} |" for k, v in metrics.items())
+    layers = "\n".join(
+        f"| {r.name} | {r.kind} | {r.binary_macs} | {r.float_macs} |"
+        for r in packed.layers_info()
+    )
+    return f"""# {title}
+
+A binary neural network found by bnnx on `{meta['dataset']}`
+({meta['in_channels']}x{meta['image_size']}x{meta['image_size']} inputs, {meta['num_classes']}
+classes). The model normalises raw images itself (mean {meta['mean']}, std {meta['std']}).
+
+## Metrics
+| metric | value |
+|---|---|
+{rows}
+
+## Layers (packed model)
+| layer | kind | binary MACs | float MACs |
+|---|---|---|---|
+{layers}
+
+## Files
+- `config.json`: the configuration (`python app.py train --config config.json` retrains it).
+- `weights.safetensors`: the trained torch weights (dataset metadata in the file's metadata).
+- `model.bnnx`: the packed-bit model for the bnnx kernels ({packed.packed_size_bytes} bytes).
+
+## Use
+```
+python app.py predict --model THIS_FOLDER --input images.npy
+```
+```python
+import kernels
+model = kernels.load("model.bnnx")
+logits = model(images)  # (N, H, W) or (N, C, H, W) raw images
+```
+
+## Configuration
+```json
+{config.to_json()}
+```
+"""
+
+
+def _fmt(v: Any) -> str:
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
+def pick_trial(study: optuna.Study, number: int | None) -> optuna.trial.FrozenTrial:
+    """The numbered trial, or the most accurate trial on the Pareto front (ties: faster)."""
+    complete = {t.number: t for t in study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))}
+    if number is None:
+        front = study.best_trials
+        if not front:
+            raise StorageError(f"study {study.study_name!r} has no completed trial to export")
+        return max(front, key=lambda t: (t.values[0], -t.values[1]))
+    if number not in complete:
+        have = ", ".join(map(str, sorted(complete))) or "none"
+        raise StorageError(
+            f"trial {number} of study {study.study_name!r} is not a completed trial; "
+            f"completed: {have}"
+        )
+    return complete[number]
+
+
+def export_trial(spec: str, study_name: str, trial_number: int | None, out_dir: Path) -> Path:
+    """Rebuild a trial's model from its config and weights artifact and write its folder."""
+    study = load_study(spec, study_name)
+    trial = pick_trial(study, trial_number)
+    config = Config.from_dict(trial.user_attrs["config"])
+    meta = trial.user_attrs["data"]
+    store = artifact_store(study_settings(study).artifacts)
+    with tempfile.TemporaryDirectory() as tmp:
+        weights = Path(tmp) / WEIGHTS_FILE
+        try:
+            download_artifact(
+                artifact_store=store,
+                file_path=str(weights),
+                artifact_id=trial.user_attrs["weights_artifact"],
+            )
+        except Exception as exc:
+            raise StorageError(
+                f"weights of trial {trial.number} not found in {study_settings(study).artifacts}: "
+                f"{exc}"
+            ) from None
+        model = load_weights(build_for(config, meta), weights)
+    title = f"bnnx model: study {study_name}, trial {trial.number}"
+    metrics = dict(trial.user_attrs.get("metrics", {}))
+    return write_model_folder(Path(out_dir), config, model, meta, metrics, title)
+
+
+def load_packed(model_dir: Path) -> kernels.PackedModel:
+    """The packed model of an exported folder, with errors that say what is missing."""
+    model_dir = Path(model_dir)
+    if not model_dir.is_dir():
+        raise ModelFolderError(f"model folder {model_dir} does not exist")
+    path = model_dir / PACKED_FILE
+    if not path.is_file():
+        raise ModelFolderError(
+            f"{model_dir} has no {PACKED_FILE}; an exported folder holds "
+            f"{CONFIG_FILE}, {WEIGHTS_FILE}, {PACKED_FILE}, {CARD_FILE}"
+        )
+    return kernels.load(str(path))
+
+
+def torch_model(model_dir: Path) -> nn.Module:
+    """The torch model of an exported folder (config.json + weights.safetensors)."""
+    model_dir = Path(model_dir)
+    try:
+        config = Config.from_json((model_dir / CONFIG_FILE).read_text())
+        meta = json.loads(_safetensors_metadata(model_dir / WEIGHTS_FILE)["bnnx_data"])
+    except (OSError, KeyError, json.JSONDecodeError) as exc:
+        raise ModelFolderError(f"model folder {model_dir} is incomplete: {exc}") from None
+    return load_weights(build_for(config, meta), model_dir / WEIGHTS_FILE)
+
+
+def _safetensors_metadata(path: Path) -> dict[str, str]:
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return f.metadata() or {}
+    except (SafetensorError, OSError) as exc:
+        raise ModelFolderError(f"weights file {path} is unreadable: {exc}") from None
+

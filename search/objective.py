@@ -1,0 +1,103 @@
+"""One trial: sample a config, compile and time it on the packed kernels, train, evaluate, store.
+
+This is the only place where the search space, training, the kernels and the study meet.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import optuna
+import torch
+from optuna.artifacts import upload_artifact
+from safetensors.torch import save_file
+from torch import nn
+
+import kernels
+from spaces import BinaryConv2d, BinaryLinear, Config, SearchSpace
+
+from .datasets import Dataset
+from .training import accuracy, train
+
+PROFILE_REPEATS = 20  # median of 20 batch-1 runs: stable to a few % for digits-sized nets
+
+
+def parameter_counts(model: nn.Module) -> dict[str, int]:
+    """Weights stored as 1 bit (binary-weight layers) versus 32-bit float parameters."""
+    binary = 0
+    for m in model.modules():
+        if isinstance(m, (BinaryConv2d, BinaryLinear)) and m.weight_quantizer is not None:
+            binary += m.weight.numel()
+    total = sum(p.numel() for p in model.parameters())
+    return {"params_binary": binary, "params_float": total - binary}
+
+
+def evaluate_and_profile(
+    config: Config, model: nn.Module, data: Dataset, threads: int = 1
+) -> dict[str, Any]:
+    """Metrics of a trained model: accuracies (torch) and latency/size (packed kernels)."""
+    packed = kernels.compile(model, (data.in_channels, data.image_size, data.image_size))
+    profile = packed.profile(threads=threads, repeats=PROFILE_REPEATS)
+    info = packed.layers_info()
+    counts = parameter_counts(model)
+    metrics = {
+        "val_accuracy": accuracy(model, data.x_val, data.y_val),
+        "test_accuracy": accuracy(model, data.x_test, data.y_test),
+        "latency_ms": profile.total_ms,
+        **counts,
+        "packed_bytes": packed.packed_size_bytes,
+        "fp32_bytes": 4 * (counts["params_binary"] + counts["params_float"]),
+        "binary_macs": sum(r.binary_macs for r in info),
+        "float_macs": sum(r.float_macs for r in info),
+    }
+    layer_latency = [{"name": r.name, "kind": r.kind, "ms": r.median_ms} for r in profile.layers]
+    return {"metrics": metrics, "layer_latency": layer_latency, "isa": profile.isa}
+
+
+class Objective:
+    """Callable for `study.optimize`: returns (validation accuracy, latency in ms)."""
+
+    def __init__(
+        self,
+        data: Dataset,
+        space: SearchSpace,
+        epochs: int,
+        seed: int,
+        artifacts: optuna.artifacts.FileSystemArtifactStore,
+        threads: int = 1,
+    ) -> None:
+        self.data, self.space, self.epochs, self.seed = data, space, epochs, seed
+        self.artifacts, self.threads = artifacts, threads
+
+    def __call__(self, trial: optuna.Trial) -> tuple[float, float]:
+        try:
+            return self._run(trial)
+        except Exception as exc:  # recorded with the trial, the search goes on
+            trial.set_user_attr("fail_reason", f"{type(exc).__name__}: {exc}")
+            raise
+
+    def _run(self, trial: optuna.Trial) -> tuple[float, float]:
+        config = self.space.sample(trial, epochs=self.epochs, seed=self.seed)
+        trial.set_user_attr("config", config.to_dict())
+        trial.set_user_attr("data", self.data.meta())
+        result = train(config, self.data)
+        report = evaluate_and_profile(config, result.model, self.data, self.threads)
+        report["metrics"]["train_seconds"] = result.seconds
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "weights.safetensors"
+            save_file(_state_dict(result.model), str(path))
+            artifact_id = upload_artifact(
+                artifact_store=self.artifacts, file_path=str(path), study_or_trial=trial
+            )
+        trial.set_user_attr("weights_artifact", artifact_id)
+        trial.set_user_attr("learning_curve", result.curve)
+        for key, value in report.items():
+            trial.set_user_attr(key, value)
+        metrics = report["metrics"]
+        return metrics["val_accuracy"], metrics["latency_ms"]
+
+
+def _state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}

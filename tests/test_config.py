@@ -1,0 +1,62 @@
+"""Config round trip, validation errors, and the plain family builder."""
+
+import json
+
+import pytest
+import torch
+
+from spaces import BinaryConv2d, Config, ConfigError, SearchSpace, build_model
+
+
+def test_default_round_trips_through_dict_and_json():
+    c = Config.from_dict({"arch": {"width": 16, "depth": 3}, "quant": {"weight_quantizer": "xnor"}})
+    assert Config.from_dict(c.to_dict()) == c
+    assert Config.from_json(c.to_json()) == c
+    assert json.loads(c.to_json())["arch"]["width"] == 16
+
+
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        ({"arch": {"family": "resnet9000"}}, r"arch.family = 'resnet9000' is not allowed; allowed"),
+        ({"arch": {"width": 2}}, r"arch.width = 2 is out of range \[4, 1024\]"),
+        ({"arch": {"width": 4.5}}, r"arch.width must be an integer"),
+        ({"quant": {"input_quantizer": "xnor"}}, r"allowed: ste, clipped_ste, approx_sign"),
+        ({"train": {"optimizer": "rmsprop"}}, r"train.optimizer = 'rmsprop' is not allowed"),
+        ({"train": {"lr": "fast"}}, r"train.lr must be a number"),
+        ({"colour": "red"}, r"unknown field 'colour'; allowed: arch, quant, seed, train"),
+        ({"arch": {"widht": 8}}, r"unknown field 'arch.widht'"),
+        ({"arch": 3}, r"arch.: expected an object"),
+    ],
+)
+def test_bad_values_name_the_field_and_allowed_values(data, message):
+    with pytest.raises(ConfigError, match=message):
+        Config.from_dict(data)
+
+
+def test_bad_json():
+    with pytest.raises(ConfigError, match="not valid JSON"):
+        Config.from_json("{nope")
+
+
+@pytest.mark.parametrize("depth", [1, 2, 3])
+def test_plain_model_shapes_and_binary_layers(depth):
+    c = Config.from_dict({"arch": {"width": 8, "depth": depth, "blocks_per_stage": 2}})
+    m = build_model(c, 1, 10, 8)
+    assert m(torch.rand(3, 1, 8, 8)).shape == (3, 10)
+    convs = [x for x in m.modules() if isinstance(x, BinaryConv2d)]
+    assert len(convs) == 2 * depth
+    assert all(x.precision == 1 for x in convs)
+
+
+def test_search_space_samples_valid_configs():
+    import optuna
+
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    for _ in range(5):
+        trial = study.ask()
+        c = SearchSpace("quick").sample(trial, epochs=2, seed=3)
+        assert c.train.epochs == 2 and c.seed == 3
+        assert set(trial.params) >= {"width", "depth", "input_quantizer", "weight_quantizer"}
+    with pytest.raises(ValueError, match="unknown search space 'huge'; allowed: quick"):
+        SearchSpace("huge")
