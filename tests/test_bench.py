@@ -1,0 +1,22 @@
+"""The kernel benchmark runs and writes its JSON (a smoke run; speed goals live in the bench)."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_bench_kernels_quick_writes_json(tmp_path):
+    out = tmp_path / "k.json"
+    res = subprocess.run(
+        [sys.executable, str(ROOT / "app.py"), "bench", "kernels", "--quick", "--repeats", "2",
+         "--json", str(out)],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert res.returncode == 0, res.stderr
+    rows = json.loads(out.read_text())["rows"]
+    assert [(r["channels"], r["size"]) for r in rows] == [(64, 14), (128, 7)]
+    assert all(r["torch_fp32_ms"] > 0 and r["bnnx_packed_ms"] > 0 for r in rows)
+    assert "x packed" in res.stdout
