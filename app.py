@@ -61,6 +61,10 @@ def cmd_search(args: argparse.Namespace) -> None:
             for t in study.best_trials
         ],
     }, indent=2))
+    sys.stdout.flush()
+    best_text = f"best val {100 * best.values[0]:.1f}%" if best else "no completed trial"
+    print(f"search {args.study} finished: {len(done)} complete, "
+          f"{len(study.trials) - len(done)} failed, {best_text}", file=sys.stderr)
 
 
 def cmd_worker(args: argparse.Namespace) -> None:

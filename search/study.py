@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import sys
 import warnings
 from dataclasses import asdict, dataclass
 
@@ -77,7 +78,17 @@ def run_worker(spec: str, name: str, n_trials: int, worker: int = 0, threads: in
         artifact_store(settings.artifacts),
         threads=threads,
     )
-    study.optimize(objective, n_trials=n_trials, catch=(Exception,))
+    study.optimize(objective, n_trials=n_trials, catch=(Exception,), callbacks=[report_trial])
+
+
+def report_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+    """One progress line per finished trial (the explorer shows a job's last log line)."""
+    if trial.values is not None:
+        print(f"trial {trial.number} complete: val {100 * trial.values[0]:.1f}%, "
+              f"{trial.values[1]:.3f} ms", file=sys.stderr, flush=True)
+    else:
+        reason = trial.user_attrs.get("fail_reason", trial.state.name.lower())
+        print(f"trial {trial.number} failed: {reason}", file=sys.stderr, flush=True)
 
 
 def run_search(spec: str, name: str, settings: SearchSettings, workers: int = 1) -> optuna.Study:

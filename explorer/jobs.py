@@ -1,0 +1,137 @@
+"""Searches run as `app.py search` subprocesses, so training never blocks or bloats the web app."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from .forms import SearchRequest
+from .paths import log_path
+
+APP_PY = Path(__file__).resolve().parents[1] / "app.py"
+
+
+def search_command(request: SearchRequest, storage_spec: str) -> list[str]:
+    """The argv of the search process; a list, never a shell string, so no quoting issues."""
+    return [
+        sys.executable, str(APP_PY), "search",
+        "--dataset", request.dataset,
+        "--trials", str(request.trials),
+        "--epochs", str(request.epochs),
+        "--workers", str(request.workers),
+        "--storage", storage_spec,
+        "--study", request.study,
+        "--seed", str(request.seed),
+    ]  # fmt: skip
+
+
+def last_line(path: Path, max_bytes: int = 4096) -> str:
+    """The last line with words in it (not a lone JSON bracket), reading only the log's tail."""
+    try:
+        with path.open("rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - max_bytes))
+            tail = f.read().decode("utf-8", errors="replace")
+    except OSError:
+        return ""
+    lines = [line.strip() for line in tail.replace("\r", "\n").splitlines()]
+    lines = [line for line in lines if any(c.isalnum() for c in line)]
+    return lines[-1] if lines else ""
+
+
+@dataclass
+class Job:
+    """One search process and where it logs."""
+
+    study: str
+    command: list[str]
+    log: Path
+    process: subprocess.Popen
+    started: float
+    ended: float | None = None
+
+    @property
+    def status(self) -> str:
+        code = self.process.poll()
+        if code is None:
+            return "running"
+        if self.ended is None:
+            self.ended = time.time()
+        return "finished" if code == 0 else "failed"
+
+    def last_log_line(self) -> str:
+        return last_line(self.log)
+
+
+class JobManager:
+    """The searches this explorer started; lives as long as the web process."""
+
+    def __init__(self, storage_spec: str, runs_dir: Path) -> None:
+        self.storage_spec = storage_spec
+        self.runs_dir = runs_dir
+        self._jobs: list[Job] = []
+        self._lock = threading.Lock()
+
+    def start(self, request: SearchRequest) -> Job:
+        """Launch the search in its own session, output going to runs/logs/<study>.log.
+
+        It inherits this process's working directory, so a relative storage spec names the same
+        file for both.
+        """
+        log = log_path(self.runs_dir, request.study)
+        log.parent.mkdir(parents=True, exist_ok=True)
+        command = search_command(request, self.storage_spec)
+        with log.open("wb") as out:
+            process = subprocess.Popen(
+                command,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                start_new_session=True,
+            )
+        job = Job(request.study, command, log, process, time.time())
+        with self._lock:
+            self._jobs.append(job)
+        return job
+
+    def jobs(self) -> list[Job]:
+        """Newest first."""
+        with self._lock:
+            return self._jobs[::-1]
+
+    def study_names(self) -> set[str]:
+        """Studies being created by a job; the storage may not know them yet."""
+        with self._lock:
+            return {job.study for job in self._jobs}
+
+    def running_studies(self) -> set[str]:
+        """Studies whose search is still running: listed even before the storage has them."""
+        return {job.study for job in self.jobs() if job.status == "running"}
+
+    def stop_all(self, timeout: float = 10.0) -> None:
+        """Terminate running searches (on shutdown), killing those that do not stop in time."""
+        running = [job for job in self.jobs() if job.process.poll() is None]
+        for job in running:
+            _signal_group(job.process, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        for job in running:
+            try:
+                job.process.wait(max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                _signal_group(job.process, signal.SIGKILL)
+                job.process.wait()
+
+
+def _signal_group(process: subprocess.Popen, sig: signal.Signals) -> None:
+    """Signal the search and its worker processes (they share the session started for it)."""
+    try:
+        os.killpg(process.pid, sig)
+    except ProcessLookupError:
+        pass
