@@ -1,8 +1,10 @@
-"""Binary 3x3 conv on bnnx's packed kernels versus torch fp32 conv2d, same shapes, same run.
+"""Binary convs and linear layers on bnnx's packed kernels versus torch fp32 and OpenVINO.
 
-Prints a table and writes JSON (default runs/bench/kernels.json). Ratios are measured against
-torch in this very run, never against remembered numbers. One thread, batch 1, median of repeats.
-Peer engines (OpenVINO, LCE) and whole networks are not in this script yet.
+Prints tables and writes JSON (default runs/bench/kernels.json). Every ratio is measured against
+peers timed in this very run, never against remembered numbers: torch fp32 conv2d, OpenVINO's
+BinaryConvolution (kernel-only time from its per-node profile, and its whole f32-in/f32-out
+model) when `openvino` is installed, and the register-only XOR/popcount peak of each ISA path
+(`measure_peak_gbmacs`). Batch 1, median of repeats; one thread unless a row says otherwise.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -17,9 +20,44 @@ import torch
 import torch.nn.functional as F
 
 import kernels
+from kernels import bitops
+from kernels._ext import ext
 
 SHAPES = [(64, 56), (128, 28), (256, 14), (512, 7), (128, 32), (256, 16), (512, 8)]
 QUICK_SHAPES = [(64, 14), (128, 7)]
+THREAD_SHAPES = [(128, 32), (256, 16), (512, 8), (64, 56)]  # the four largest by MACs
+
+
+@dataclass(frozen=True)
+class Conv:
+    """A binary conv C -> C on a size x size input (a linear layer when kernel == 0)."""
+
+    channels: int
+    size: int
+    kernel: int = 3
+    stride: int = 1
+
+    @property
+    def padding(self) -> int:
+        return self.kernel // 2
+
+    @property
+    def label(self) -> str:
+        if self.kernel == 0:
+            return f"linear {self.channels}"
+        s = "" if self.stride == 1 else f" s{self.stride}"
+        return f"{self.kernel}x{self.kernel}{s} {self.channels:>3},{self.size:>2}x{self.size:<2}"
+
+    @property
+    def macs(self) -> int:
+        if self.kernel == 0:
+            return self.channels**2
+        out = (self.size + 2 * self.padding - self.kernel) // self.stride + 1
+        return self.channels**2 * self.kernel**2 * out * out
+
+
+VARIANTS = [Conv(256, 14, 1), Conv(128, 28, 1), Conv(128, 28, 3, 2), Conv(256, 14, 3, 2),
+            Conv(4096, 1, 0)]
 
 
 def median_ms(fn, repeats: int, warmup: int = 3) -> float:
@@ -33,36 +71,156 @@ def median_ms(fn, repeats: int, warmup: int = 3) -> float:
     return 1e3 * float(np.median(times))
 
 
-def bench_shape(c: int, hw: int, repeats: int, rng: np.random.Generator) -> dict:
-    x = rng.standard_normal((1, c, hw, hw)).astype(np.float32)  # (N, C, H, W)
-    w = rng.standard_normal((c, c, 3, 3)).astype(np.float32)
-    xt, wt = torch.from_numpy(x), torch.from_numpy(np.sign(w))
-    bits_in = kernels.pack_nchw(x)  # (N, H, W, C_words)
-    wp = kernels.pack_weight(w)
-    thr = rng.integers(-9 * c // 4, 9 * c // 4, size=c).astype(np.int32)
-    direction = np.ones(c, np.int8)
-    scale, bias = np.ones(c, np.float32), np.zeros(c, np.float32)
+class Layer:
+    """One layer's random data in every form the contenders take."""
 
-    with torch.inference_mode():
-        t_torch = median_ms(lambda: F.conv2d(xt, wt, padding=1), repeats)
-    t_packed = median_ms(
-        lambda: kernels.conv2d_bits(bits_in, wp, c, thr, direction, padding=1), repeats
-    )
-    t_float = median_ms(
-        lambda: kernels.conv2d_float(kernels.pack_nchw(x), wp, c, scale, bias, padding=1),
-        repeats,
-    )
-    macs = c * c * 9 * hw * hw
-    return {
-        "channels": c,
-        "size": hw,
-        "torch_fp32_ms": t_torch,
-        "bnnx_packed_ms": t_packed,
-        "bnnx_float_io_ms": t_float,
-        "speedup_packed": t_torch / t_packed,
-        "speedup_float_io": t_torch / t_float,
-        "gbmacs_packed": macs / (t_packed * 1e-3) / 1e9,
-    }
+    def __init__(self, conv: Conv, rng: np.random.Generator) -> None:
+        c, hw, k = conv.channels, conv.size, max(conv.kernel, 1)
+        self.conv = conv
+        self.x = rng.standard_normal((1, c, hw, hw)).astype(np.float32)
+        self.w = np.sign(rng.standard_normal((c, c, k, k))).astype(np.float32)
+        self.bits = kernels.pack_nchw(self.x)
+        self.wp = kernels.pack_weight(self.w)
+        if conv.kernel == 0:
+            self.bits, self.wp = self.bits.reshape(1, -1), self.wp.reshape(c, -1)
+        self.blocked = bitops.block_weight(self.wp)
+        fan_in = c * k * k
+        self.threshold = rng.integers(-fan_in // 4, fan_in // 4, size=c).astype(np.int32)
+        self.direction = np.ones(c, np.int8)
+        self.scale, self.bias = np.ones(c, np.float32), np.zeros(c, np.float32)
+
+    def torch_ms(self, repeats: int) -> float:
+        xt, wt, conv = torch.from_numpy(self.x), torch.from_numpy(self.w), self.conv
+        with torch.inference_mode():
+            if conv.kernel == 0:
+                x2, w2 = xt.reshape(1, -1), wt.reshape(conv.channels, -1)
+                return median_ms(lambda: F.linear(x2, w2), repeats)
+            return median_ms(lambda: F.conv2d(xt, wt, stride=conv.stride, padding=conv.padding),
+                             repeats)
+
+    def bnnx_ms(self, repeats: int, threads: int = 1) -> tuple[float, float]:
+        """(packed bits in and out, float in and out) on the active ISA, called the way the
+        engine's ops call the extension."""
+        conv, c = self.conv, self.conv.channels
+        if conv.kernel == 0:
+            def floats():
+                rows = ext.pack_nchw(self.x).reshape(1, -1)
+                ext.linear_float(rows, self.wp, c, self.scale, self.bias, threads, self.blocked)
+
+            t = median_ms(floats, repeats)
+            return t, t  # a linear layer ends in floats either way
+        geometry = ((conv.stride,) * 2, (conv.padding,) * 2, 0)
+
+        def packed():
+            ext.conv2d_bits(self.bits, self.wp, c, *geometry, self.threshold, self.direction,
+                            threads, self.blocked)
+
+        def floats():
+            ext.conv2d_float(ext.pack_nchw(self.x), self.wp, c, *geometry, self.scale, self.bias,
+                             threads, self.blocked)
+
+        return median_ms(packed, repeats), median_ms(floats, repeats)
+
+
+# -- OpenVINO's BinaryConvolution, the fastest x86 peer measured so far --------------------------
+
+
+def openvino_version() -> str | None:
+    try:
+        import openvino
+    except ImportError:
+        return None
+    return openvino.__version__
+
+
+def openvino_ms(layer: Layer, repeats: int) -> tuple[float, float]:
+    """(BinaryConvolution kernel-only, whole f32-in/f32-out model) on 1 CPU thread.
+
+    FakeQuantize with levels=2 binarises the input (> 0 -> +1) in front of BinaryConvolution
+    (xnor-popcount, u1 weights: bit 1 = +1, LSB first, pad value +1).
+    """
+    import openvino as ov
+    import openvino.opset13 as ops
+
+    conv, x = layer.conv, layer.x
+    param = ops.parameter(list(x.shape), ov.Type.f32)
+
+    def const(v: float):
+        return ops.constant(np.full((1, 1, 1, 1), v, np.float32))
+
+    binary = ops.fake_quantize(param, const(0.0), const(1e-6), const(-1.0), const(1.0), 2)
+    weight = ov.Tensor(ov.Type.u1, ov.Shape(list(layer.w.shape)))
+    weight.data[:] = np.packbits((layer.w > 0).ravel(), bitorder="little")
+    p = [conv.padding] * 2
+    node = ops.binary_convolution(binary, ops.constant(weight), [conv.stride] * 2, p, p, [1, 1],
+                                  "xnor-popcount", 1.0)
+    config = {"PERF_COUNT": "YES", "INFERENCE_NUM_THREADS": "1", "NUM_STREAMS": "1",
+              "PERFORMANCE_HINT": "LATENCY"}
+    request = ov.Core().compile_model(ov.Model([node.output(0)], [param]), "CPU",
+                                      config).create_infer_request()
+    kernel_times: list[float] = []
+
+    def infer():
+        request.infer({0: x})
+        kernel_times.extend(p.real_time.total_seconds() for p in request.profiling_info
+                            if p.node_type == "BinaryConvolution")
+
+    model = median_ms(infer, repeats)
+    return 1e3 * float(np.median(kernel_times[-repeats:])), model
+
+
+# -- tables --------------------------------------------------------------------------------------
+
+
+def measure(conv: Conv, repeats: int, rng: np.random.Generator, peak: float) -> dict:
+    layer = Layer(conv, rng)
+    t_torch = layer.torch_ms(repeats)
+    t_packed, t_float = layer.bnnx_ms(repeats)
+    gbmacs = conv.macs / (t_packed * 1e-3) / 1e9
+    row = {"op": conv.label, "channels": conv.channels, "size": conv.size, "kernel": conv.kernel,
+           "stride": conv.stride, "isa": kernels.active_isa(), "threads": 1,
+           "torch_fp32_ms": t_torch, "bnnx_packed_ms": t_packed, "bnnx_float_io_ms": t_float,
+           "speedup_packed": t_torch / t_packed, "speedup_float_io": t_torch / t_float,
+           "gbmacs_packed": gbmacs, "pct_peak": 100 * gbmacs / peak,
+           "openvino_kernel_ms": None, "openvino_model_ms": None}
+    return row
+
+
+def add_openvino(rows: list[dict], convs: list[Conv], repeats: int,
+                 rng: np.random.Generator) -> None:
+    """Fills the OpenVINO columns. Run after every bnnx timing: OpenVINO's own worker threads
+    may keep spinning after an inference and would slow whatever is timed next."""
+    for row, conv in zip(rows, convs, strict=True):
+        if conv.kernel > 0:
+            row["openvino_kernel_ms"], row["openvino_model_ms"] = openvino_ms(Layer(conv, rng),
+                                                                             repeats)
+
+
+def print_rows(title: str, rows: list[dict]) -> None:
+    print(f"\n{title}")
+    print(f"{'op':>20} {'isa':>13} {'torch fp32':>11} {'packed':>9} {'float io':>9} "
+          f"{'x packed':>9} {'x float':>8} {'GbMAC/s':>8} {'% peak':>7} {'OV kernel':>10} "
+          f"{'OV model':>9}")
+    for r in rows:
+        ov_k, ov_m = r["openvino_kernel_ms"], r["openvino_model_ms"]
+        ov = (f"{ov_k:>8.3f}ms {ov_m:>7.3f}ms" if ov_k is not None else f"{'-':>10} {'-':>9}")
+        isa = f"{r['isa']} x{r['threads']}"
+        print(f"{r['op']:>20} {isa:>13} {r['torch_fp32_ms']:>9.3f}ms {r['bnnx_packed_ms']:>7.3f}ms "
+              f"{r['bnnx_float_io_ms']:>7.3f}ms {r['speedup_packed']:>8.1f}x "
+              f"{r['speedup_float_io']:>7.1f}x {r['gbmacs_packed']:>8.1f} {r['pct_peak']:>6.0f}% "
+              f"{ov}")
+
+
+def thread_row(base: dict, conv: Conv, threads: int, repeats: int,
+               rng: np.random.Generator) -> dict:
+    t_packed, t_float = Layer(conv, rng).bnnx_ms(repeats, threads)
+    return {**base, "threads": threads, "bnnx_packed_ms": t_packed, "bnnx_float_io_ms": t_float,
+            "speedup_packed": base["torch_fp32_ms"] / t_packed,
+            "speedup_float_io": base["torch_fp32_ms"] / t_float,
+            "gbmacs_packed": conv.macs / (t_packed * 1e-3) / 1e9,
+            "pct_peak": base["pct_peak"] * base["bnnx_packed_ms"] / t_packed,
+            "scaling": base["bnnx_packed_ms"] / t_packed,
+            "openvino_kernel_ms": None, "openvino_model_ms": None}
 
 
 def main() -> None:
@@ -74,19 +232,44 @@ def main() -> None:
 
     torch.set_num_threads(1)
     rng = np.random.default_rng(0)
-    rows = [bench_shape(c, hw, args.repeats, rng)
-            for c, hw in (QUICK_SHAPES if args.quick else SHAPES)]
-    print(f"bnnx kernels ({kernels.active_isa()}, 1 thread, batch 1, 3x3 s1 p1, C_in = C_out)")
-    print(f"{'shape':>12} {'torch fp32':>11} {'packed':>9} {'float io':>9} "
-          f"{'x packed':>9} {'x float':>8} {'GbMAC/s':>8}")
-    for r in rows:
-        print(f"{r['channels']:>5}, {r['size']:>2}x{r['size']:<2} {r['torch_fp32_ms']:>9.3f}ms "
-              f"{r['bnnx_packed_ms']:>7.3f}ms {r['bnnx_float_io_ms']:>7.3f}ms "
-              f"{r['speedup_packed']:>8.1f}x {r['speedup_float_io']:>7.1f}x "
-              f"{r['gbmacs_packed']:>8.1f}")
+    active = kernels.active_isa()
+    peaks = {isa: max(bitops.measure_peak_gbmacs(isa) for _ in range(3))
+             for isa in kernels.available_isas()}
+    ov_version = None if args.quick else openvino_version()
+    print("bnnx kernels, batch 1, C_in = C_out; peaks (register-only XOR/popcount, GbMAC/s): "
+          + ", ".join(f"{isa} {v:.0f}" for isa, v in peaks.items()))
+    if not args.quick and ov_version is None:
+        print("OpenVINO not installed (pip install openvino): its columns are skipped")
+
+    shapes = [Conv(c, hw) for c, hw in (QUICK_SHAPES if args.quick else SHAPES)]
+    rows = [measure(conv, args.repeats, rng, peaks[active]) for conv in shapes]
+    report = {"isa": active, "threads": 1, "peak_gbmacs": peaks, "openvino": ov_version,
+              "rows": rows, "isa_rows": [], "variant_rows": [], "thread_rows": []}
+    if not args.quick:
+        for isa in kernels.available_isas():
+            if isa == active:
+                continue
+            with kernels.use_isa(isa):
+                report["isa_rows"] += [measure(conv, args.repeats, rng, peaks[isa])
+                                       for conv in shapes]
+        report["variant_rows"] = [measure(conv, args.repeats, rng, peaks[active])
+                                  for conv in VARIANTS]
+        by_shape = {(r["channels"], r["size"]): r for r in rows}
+        report["thread_rows"] = [thread_row(by_shape[s], Conv(*s), 2, args.repeats, rng)
+                                 for s in THREAD_SHAPES]
+        if ov_version is not None:
+            add_openvino(rows, shapes, args.repeats, rng)
+            add_openvino(report["variant_rows"], VARIANTS, args.repeats, rng)
+    print_rows(f"3x3 s1 p1, {active}, 1 thread; OpenVINO {ov_version or 'absent'}", rows)
+    if not args.quick:
+        print_rows("3x3 s1 p1, other ISA paths (BNNX_ISA / kernels.use_isa)", report["isa_rows"])
+        print_rows("1x1, stride 2 and binary linear", report["variant_rows"])
+        print_rows("2 threads (scaling over 1 thread: "
+                   + ", ".join(f"{r['scaling']:.2f}x" for r in report["thread_rows"]) + ")",
+                   report["thread_rows"])
     out = Path(args.json)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"isa": kernels.active_isa(), "threads": 1, "rows": rows}, indent=2))
+    out.write_text(json.dumps(report, indent=2))
     print(f"wrote {out}")
 
 

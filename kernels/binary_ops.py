@@ -78,6 +78,9 @@ def binary_weight(path: str, layer: nn.Module) -> tuple[torch.Tensor, torch.Tens
             f"{path}: weight quantizer {type(layer.weight_quantizer).__name__} does not produce "
             "+-scale per output channel"
         )
+    learned = getattr(layer, "output_scale", None)  # XNOR-Net++ scale on the conv output
+    if learned is not None:
+        scale = scale * learned.detach().to(torch.float32).cpu().flatten()
     return wq, scale
 
 
@@ -180,6 +183,7 @@ class PlainBlockOp(Op):
         expected = (self.c_out, *self.kernel, bitops.words_for(self.c_in))
         if self.c_in < 1 or self.c_out < 1 or self.weight.shape != expected:
             raise ValueError(f"{name}: weight shape {self.weight.shape} does not match {expected}")
+        self.blocked = bitops.block_weight(self.weight)  # the microkernels' layout, made once
         if self.pad_value not in (-1, 0, 1) or self.output not in ("bits", "float"):
             raise ValueError(f"{name}: invalid pad_value {self.pad_value!r} or output "
                              f"{self.output!r}")
@@ -279,11 +283,11 @@ class PlainBlockOp(Op):
                              f"{got}")
         conv = (x.data, self.weight, self.c_in, self.stride, self.padding, self.pad_value)
         if self.output == "bits":
-            out = ext.conv2d_bits(*conv, self.threshold, self.direction, threads)
+            out = ext.conv2d_bits(*conv, self.threshold, self.direction, threads, self.blocked)
             if self.pool:
                 out = ext.maxpool2d_bits(out, *self.pool)
             return Bits(out, self.c_out)
-        y = ext.conv2d_float(*conv, self.scale, self.bias, threads)
+        y = ext.conv2d_float(*conv, self.scale, self.bias, threads, self.blocked)
         if self.pool:
             y = ext.maxpool2d_float(y, *self.pool)
         return torch.from_numpy(y).permute(0, 3, 1, 2)  # NCHW view of the NHWC result
@@ -311,6 +315,7 @@ class BinaryLinearOp(Op):
         if self.c_in < 1 or self.weight.shape != (self.c_out, bitops.words_for(self.c_in)):
             raise ValueError(f"{name}: weight shape {self.weight.shape} does not match "
                              f"c_in={self.c_in}, c_out={self.c_out}")
+        self.blocked = bitops.block_weight(self.weight)  # the microkernels' layout, made once
         self.scale = self.tensor("scale", np.float32, 1)
         self.bias = self.tensor("bias", np.float32, 1)
         if self.scale.shape != (self.c_out,) or self.bias.shape != (self.c_out,):
@@ -336,7 +341,8 @@ class BinaryLinearOp(Op):
             raise ValueError(f"{self.name}: expects packed (N, {self.c_in}) rows")
         rows = x.data.reshape(x.data.shape[0], -1)
         return torch.from_numpy(
-            ext.linear_float(rows, self.weight, self.c_in, self.scale, self.bias, threads)
+            ext.linear_float(rows, self.weight, self.c_in, self.scale, self.bias, threads,
+                             self.blocked)
         )
 
     def macs(self, in_shape: tuple[int, ...], out_shape: tuple[int, ...]) -> tuple[int, int]:

@@ -3,7 +3,9 @@
 Encoding (shared with the C++ side): activations NHWC with channels packed into uint64 words,
 channel c is bit c % 64 of word c // 64; bit 1 means -1, i.e. NOT (x >= 0), so 0 packs to +1 and
 NaN to -1 exactly like the quantizers' sign; bits past the channel count are 0. Binary weights
-are (C_out, KH, KW, C_words), packed the same way.
+are (C_out, KH, KW, C_words), packed the same way. The microkernels read them "blocked"
+(block_weight: 8 output channels side by side per word); every op blocks on the fly unless it is
+handed the blocked copy, which engines make once at load time.
 """
 
 from __future__ import annotations
@@ -43,6 +45,12 @@ def available_isas() -> list[str]:
     return list(ext.available_isas())
 
 
+def measure_peak_gbmacs(isa: str | None = None) -> float:
+    """Binary MAC/s (G) of an ISA's register-only XOR/popcount/add loop (default: the active one):
+    the ceiling its microkernel could reach without memory traffic, measured now."""
+    return float(ext.measure_peak_gbmacs(isa))
+
+
 @contextmanager
 def use_isa(name: str) -> Iterator[None]:
     """Temporarily dispatch to another microkernel table (to cross-check ISA paths)."""
@@ -74,6 +82,11 @@ def pack_weight(weight: np.ndarray) -> np.ndarray:
     return ext.pack_nhwc(w)
 
 
+def block_weight(weight: np.ndarray) -> np.ndarray:
+    """Packed (C_out, KH, KW, C_words) or (C_out, C_words) -> blocked (ceil(C_out / 8), K, 8)."""
+    return ext.block_weight(weight)
+
+
 def conv2d_dots(
     x: np.ndarray,
     weight: np.ndarray,
@@ -82,11 +95,12 @@ def conv2d_dots(
     padding: Pair = 0,
     pad_value: int = 0,
     threads: int = 1,
+    blocked: np.ndarray | None = None,
 ) -> np.ndarray:
     """Exact integer dots of a binary conv, int32 (N, OH, OW, C_out)."""
     return ext.conv2d_dots(
         x, weight, int(channels), _pair(stride, "stride"), _pair(padding, "padding"),
-        _pad_value(pad_value), int(threads),
+        _pad_value(pad_value), int(threads), blocked,
     )
 
 
@@ -100,11 +114,12 @@ def conv2d_float(
     padding: Pair = 0,
     pad_value: int = 0,
     threads: int = 1,
+    blocked: np.ndarray | None = None,
 ) -> np.ndarray:
     """scale[c] * dot + bias[c], float32 (N, OH, OW, C_out)."""
     return ext.conv2d_float(
         x, weight, int(channels), _pair(stride, "stride"), _pair(padding, "padding"),
-        _pad_value(pad_value), scale, bias, int(threads),
+        _pad_value(pad_value), scale, bias, int(threads), blocked,
     )
 
 
@@ -118,11 +133,12 @@ def conv2d_bits(
     padding: Pair = 0,
     pad_value: int = 0,
     threads: int = 1,
+    blocked: np.ndarray | None = None,
 ) -> np.ndarray:
     """Packed output bits: 1 where direction * dot >= direction * threshold (see thresholds.py)."""
     return ext.conv2d_bits(
         x, weight, int(channels), _pair(stride, "stride"), _pair(padding, "padding"),
-        _pad_value(pad_value), threshold, direction, int(threads),
+        _pad_value(pad_value), threshold, direction, int(threads), blocked,
     )
 
 
@@ -143,9 +159,10 @@ def maxpool2d_float(x: np.ndarray, kernel_size: Pair, stride: Pair | None = None
 
 
 def linear_float(x: np.ndarray, weight: np.ndarray, channels: int, scale: np.ndarray,
-                 bias: np.ndarray, threads: int = 1) -> np.ndarray:
+                 bias: np.ndarray, threads: int = 1,
+                 blocked: np.ndarray | None = None) -> np.ndarray:
     """Binary linear on packed rows (N, C_words) x (C_out, C_words): scale * dot + bias."""
-    return ext.linear_float(x, weight, int(channels), scale, bias, int(threads))
+    return ext.linear_float(x, weight, int(channels), scale, bias, int(threads), blocked)
 
 
 def _pad_value(value: float) -> int:

@@ -3,11 +3,15 @@
 // the kernels run.
 #include <nanobind/nanobind.h>
 #include <nanobind/ndarray.h>
+#include <nanobind/stl/optional.h>
 #include <nanobind/stl/pair.h>
 #include <nanobind/stl/string.h>
 #include <nanobind/stl/vector.h>
 
+#include <algorithm>
+#include <chrono>
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -109,13 +113,38 @@ void check_channels(int64_t channels, int64_t words, const char *name) {
                     std::to_string(words_for(channels)));
 }
 
+using Optional = std::optional<Array>;
+
+// Blocked weights (isa.h): the caller's `blocked` array after a shape check, else blocked here.
+struct Blocked {
+    std::vector<uint64_t> owned;
+    const uint64_t *data;
+};
+
+Blocked blocked_weights(const Optional &blocked, const uint64_t *w, int64_t c_out, int64_t k) {
+    Blocked b{};
+    if (blocked) {
+        b.data = checked<uint64_t>(*blocked, "blocked", 3, "(ceil(C_out / 8), K, 8)");
+        if (dim(*blocked, 0) != blocks_for(c_out) || dim(*blocked, 1) != k ||
+            dim(*blocked, 2) != kBlock)
+            value_error("blocked has shape " + shape_str(*blocked) + ", expected (" +
+                        std::to_string(blocks_for(c_out)) + ", " + std::to_string(k) + ", 8)");
+        return b;
+    }
+    b.owned.resize(static_cast<size_t>(blocks_for(c_out) * k * kBlock));
+    block_weights(w, c_out, k, b.owned.data());
+    b.data = b.owned.data();
+    return b;
+}
+
 struct ConvArgs {
     ConvGeometry g;
     const uint64_t *x, *w;
+    Blocked wb;
 };
 
 ConvArgs conv_args(const Array &x, const Array &w, int64_t channels, Pair stride, Pair padding,
-                   int pad_value, int threads) {
+                   int pad_value, int threads, const Optional &blocked) {
     ConvArgs a{};
     a.x = checked<uint64_t>(x, "x", 4, "packed NHWC (N, H, W, C_words)");
     a.w = checked<uint64_t>(w, "weight", 4, "packed (C_out, KH, KW, C_words)");
@@ -138,6 +167,7 @@ ConvArgs conv_args(const Array &x, const Array &w, int64_t channels, Pair stride
                     " is larger than the padded input " + std::to_string(g.h + 2 * g.pad_h) + "x" +
                     std::to_string(g.w + 2 * g.pad_w));
     if (g.c_in * g.kh * g.kw > INT32_MAX / 2) value_error("layer too large for int32 dots");
+    a.wb = blocked_weights(blocked, a.w, g.c_out, g.kh * g.kw * g.c_words());
     return a;
 }
 
@@ -182,6 +212,37 @@ NB_MODULE(_bnnx_kernels, m) {
         return previous;
     }, nb::arg("name"), "Switch the active microkernel table; returns the previous name.");
 
+    m.def("measure_peak_gbmacs", [](const std::optional<std::string> &name) {
+        const KernelTable *table = name ? find_kernels(name->c_str()) : &active_kernels();
+        if (table == nullptr) value_error("unknown or unsupported ISA '" + *name + "'");
+        nb::gil_scoped_release release;
+        uint64_t checksum = 0;
+        double best = 0;
+        for (int rep = 0; rep < 5; ++rep) {
+            const auto start = std::chrono::steady_clock::now();
+            const uint64_t macs = table->peak_loop(int64_t{1} << 20, &checksum);
+            const std::chrono::duration<double> s = std::chrono::steady_clock::now() - start;
+            best = std::max(best, static_cast<double>(macs) / s.count() / 1e9);
+        }
+        static volatile uint64_t sink;
+        sink = checksum;  // keeps the loops' results observable, so they are not optimised away
+        return best;
+    }, nb::arg("isa") = nb::none(),
+       "Binary MAC/s (G) of the ISA's register-only XOR/popcount/add loop: the kernels' peak.");
+
+    m.def("block_weight", [](const Array &w) {
+        if (w.ndim() != 2 && w.ndim() != 4)
+            value_error("weight must be packed (C_out, KH, KW, C_words) or (C_out, C_words), "
+                        "got shape " + shape_str(w));
+        const uint64_t *p = checked<uint64_t>(w, "weight", w.ndim(), "packed");
+        const int64_t c_out = dim(w, 0), k = c_out > 0 ? int64_t(w.size()) / c_out : 0;
+        if (c_out < 1 || k < 1) value_error("weight shape " + shape_str(w) + " is empty");
+        auto out = new_array<uint64_t>({size_t(blocks_for(c_out)), size_t(k), size_t(kBlock)});
+        block_weights(p, c_out, k, out.data());
+        return out;
+    }, nb::arg("weight"),
+       "Packed weight -> blocked (ceil(C_out / 8), K, 8) layout the microkernels read.");
+
     m.def("pack_nhwc", [](const Array &x) {
         const float *p = checked<float>(x, "x", 4, "float NHWC");
         const int64_t n = dim(x, 0), h = dim(x, 1), w = dim(x, 2), c = dim(x, 3);
@@ -216,40 +277,41 @@ NB_MODULE(_bnnx_kernels, m) {
     }, nb::arg("bits"), nb::arg("channels"), "packed NHWC -> float32 NHWC of +-1.");
 
     m.def("conv2d_dots", [](const Array &x, const Array &w, int64_t channels, Pair stride,
-                            Pair padding, int pad_value, int threads) {
-        ConvArgs a = conv_args(x, w, channels, stride, padding, pad_value, threads);
+                            Pair padding, int pad_value, int threads, const Optional &blocked) {
+        ConvArgs a = conv_args(x, w, channels, stride, padding, pad_value, threads, blocked);
         auto out = new_array<int32_t>({size_t(a.g.n), size_t(a.g.out_h()), size_t(a.g.out_w()),
                                        size_t(a.g.c_out)});
         {
             nb::gil_scoped_release release;
-            conv2d_dots(a.g, a.x, a.w, out.data(), threads);
+            conv2d_dots(a.g, a.x, a.wb.data, out.data(), threads);
         }
         return out;
     }, nb::arg("x"), nb::arg("weight"), nb::arg("channels"), nb::arg("stride"),
        nb::arg("padding"), nb::arg("pad_value"), nb::arg("threads") = 1,
-       "Binary conv2d -> exact int32 dots, NHWC.");
+       nb::arg("blocked") = nb::none(), "Binary conv2d -> exact int32 dots, NHWC.");
 
     m.def("conv2d_float", [](const Array &x, const Array &w, int64_t channels, Pair stride,
                              Pair padding, int pad_value, const Array &scale, const Array &bias,
-                             int threads) {
-        ConvArgs a = conv_args(x, w, channels, stride, padding, pad_value, threads);
+                             int threads, const Optional &blocked) {
+        ConvArgs a = conv_args(x, w, channels, stride, padding, pad_value, threads, blocked);
         const float *s = per_channel<float>(scale, "scale", a.g.c_out);
         const float *b = per_channel<float>(bias, "bias", a.g.c_out);
         auto out = new_array<float>({size_t(a.g.n), size_t(a.g.out_h()), size_t(a.g.out_w()),
                                      size_t(a.g.c_out)});
         {
             nb::gil_scoped_release release;
-            conv2d_float(a.g, a.x, a.w, s, b, out.data(), threads);
+            conv2d_float(a.g, a.x, a.wb.data, s, b, out.data(), threads);
         }
         return out;
     }, nb::arg("x"), nb::arg("weight"), nb::arg("channels"), nb::arg("stride"),
        nb::arg("padding"), nb::arg("pad_value"), nb::arg("scale"), nb::arg("bias"),
-       nb::arg("threads") = 1, "Binary conv2d -> float32 NHWC scale * dot + bias.");
+       nb::arg("threads") = 1, nb::arg("blocked") = nb::none(),
+       "Binary conv2d -> float32 NHWC scale * dot + bias.");
 
     m.def("conv2d_bits", [](const Array &x, const Array &w, int64_t channels, Pair stride,
                             Pair padding, int pad_value, const Array &threshold,
-                            const Array &direction, int threads) {
-        ConvArgs a = conv_args(x, w, channels, stride, padding, pad_value, threads);
+                            const Array &direction, int threads, const Optional &blocked) {
+        ConvArgs a = conv_args(x, w, channels, stride, padding, pad_value, threads, blocked);
         const int32_t *t = per_channel<int32_t>(threshold, "threshold", a.g.c_out);
         const int8_t *d = per_channel<int8_t>(direction, "direction", a.g.c_out);
         for (int64_t c = 0; c < a.g.c_out; ++c)
@@ -260,12 +322,12 @@ NB_MODULE(_bnnx_kernels, m) {
                                         size_t(words_for(a.g.c_out))});
         {
             nb::gil_scoped_release release;
-            conv2d_bits(a.g, a.x, a.w, t, d, out.data(), threads);
+            conv2d_bits(a.g, a.x, a.wb.data, t, d, out.data(), threads);
         }
         return out;
     }, nb::arg("x"), nb::arg("weight"), nb::arg("channels"), nb::arg("stride"),
        nb::arg("padding"), nb::arg("pad_value"), nb::arg("threshold"), nb::arg("direction"),
-       nb::arg("threads") = 1,
+       nb::arg("threads") = 1, nb::arg("blocked") = nb::none(),
        "Binary conv2d -> packed bits: bit = dot >= threshold (direction +1) or "
        "dot <= threshold (direction -1).");
 
@@ -296,7 +358,7 @@ NB_MODULE(_bnnx_kernels, m) {
        "Max-pool on float32 NHWC.");
 
     m.def("linear_float", [](const Array &x, const Array &w, int64_t channels, const Array &scale,
-                             const Array &bias, int threads) {
+                             const Array &bias, int threads, const Optional &blocked) {
         const uint64_t *px = checked<uint64_t>(x, "x", 2, "packed (N, C_words)");
         const uint64_t *pw = checked<uint64_t>(w, "weight", 2, "packed (C_out, C_words)");
         check_channels(channels, dim(x, 1), "x");
@@ -308,12 +370,14 @@ NB_MODULE(_bnnx_kernels, m) {
         if (c_out < 1) value_error("weight has no output rows");
         const float *s = per_channel<float>(scale, "scale", c_out);
         const float *b = per_channel<float>(bias, "bias", c_out);
+        const Blocked wb = blocked_weights(blocked, pw, c_out, dim(w, 1));
         auto out = new_array<float>({size_t(n), size_t(c_out)});
         {
             nb::gil_scoped_release release;
-            linear_float(px, pw, n, channels, c_out, s, b, out.data(), threads);
+            linear_float(px, wb.data, n, channels, c_out, s, b, out.data(), threads);
         }
         return out;
     }, nb::arg("x"), nb::arg("weight"), nb::arg("channels"), nb::arg("scale"), nb::arg("bias"),
-       nb::arg("threads") = 1, "Binary linear -> float32 scale * dot + bias.");
+       nb::arg("threads") = 1, nb::arg("blocked") = nb::none(),
+       "Binary linear -> float32 scale * dot + bias.");
 }

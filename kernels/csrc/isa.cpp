@@ -10,6 +10,11 @@ namespace {
 bool supported(const KernelTable &table) {
 #if defined(__x86_64__) || defined(_M_X64)
     if (&table == &isa::popcnt) return __builtin_cpu_supports("popcnt");
+    if (&table == &isa::avx512vpopcnt)
+        return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
+               __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq") &&
+               __builtin_cpu_supports("avx512vpopcntdq");
+    if (&table == &isa::avx2) return __builtin_cpu_supports("avx2");
 #endif
     (void)table;
     return true;
@@ -18,6 +23,8 @@ bool supported(const KernelTable &table) {
 // Best first: the first supported table wins unless BNNX_ISA names another one.
 const KernelTable *const kCandidates[] = {
 #if defined(__x86_64__) || defined(_M_X64)
+    &isa::avx512vpopcnt,
+    &isa::avx2,
     &isa::popcnt,
 #endif
     &isa::scalar,

@@ -1,5 +1,11 @@
 // Runtime ISA dispatch point: every hot loop calls through the active KernelTable, so a new
-// microkernel (AVX2, AVX-512 VPOPCNTDQ, NEON) is one new isa_*.cpp plus one entry in isa.cpp.
+// microkernel (e.g. NEON) is one new isa_*.cpp plus one entry in isa.cpp.
+//
+// Weights reach the microkernels "blocked": (ceil(C_out / 8), K, 8) uint64, i.e. for every block
+// of 8 output channels and every weight word k < K (K = KH * KW * C_words, or C_words for a
+// linear layer) the 8 channels' words side by side. One 512-bit register then holds one word of
+// 8 output channels, so a broadcast activation word is XORed with all of them at once (OpenVINO's
+// JIT layout); scalar tables read the same layout lane by lane. Channels past C_out are 0 words.
 #pragma once
 
 #include <cstddef>
@@ -7,15 +13,56 @@
 
 namespace bnnx {
 
+constexpr int64_t kBlock = 8;  // output channels per weight block
+
+inline int64_t blocks_for(int64_t c_out) { return (c_out + kBlock - 1) / kBlock; }
+
+// `tiles` consecutive register tiles of mr output pixels x nr blocks of 8 output channels; for
+// pixel i < tiles * mr and channel l < 8 * nr of the call:
+// pc[i][l] = sum_{r < nrows} sum_{t < run}
+//            popcount(a[i * a_pixel_stride + a_row_off[r] + t] ^ w[b, w_row_off[r] + t, l % 8])
+// with b = block0 + l / 8 and w[b, k, j] = w[(b * w_block_stride + k) * 8 + j]. Several tiles
+// per call amortise the call and the epilogue's per-channel set-up over a whole output row.
+struct Tile {
+    const uint64_t *a;
+    int64_t a_pixel_stride;
+    const int64_t *a_row_off, *w_row_off;
+    int64_t nrows, run;
+    const uint64_t *w;
+    int64_t w_block_stride;  // K
+    int64_t block0;
+    int mr, nr;
+    int64_t tiles;
+};
+
+enum class OutKind : int { dots, floats, bits };
+
+// The fused epilogue: dot = base - 2 * pc + corr[c] (corr: padded taps, may be null), then
+//   dots:   out[c] = dot (int32)
+//   floats: out[c] = scale[c] * dot + bias[c] (multiply, then add: no FMA, identical everywhere)
+//   bits:   bit c = dot >= threshold[c] if bit (c % 8) of dir_pos[c / 8] is set, else
+//           dot <= threshold[c]; written as byte c / 8 of the packed output (bits >= C_out are 0).
+// Per-channel arrays are padded to a multiple of 8. `out` points at the tile's first pixel;
+// pixel i is at out + i * pixel_stride, in elements (int32 / float) or bytes (bits).
+struct TileOut {
+    OutKind kind;
+    int64_t c_out;
+    int32_t base;
+    const int32_t *corr;
+    const float *scale, *bias;
+    const int32_t *threshold;
+    const uint8_t *dir_pos;
+    void *out;
+    int64_t pixel_stride;
+};
+
 struct KernelTable {
     const char *name;
-    // For every output channel co < c_out:
-    //   out[co] = sum_{r < nrows} sum_{i < run} popcount(rows[r][i] ^ w[co * co_stride + offsets[r] + i])
-    // One call covers one output pixel (rows = in-bounds input rows of its window) or one
-    // linear-layer sample (nrows = 1), so SIMD versions can vectorise across words or channels.
-    void (*xor_popcount_rows)(const uint64_t *const *rows, const int64_t *offsets, int64_t nrows,
-                              int64_t run, const uint64_t *w, int64_t co_stride, int64_t c_out,
-                              int32_t *out);
+    int mr_max, nr_max;  // largest tile the microkernel takes
+    void (*bconv_tile)(const Tile &tile, const TileOut &out);
+    // The same XOR / popcount / add recipe on registers only, `iters` times: the peak the tile
+    // could reach without memory. Returns (iters x binary MACs per iteration, checksum).
+    uint64_t (*peak_loop)(int64_t iters, uint64_t *checksum);
 };
 
 // The table in use: chosen at first use from cpuid, overridable with BNNX_ISA=<name>.
@@ -34,6 +81,8 @@ namespace isa {
 extern const KernelTable scalar;
 #if defined(__x86_64__) || defined(_M_X64)
 extern const KernelTable popcnt;
+extern const KernelTable avx512vpopcnt;
+extern const KernelTable avx2;
 #endif
 }  // namespace isa
 

@@ -8,18 +8,19 @@
 namespace bnnx {
 namespace {
 
-__attribute__((target("popcnt"))) void xor_popcount_rows(const uint64_t *const *rows,
-                                                         const int64_t *offsets, int64_t nrows,
-                                                         int64_t run, const uint64_t *w,
-                                                         int64_t co_stride, int64_t c_out,
-                                                         int32_t *out) {
-    generic::xor_popcount_rows(rows, offsets, nrows, run, w, co_stride, c_out, out);
+__attribute__((target("popcnt"))) void bconv_ukernel_4x32__popcnt(const Tile &tile,
+                                                                const TileOut &out) {
+    generic::bconv_tile(tile, out);
+}
+
+__attribute__((target("popcnt"))) uint64_t peak_loop(int64_t iters, uint64_t *checksum) {
+    return generic::peak_loop(iters, checksum);
 }
 
 }  // namespace
 
 namespace isa {
-const KernelTable popcnt = {"popcnt", xor_popcount_rows};
+const KernelTable popcnt = {"popcnt", 4, 4, bconv_ukernel_4x32__popcnt, peak_loop};
 }
 
 }  // namespace bnnx

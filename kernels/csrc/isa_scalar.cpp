@@ -1,20 +1,22 @@
-// Portable reference microkernels, compiled for the baseline target so they run everywhere.
+// Portable reference microkernel, compiled for the baseline target so it runs everywhere.
 #include "isa.h"
 #include "microkernel_generic.h"
 
 namespace bnnx {
 namespace {
 
-void xor_popcount_rows(const uint64_t *const *rows, const int64_t *offsets, int64_t nrows,
-                       int64_t run, const uint64_t *w, int64_t co_stride, int64_t c_out,
-                       int32_t *out) {
-    generic::xor_popcount_rows(rows, offsets, nrows, run, w, co_stride, c_out, out);
+void bconv_ukernel_4x32__scalar(const Tile &tile, const TileOut &out) {
+    generic::bconv_tile(tile, out);
+}
+
+uint64_t peak_loop(int64_t iters, uint64_t *checksum) {
+    return generic::peak_loop(iters, checksum);
 }
 
 }  // namespace
 
 namespace isa {
-const KernelTable scalar = {"scalar", xor_popcount_rows};
+const KernelTable scalar = {"scalar", 4, 4, bconv_ukernel_4x32__scalar, peak_loop};
 }
 
 }  // namespace bnnx

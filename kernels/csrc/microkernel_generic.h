@@ -1,46 +1,72 @@
-// Portable loop bodies shared by the scalar tables; each isa_*.cpp instantiates them under its
-// own target attribute so __builtin_popcountll lowers to the best instruction available there.
+// Portable tile and epilogue shared by the scalar tables; each isa_*.cpp instantiates them under
+// its own target attribute so __builtin_popcountll lowers to the best instruction available there.
+// The SIMD tables keep this epilogue's arithmetic exactly (see TileOut in isa.h).
 #pragma once
 
 #include <cstdint>
 
+#include "isa.h"
+
 namespace bnnx {
 namespace generic {
 
-// Four output channels at a time: each activation word is loaded once for four XORs, and the
-// four independent popcount chains keep the pipeline busy.
-__attribute__((always_inline)) inline void xor_popcount_rows(
-    const uint64_t *const *rows, const int64_t *offsets, int64_t nrows, int64_t run,
-    const uint64_t *w, int64_t co_stride, int64_t c_out, int32_t *out) {
-    int64_t co = 0;
-    for (; co + 4 <= c_out; co += 4) {
-        const uint64_t *w0 = w + co * co_stride, *w1 = w0 + co_stride;
-        const uint64_t *w2 = w1 + co_stride, *w3 = w2 + co_stride;
-        uint64_t t0 = 0, t1 = 0, t2 = 0, t3 = 0;
-        for (int64_t r = 0; r < nrows; ++r) {
-            const uint64_t *a = rows[r];
-            const int64_t off = offsets[r];
-            for (int64_t i = 0; i < run; ++i) {
-                const uint64_t v = a[i];
-                t0 += static_cast<uint64_t>(__builtin_popcountll(v ^ w0[off + i]));
-                t1 += static_cast<uint64_t>(__builtin_popcountll(v ^ w1[off + i]));
-                t2 += static_cast<uint64_t>(__builtin_popcountll(v ^ w2[off + i]));
-                t3 += static_cast<uint64_t>(__builtin_popcountll(v ^ w3[off + i]));
-            }
+// Writes one pixel's outputs for the 8-channel block starting at channel c0 from its popcount
+// sums pc[0..8).
+__attribute__((always_inline)) inline void epilogue(const TileOut &o, int64_t pixel, int64_t c0,
+                                                    const int32_t *pc) {
+    unsigned byte = 0;
+    for (int64_t l = 0; l < kBlock && c0 + l < o.c_out; ++l) {
+        const int64_t c = c0 + l;
+        const int32_t dot = o.base - 2 * pc[l] + (o.corr ? o.corr[c] : 0);
+        if (o.kind == OutKind::dots) {
+            static_cast<int32_t *>(o.out)[pixel * o.pixel_stride + c] = dot;
+        } else if (o.kind == OutKind::floats) {
+            const float prod = o.scale[c] * static_cast<float>(dot);
+            static_cast<float *>(o.out)[pixel * o.pixel_stride + c] = prod + o.bias[c];
+        } else {
+            const bool up = (o.dir_pos[c0 / kBlock] >> l) & 1u;
+            byte |= unsigned(up ? dot >= o.threshold[c] : dot <= o.threshold[c]) << l;
         }
-        out[co] = static_cast<int32_t>(t0);
-        out[co + 1] = static_cast<int32_t>(t1);
-        out[co + 2] = static_cast<int32_t>(t2);
-        out[co + 3] = static_cast<int32_t>(t3);
     }
-    for (; co < c_out; ++co) {
-        const uint64_t *wc = w + co * co_stride;
-        uint64_t t = 0;
-        for (int64_t r = 0; r < nrows; ++r)
-            for (int64_t i = 0; i < run; ++i)
-                t += static_cast<uint64_t>(__builtin_popcountll(rows[r][i] ^ wc[offsets[r] + i]));
-        out[co] = static_cast<int32_t>(t);
+    if (o.kind == OutKind::bits)
+        static_cast<uint8_t *>(o.out)[pixel * o.pixel_stride + c0 / kBlock] =
+            static_cast<uint8_t>(byte);
+}
+
+// One pixel and one 8-channel block at a time: the 8 lanes are 8 independent popcount chains.
+__attribute__((always_inline)) inline void bconv_tile(const Tile &t, const TileOut &o) {
+    for (int64_t i = 0; i < t.tiles * t.mr; ++i) {
+        const uint64_t *a = t.a + i * t.a_pixel_stride;
+        for (int j = 0; j < t.nr; ++j) {
+            const uint64_t *w = t.w + (t.block0 + j) * t.w_block_stride * kBlock;
+            uint64_t acc[kBlock] = {};
+            for (int64_t r = 0; r < t.nrows; ++r) {
+                const uint64_t *ar = a + t.a_row_off[r];
+                const uint64_t *wr = w + t.w_row_off[r] * kBlock;
+                for (int64_t k = 0; k < t.run; ++k)
+                    for (int64_t l = 0; l < kBlock; ++l)
+                        acc[l] += static_cast<uint64_t>(
+                            __builtin_popcountll(ar[k] ^ wr[k * kBlock + l]));
+            }
+            int32_t pc[kBlock];
+            for (int64_t l = 0; l < kBlock; ++l) pc[l] = static_cast<int32_t>(acc[l]);
+            epilogue(o, i, (t.block0 + j) * kBlock, pc);
+        }
     }
+}
+
+// Eight independent popcount chains, as in the tile.
+__attribute__((always_inline)) inline uint64_t peak_loop(int64_t iters, uint64_t *checksum) {
+    uint64_t v[kBlock], acc[kBlock] = {};
+    for (int64_t l = 0; l < kBlock; ++l) v[l] = 0x9e3779b97f4a7c15ull * uint64_t(l + 1);
+    uint64_t a = 0x0123456789abcdefull;
+    for (int64_t i = 0; i < iters; ++i) {
+        asm volatile("" : "+r"(a));  // a is "new" each iteration: nothing is hoisted
+        for (int64_t l = 0; l < kBlock; ++l)
+            acc[l] += static_cast<uint64_t>(__builtin_popcountll(a ^ v[l]));
+    }
+    for (int64_t l = 0; l < kBlock; ++l) *checksum += acc[l];
+    return static_cast<uint64_t>(iters) * kBlock * 64;
 }
 
 }  // namespace generic

@@ -4,7 +4,8 @@
 // Encoding: activations NHWC, channels packed into uint64 words, channel c -> bit (c % 64) of
 // word (c / 64); bit = 1 means -1, i.e. !(x >= 0) like the quantizers (0 -> +1, NaN -> -1);
 // bits past the channel count are 0.
-// Weights: (C_out, KH, KW, C_words), packed the same way.
+// Weights: (C_out, KH, KW, C_words), packed the same way; the kernels take them blocked
+// (block_weights, layout in isa.h).
 #pragma once
 
 #include <cstddef>
@@ -17,6 +18,8 @@ inline int64_t words_for(int64_t channels) { return (channels + 63) / 64; }
 void pack_nhwc(const float *x, int64_t pixels, int64_t channels, uint64_t *out);
 void pack_nchw(const float *x, int64_t n, int64_t channels, int64_t hw, uint64_t *out);
 void unpack_nhwc(const uint64_t *bits, int64_t pixels, int64_t channels, float *out);
+// (C_out, K) words -> blocked (ceil(C_out / 8), K, 8), zero past C_out.
+void block_weights(const uint64_t *w, int64_t c_out, int64_t k, uint64_t *out);
 
 struct ConvGeometry {
     int64_t n, h, w, c_in;   // input
@@ -28,15 +31,15 @@ struct ConvGeometry {
     int64_t c_words() const { return words_for(c_in); }
 };
 
-// dot[n, oh, ow, co] = sum over taps of sum_c a*w in {-1, 0, +1} arithmetic.
-void conv2d_dots(const ConvGeometry &g, const uint64_t *x, const uint64_t *w, int32_t *out,
+// wb: blocked weights. dot[n, oh, ow, co] = sum over taps of sum_c a*w in {-1, 0, +1} arithmetic.
+void conv2d_dots(const ConvGeometry &g, const uint64_t *x, const uint64_t *wb, int32_t *out,
                  int threads);
 // out = scale[co] * dot + bias[co], NHWC float32.
-void conv2d_float(const ConvGeometry &g, const uint64_t *x, const uint64_t *w, const float *scale,
+void conv2d_float(const ConvGeometry &g, const uint64_t *x, const uint64_t *wb, const float *scale,
                   const float *bias, float *out, int threads);
 // Packed NHWC bits over C_out: bit = direction[co] > 0 ? dot >= threshold[co]
 //                                                      : dot <= threshold[co].
-void conv2d_bits(const ConvGeometry &g, const uint64_t *x, const uint64_t *w,
+void conv2d_bits(const ConvGeometry &g, const uint64_t *x, const uint64_t *wb,
                  const int32_t *threshold, const int8_t *direction, uint64_t *out, int threads);
 
 struct PoolGeometry {
@@ -50,8 +53,8 @@ struct PoolGeometry {
 void maxpool2d_bits(const PoolGeometry &g, const uint64_t *x, uint64_t *out);
 void maxpool2d_float(const PoolGeometry &g, const float *x, float *out);
 
-// x: (n, words_for(c_in)), w: (c_out, words_for(c_in)); out = scale * dot + bias, (n, c_out).
-void linear_float(const uint64_t *x, const uint64_t *w, int64_t n, int64_t c_in, int64_t c_out,
+// x: (n, words_for(c_in)), wb: blocked (c_out, words_for(c_in)); out = scale * dot + bias.
+void linear_float(const uint64_t *x, const uint64_t *wb, int64_t n, int64_t c_in, int64_t c_out,
                   const float *scale, const float *bias, float *out, int threads);
 
 }  // namespace bnnx

@@ -1,39 +1,75 @@
+// Packing floats into sign bits and back, and weights into the microkernels' blocked layout.
 #include <algorithm>
 #include <cstring>
+#include <vector>
 
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
+
+#include "isa.h"
 #include "ops.h"
 
 namespace bnnx {
+namespace {
+
+// Bit j = !(x[j] >= 0) for j < n <= 64 (NaN -> 1, -0 -> 0), four floats per compare.
+uint64_t sign_mask(const float *x, int64_t n) {
+    uint64_t mask = 0;
+    int64_t j = 0;
+#if defined(__SSE2__)
+    const __m128 zero = _mm_setzero_ps();
+    for (; j + 4 <= n; j += 4)
+        mask |= uint64_t(_mm_movemask_ps(_mm_cmpnge_ps(_mm_loadu_ps(x + j), zero))) << j;
+#endif
+    for (; j < n; ++j) mask |= uint64_t(!(x[j] >= 0.0f)) << j;
+    return mask;
+}
+
+// In-place 64x64 bit-matrix transpose (bit j of a[i] <-> bit i of a[j]) by swapping ever
+// smaller off-diagonal blocks: 6 rounds of 32 word pairs instead of 4096 single bits.
+void transpose64(uint64_t a[64]) {
+    uint64_t m = 0x00000000ffffffffull;
+    for (int j = 32; j != 0; j >>= 1, m ^= m << j)
+        for (int k = 0; k < 64; k = ((k | j) + 1) & ~j) {
+            const uint64_t t = ((a[k] >> j) ^ a[k | j]) & m;
+            a[k] ^= t << j;
+            a[k | j] ^= t;
+        }
+}
+
+}  // namespace
 
 void pack_nhwc(const float *x, int64_t pixels, int64_t channels, uint64_t *out) {
     const int64_t words = words_for(channels);
-    for (int64_t p = 0; p < pixels; ++p) {
-        const float *src = x + p * channels;
-        uint64_t *dst = out + p * words;
-        for (int64_t wd = 0; wd < words; ++wd) {
-            const int64_t c0 = wd * 64, c1 = std::min<int64_t>(channels, c0 + 64);
-            uint64_t word = 0;
-            for (int64_t c = c0; c < c1; ++c)
-                word |= static_cast<uint64_t>(!(src[c] >= 0.0f)) << (c - c0);
-            dst[wd] = word;
-        }
-    }
+    for (int64_t p = 0; p < pixels; ++p)
+        for (int64_t wd = 0; wd < words; ++wd)
+            out[p * words + wd] =
+                sign_mask(x + p * channels + wd * 64, std::min<int64_t>(64, channels - wd * 64));
 }
 
+// 64 channels at a time: each channel plane is read sequentially into sign masks of 64 pixels,
+// then a bit transpose per 64-pixel column turns 64 masks into one word per pixel.
 void pack_nchw(const float *x, int64_t n, int64_t channels, int64_t hw, uint64_t *out) {
-    const int64_t words = words_for(channels);
-    std::memset(out, 0, static_cast<size_t>(n * hw * words) * sizeof(uint64_t));
-    for (int64_t b = 0; b < n; ++b) {
-        uint64_t *dst = out + b * hw * words;
-        for (int64_t c = 0; c < channels; ++c) {
-            // One channel plane at a time keeps the float reads sequential.
-            const float *plane = x + (b * channels + c) * hw;
-            const int64_t wd = c / 64;
-            const uint64_t bit = uint64_t{1} << (c % 64);
-            for (int64_t p = 0; p < hw; ++p)
-                if (!(plane[p] >= 0.0f)) dst[p * words + wd] |= bit;
+    const int64_t words = words_for(channels), columns = (hw + 63) / 64;
+    std::vector<uint64_t> masks(static_cast<size_t>(64 * columns));
+    uint64_t tile[64];
+    for (int64_t b = 0; b < n; ++b)
+        for (int64_t wd = 0; wd < words; ++wd) {
+            const int64_t nc = std::min<int64_t>(64, channels - wd * 64);
+            for (int64_t c = 0; c < nc; ++c) {
+                const float *plane = x + (b * channels + wd * 64 + c) * hw;
+                for (int64_t col = 0; col < columns; ++col)
+                    masks[c * columns + col] =
+                        sign_mask(plane + col * 64, std::min<int64_t>(64, hw - col * 64));
+            }
+            for (int64_t col = 0; col < columns; ++col) {
+                for (int64_t c = 0; c < 64; ++c) tile[c] = c < nc ? masks[c * columns + col] : 0;
+                transpose64(tile);
+                const int64_t p0 = col * 64, np = std::min<int64_t>(64, hw - p0);
+                for (int64_t j = 0; j < np; ++j) out[(b * hw + p0 + j) * words + wd] = tile[j];
+            }
         }
-    }
 }
 
 void unpack_nhwc(const uint64_t *bits, int64_t pixels, int64_t channels, float *out) {
@@ -41,6 +77,14 @@ void unpack_nhwc(const uint64_t *bits, int64_t pixels, int64_t channels, float *
     for (int64_t p = 0; p < pixels; ++p)
         for (int64_t c = 0; c < channels; ++c)
             out[p * channels + c] = ((bits[p * words + c / 64] >> (c % 64)) & 1u) ? -1.0f : 1.0f;
+}
+
+void block_weights(const uint64_t *w, int64_t c_out, int64_t k, uint64_t *out) {
+    const int64_t blocks = blocks_for(c_out);
+    std::memset(out, 0, static_cast<size_t>(blocks * k * kBlock) * sizeof(uint64_t));
+    for (int64_t c = 0; c < c_out; ++c)
+        for (int64_t i = 0; i < k; ++i)
+            out[(c / kBlock * k + i) * kBlock + c % kBlock] = w[c * k + i];
 }
 
 }  // namespace bnnx

@@ -1,29 +1,15 @@
+// Data parallelism over a persistent thread pool: spawning std::threads per call costs tens of
+// microseconds, as much as a whole small layer, so workers are started once and kept.
 #pragma once
 
-#include <algorithm>
 #include <cstdint>
-#include <thread>
-#include <vector>
+#include <functional>
 
 namespace bnnx {
 
-// Splits [0, total) into contiguous chunks, one per thread; fn(begin, end) must not throw.
-template <typename Fn>
-void parallel_for(int64_t total, int threads, Fn &&fn) {
-    const int64_t workers = std::max<int64_t>(1, std::min<int64_t>(threads, total));
-    if (workers <= 1) {
-        fn(int64_t{0}, total);
-        return;
-    }
-    std::vector<std::thread> pool;
-    pool.reserve(static_cast<size_t>(workers - 1));
-    const int64_t chunk = (total + workers - 1) / workers;
-    for (int64_t t = 1; t < workers; ++t) {
-        const int64_t begin = t * chunk, end = std::min(total, begin + chunk);
-        if (begin < end) pool.emplace_back([&fn, begin, end] { fn(begin, end); });
-    }
-    fn(int64_t{0}, std::min(total, chunk));
-    for (auto &th : pool) th.join();
-}
+// Calls fn(begin, end) on disjoint chunks covering [0, total), on the calling thread and up to
+// threads - 1 pool workers. Chunks are handed out dynamically, so a worker the OS has not
+// scheduled yet delays nothing: the others take its share. fn must not throw.
+void parallel_for(int64_t total, int threads, const std::function<void(int64_t, int64_t)> &fn);
 
 }  // namespace bnnx

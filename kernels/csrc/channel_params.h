@@ -1,0 +1,53 @@
+// Per-output-channel epilogue parameters padded to whole 8-channel blocks, so SIMD epilogues
+// load full vectors; the padding lanes are never stored.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "isa.h"
+
+namespace bnnx {
+
+struct ChannelParams {
+    int64_t c_out = 0;
+    std::vector<float> scale, bias;
+    std::vector<int32_t> threshold;
+    std::vector<uint8_t> dir_pos;  // bit l of entry b: direction of channel 8 b + l is +1
+
+    static ChannelParams affine(int64_t c_out, const float *scale, const float *bias) {
+        ChannelParams p;
+        p.c_out = c_out;
+        p.scale.assign(scale, scale + c_out);
+        p.bias.assign(bias, bias + c_out);
+        p.scale.resize(static_cast<size_t>(blocks_for(c_out) * kBlock), 0.0f);
+        p.bias.resize(p.scale.size(), 0.0f);
+        return p;
+    }
+
+    static ChannelParams thresholds(int64_t c_out, const int32_t *threshold,
+                                    const int8_t *direction) {
+        ChannelParams p;
+        p.c_out = c_out;
+        p.threshold.assign(threshold, threshold + c_out);
+        p.threshold.resize(static_cast<size_t>(blocks_for(c_out) * kBlock), 0);
+        p.dir_pos.assign(static_cast<size_t>(blocks_for(c_out)), 0);
+        for (int64_t c = 0; c < c_out; ++c)
+            if (direction[c] > 0) p.dir_pos[c / kBlock] |= uint8_t(1u << (c % kBlock));
+        return p;
+    }
+
+    // A TileOut with these parameters; the caller sets base, corr, out and pixel_stride.
+    TileOut out(OutKind kind) const {
+        TileOut o{};
+        o.kind = kind;
+        o.c_out = c_out;
+        o.scale = scale.data();
+        o.bias = bias.data();
+        o.threshold = threshold.data();
+        o.dir_pos = dir_pos.data();
+        return o;
+    }
+};
+
+}  // namespace bnnx

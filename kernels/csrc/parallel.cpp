@@ -1,0 +1,122 @@
+// The persistent pool behind parallel_for. Workers spin briefly after each job (layers come back
+// to back within microseconds) and then sleep on a condition variable, so an idle pool costs
+// nothing. The pool is created on first use and deliberately leaked: joining threads during
+// interpreter shutdown is not worth the risk. A forked child starts a fresh pool.
+#include "parallel.h"
+
+#include <pthread.h>
+
+#include <algorithm>
+#include <atomic>
+#include <condition_variable>
+#include <mutex>
+#include <thread>
+
+namespace bnnx {
+namespace {
+
+constexpr int kSpins = 4000;  // ~50-100 us of polling before a thread sleeps or yields
+
+inline void relax() {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#endif
+}
+
+struct Job {
+    const std::function<void(int64_t, int64_t)> *fn;
+    int64_t total, chunk;
+    std::atomic<int64_t> next{0};
+
+    void work() {
+        for (int64_t begin; (begin = next.fetch_add(chunk)) < total;)
+            (*fn)(begin, std::min(total, begin + chunk));
+    }
+};
+
+class Pool {
+  public:
+    // Runs the job on this thread and `helpers` workers; returns once no worker is inside it.
+    void run(Job &job, int helpers) {
+        std::unique_lock<std::mutex> busy(busy_, std::try_to_lock);
+        if (!busy.owns_lock()) {  // another caller holds the pool: stay correct, go serial
+            job.work();
+            return;
+        }
+        grow(helpers);
+        {
+            std::lock_guard<std::mutex> lock(mutex_);
+            job_.store(&job);
+            generation_.fetch_add(1);
+        }
+        wake_.notify_all();
+        job.work();
+        // Workers register in inside_ before they look at job_, so after clearing job_ only
+        // those already inside can still touch the job (sequentially consistent atomics).
+        job_.store(nullptr);
+        for (int spin = 0; inside_.load() != 0; ++spin)
+            spin > kSpins ? std::this_thread::yield() : relax();
+    }
+
+  private:
+    void grow(int count) {
+        while (workers_ < count) {
+            // The worker counts jobs from now, not from whenever it happens to start.
+            std::thread(&Pool::work, this, generation_.load()).detach();
+            ++workers_;
+        }
+    }
+
+    void work(uint64_t seen) {
+        for (;;) {
+            for (int spin = 0; spin < kSpins && generation_.load() == seen; ++spin) relax();
+            if (generation_.load() == seen) {
+                std::unique_lock<std::mutex> lock(mutex_);
+                wake_.wait(lock, [&] { return generation_.load() != seen; });
+            }
+            seen = generation_.load();
+            inside_.fetch_add(1);
+            if (Job *job = job_.load()) job->work();
+            inside_.fetch_sub(1);
+        }
+    }
+
+    std::mutex busy_, mutex_;
+    std::condition_variable wake_;
+    std::atomic<uint64_t> generation_{0};
+    std::atomic<Job *> job_{nullptr};
+    std::atomic<int> inside_{0};
+    int workers_ = 0;
+};
+
+std::atomic<Pool *> pool{nullptr};
+std::once_flag atfork_once;
+
+Pool &instance() {
+    std::call_once(atfork_once, [] {
+        pthread_atfork(nullptr, nullptr, [] { pool.store(nullptr); });  // child: no workers
+    });
+    Pool *p = pool.load(std::memory_order_acquire);
+    if (p == nullptr) {
+        static std::mutex create;
+        std::lock_guard<std::mutex> lock(create);
+        p = pool.load();
+        if (p == nullptr) pool.store(p = new Pool());
+    }
+    return *p;
+}
+
+}  // namespace
+
+void parallel_for(int64_t total, int threads, const std::function<void(int64_t, int64_t)> &fn) {
+    const int64_t workers = std::max<int64_t>(1, std::min<int64_t>(threads, total));
+    if (workers <= 1) {
+        fn(0, total);
+        return;
+    }
+    // A few chunks per thread balance uneven rows (image borders) and late workers.
+    Job job{&fn, total, std::max<int64_t>(1, total / (4 * workers))};
+    instance().run(job, static_cast<int>(workers - 1));
+}
+
+}  // namespace bnnx

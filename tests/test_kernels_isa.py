@@ -1,0 +1,122 @@
+"""Every ISA path against exact torch references on random layers, bit for bit.
+
+Random geometry (channels off multiples of 8/64, odd sizes, kernel 1/3/5, stride 1/2, padding up
+to past kernel // 2, pad_value 0/+-1, batch, threads) for each output form: int dots, packed
+threshold bits and float scale * dot + bias (float32 multiply then add, so equal bits too).
+BNNX_FUZZ_CASES sets the number of cases (default 240; `make fuzz` runs 10,000). Paths this CPU
+lacks are not listed by available_isas, so they are skipped rather than failed.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+import kernels
+from kernels import bitops
+from kernels.thresholds import apply_thresholds
+
+CASES = int(os.environ.get("BNNX_FUZZ_CASES", "240"))
+CHUNKS = 12
+ISAS = kernels.available_isas()
+
+
+def random_conv(rng: np.random.Generator) -> dict:
+    k = int(rng.choice([1, 3, 5]))
+    stride = int(rng.choice([1, 2]))
+    padding = int(rng.integers(0, k // 2 + 2))
+    h, w = (int(v) for v in rng.integers(max(1, k - 2 * padding), 13, size=2))
+    c_in = int(rng.choice([rng.integers(1, 80), rng.integers(60, 200)]))
+    return {"n": int(rng.integers(1, 3)), "c_in": c_in, "c_out": int(rng.integers(1, 90)),
+            "k": k, "stride": stride, "padding": padding, "pad_value": int(rng.integers(-1, 2)),
+            "h": h, "w": w, "threads": int(rng.choice([1, 1, 2, 3]))}
+
+
+def pm1(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
+    return np.where(rng.random(shape) < 0.5, -1.0, 1.0).astype(np.float32)
+
+
+def check_conv(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    c = random_conv(rng)
+    x, wt = pm1(rng, (c["n"], c["c_in"], c["h"], c["w"])), pm1(rng, (c["c_out"], c["c_in"],
+                                                                    c["k"], c["k"]))
+    xt = F.pad(torch.from_numpy(x), (c["padding"],) * 4, value=float(c["pad_value"]))
+    dots = F.conv2d(xt, torch.from_numpy(wt), stride=c["stride"]).permute(0, 2, 3, 1).numpy()
+    dots = dots.astype(np.int32)
+    fan_in = c["c_in"] * c["k"] ** 2
+    threshold = rng.integers(-fan_in - 1, fan_in + 2, size=c["c_out"]).astype(np.int32)
+    direction = rng.choice(np.array([-1, 1], np.int8), size=c["c_out"])
+    scale = rng.normal(size=c["c_out"]).astype(np.float32)
+    bias = rng.normal(size=c["c_out"]).astype(np.float32)
+    expected_bits = apply_thresholds(dots, threshold, direction)
+    expected_float = scale * dots.astype(np.float32) + bias
+
+    bits_in, wp = kernels.pack_nchw(x), kernels.pack_weight(wt)
+    blocked = bitops.block_weight(wp) if rng.random() < 0.5 else None
+    geo = (c["stride"], c["padding"], c["pad_value"], c["threads"], blocked)
+    for isa in ISAS:
+        with kernels.use_isa(isa):
+            where = f"seed {seed}, {isa}, {c}"
+            got = kernels.conv2d_dots(bits_in, wp, c["c_in"], *geo)
+            np.testing.assert_array_equal(got, dots, err_msg=where)
+            got = kernels.conv2d_bits(bits_in, wp, c["c_in"], threshold, direction, *geo)
+            np.testing.assert_array_equal(kernels.unpack_nhwc(got, c["c_out"]) < 0,
+                                          expected_bits, err_msg=where)
+            tail = c["c_out"] % 64
+            assert tail == 0 or not (got[..., -1] >> np.uint64(tail)).any(), where
+            got = kernels.conv2d_float(bits_in, wp, c["c_in"], scale, bias, *geo)
+            np.testing.assert_array_equal(got, expected_float, err_msg=where)
+
+
+def check_linear(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    n, c_in, c_out = int(rng.integers(1, 11)), int(rng.integers(1, 300)), int(rng.integers(1, 70))
+    x, wt = pm1(rng, (n, c_in)), pm1(rng, (c_out, c_in))
+    scale = rng.normal(size=c_out).astype(np.float32)
+    bias = rng.normal(size=c_out).astype(np.float32)
+    expected = scale * (x @ wt.T) + bias
+    xb = kernels.pack_nhwc(x.reshape(n, 1, 1, c_in)).reshape(n, -1)
+    wb = kernels.pack_nhwc(wt.reshape(c_out, 1, 1, c_in)).reshape(c_out, -1)
+    threads = int(rng.choice([1, 2]))
+    for isa in ISAS:
+        with kernels.use_isa(isa):
+            got = kernels.linear_float(xb, wb, c_in, scale, bias, threads)
+            np.testing.assert_array_equal(got, expected, err_msg=f"seed {seed}, {isa}")
+
+
+@pytest.mark.parametrize("chunk", range(CHUNKS))
+def test_random_convs_every_isa(chunk: int) -> None:
+    for seed in range(chunk, CASES, CHUNKS):
+        check_conv(seed)
+
+
+@pytest.mark.parametrize("chunk", range(CHUNKS))
+def test_random_linears_every_isa(chunk: int) -> None:
+    for seed in range(chunk, CASES // 4, CHUNKS):
+        check_linear(10**6 + seed)
+
+
+def test_blocked_weight_layout_and_validation() -> None:
+    rng = np.random.default_rng(0)
+    wp = kernels.pack_weight(pm1(rng, (11, 70, 3, 3)))  # (11, 3, 3, 2)
+    blocked = bitops.block_weight(wp)
+    assert blocked.shape == (2, 18, 8)
+    np.testing.assert_array_equal(blocked[1, :, 2], wp[10].ravel())
+    assert not blocked[1, :, 3:].any()  # channels past C_out are zero words
+    x = kernels.pack_nchw(pm1(rng, (1, 70, 5, 5)))
+    with pytest.raises(ValueError, match="blocked has shape"):
+        kernels.conv2d_dots(x, wp, 70, blocked=np.ascontiguousarray(blocked[:, :9]))
+
+
+def test_engine_reports_its_path_and_a_peak() -> None:
+    if not os.environ.get("BNNX_ISA"):
+        assert kernels.active_isa() == ISAS[0]  # the best path is the default
+    for isa in ISAS:
+        assert bitops.measure_peak_gbmacs(isa) > 0
+    with pytest.raises(ValueError, match="unknown or unsupported ISA"):
+        bitops.measure_peak_gbmacs("avx9000")
