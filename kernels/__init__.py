@@ -2,6 +2,7 @@
 torch BinaryNet into packed ops, runs it, profiles it and saves it as one safetensors file."""
 
 from . import binary_ops as _binary_ops  # noqa: F401 - registers the packed ops
+from . import block_ops as _block_ops  # noqa: F401 - registers the residual-family block ops
 from . import float_ops as _float_ops  # noqa: F401 - registers the float ops
 from .bitops import (
     active_isa,

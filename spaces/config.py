@@ -13,11 +13,14 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from .quantizers import ACTIVATION_QUANTIZERS, WEIGHT_QUANTIZERS
+from .blocks import ACTIVATION_NAMES, DOWNSAMPLE_MODES
+from .quantizers import ACTIVATION_QUANTIZERS, FULL_PRECISION, WEIGHT_QUANTIZERS
 
-FAMILIES = ("plain",)
-OPTIMIZERS = ("adam", "adamw")
-SCHEDULES = ("cosine", "constant")
+FAMILIES = ("plain", "resnet", "bireal", "reactnet")
+PRECISIONS = ("float", "binary")
+POOL_ORDERS = ("bn_pool", "pool_bn")
+OPTIMIZERS = ("adam", "adamw", "sgd", "bop")
+SCHEDULES = ("cosine", "linear", "step", "constant")
 
 
 class ConfigError(ValueError):
@@ -34,32 +37,71 @@ def _range(default: Any, lo: float, hi: float, why: str) -> Any:
 
 @dataclass
 class ArchConfig:
-    family: str = _choice("plain", FAMILIES, "BinaryNet/VGG-small style stack of binary convs")
+    family: str = _choice(
+        "plain", FAMILIES, "plain: BinaryNet/VGG-small; resnet: XNOR-Net ResNet basic blocks; "
+        "bireal: a shortcut per binary conv (Bi-Real); reactnet: MobileNet-like ReActNet-A")
     width: int = _range(32, 4, 1024, "channels of the first stage; each later stage doubles it")
-    depth: int = _range(2, 1, 6, "stages; each ends in a 2x2 max-pool while the map allows it")
-    blocks_per_stage: int = _range(1, 1, 4, "binary conv + BN blocks per stage")
+    depth: int = _range(2, 1, 6, "stages; each later one halves the map while it is >= 2")
+    blocks_per_stage: int = _range(
+        1, 1, 4, "plain: conv+BN; resnet: 2-conv basic blocks; bireal: 1-conv units; "
+        "reactnet: 3x3 + 1x1 blocks")
     kernel_size: int = _choice(3, (3, 5), "binary conv kernel; 3x3 is the BNN standard")
     pad_value: float = _choice(0.0, (0.0, 1.0), "0 = zero padding (exact correction), 1 = ones")
+    stem: str = _choice("float", PRECISIONS, "first layer: fp keeps input detail (the standard)")
+    head: str = _choice("float", PRECISIONS, "classifier: fp is the standard, binary is smaller")
+    downsample: str = _choice(
+        "avgpool_conv", DOWNSAMPLE_MODES, "resnet/bireal shortcut when the map halves: AvgPool "
+        "-> fp 1x1 conv -> BN (Bi-Real) or strided fp 1x1 conv -> BN (ResNet option B)")
+    activation: str = _choice(
+        "none", ACTIVATION_NAMES, "after each residual unit: Bi-Real uses none, ReActNet RPReLU, "
+        "Real-to-Bin PReLU; hardtanh bounds it")
+    bn_momentum: float = _range(0.1, 0.001, 1.0, "BatchNorm running-stat momentum (torch "
+                                "convention; Larq's 0.99 is 0.01 here)")
+    pool_order: str = _choice("bn_pool", POOL_ORDERS, "plain: conv -> BN -> pool, or conv -> "
+                              "pool -> BN (pooling before BN, as in XNOR-Net's block)")
 
 
 @dataclass
 class QuantConfig:
     input_quantizer: str = _choice(
-        "clipped_ste", tuple(ACTIVATION_QUANTIZERS), "activation sign and its gradient"
+        "clipped_ste", (*ACTIVATION_QUANTIZERS, FULL_PRECISION),
+        "activation sign and its gradient; none = full precision (an fp twin, not compilable)"
     )
     clip: float = _range(1.0, 0.1, 4.0, "gradient window of clipped_ste (Larq Zoo: 1.25/1.3)")
-    weight_quantizer: str = _choice("sign", tuple(WEIGHT_QUANTIZERS), "binary weight + scaling")
+    beta: float = _range(5.0, 0.1, 20.0, "swish_sign steepness (BNN+ uses 5)")
+    weight_quantizer: str = _choice(
+        "sign", (*WEIGHT_QUANTIZERS, FULL_PRECISION),
+        "binary weight + scaling; none = full precision (an fp twin, not compilable)")
+    learned_scale: bool = _choice(False, (False, True), "XNOR-Net++ learned per-channel scale")
 
 
 @dataclass
 class TrainConfig:
-    optimizer: str = _choice("adam", OPTIMIZERS, "Adam is the BNN default (latent weights)")
+    optimizer: str = _choice(
+        "adam", OPTIMIZERS, "adam/adamw: BNN default; sgd: momentum 0.9; bop: Helwegen et al. "
+        "2019 sign flips for binary weights, Adam for the rest"
+    )
     lr: float = _range(1e-2, 1e-6, 1.0, "BNNs like larger rates than fp nets")
-    weight_decay: float = _range(0.0, 0.0, 0.1, "usually 0: decay fights the latent weights")
-    schedule: str = _choice("cosine", SCHEDULES, "per-step cosine decay to 0")
+    weight_decay: float = _range(0.0, 0.0, 0.1, "on latent binary weights only; 0 or small")
+    schedule: str = _choice(
+        "cosine", SCHEDULES, "per step: cosine or linear to 0, step = x0.1 at 50% and 75%"
+    )
+    warmup_epochs: float = _range(0.0, 0.0, 100.0, "linear warm-up from 0 before the schedule")
     batch_size: int = _range(64, 1, 8192, "small data sets: small batches")
     epochs: int = _range(3, 1, 1000, "overridden by the search budget")
     clip_latent_weights: bool = _choice(True, (True, False), "keep latent weights in [-1, 1]")
+    bop_threshold: float = _range(1e-8, 1e-10, 1e-2, "bop: flip when |momentum| > threshold")
+    bop_gamma: float = _range(1e-4, 1e-6, 0.1, "bop: rate of the gradient moving average")
+    two_stage: bool = _choice(
+        False, (True, False), "stage 1 real weights + binary activations, stage 2 all binary"
+    )
+    stage1_fraction: float = _range(0.5, 0.1, 0.9, "share of the epochs spent in stage 1")
+    distill_weight: float = _range(
+        0.0, 0.0, 1.0, "weight of the KD loss from the fp twin (ReActNet); 0 = no teacher"
+    )
+    distill_temperature: float = _range(1.0, 1.0, 10.0, "softmax temperature of the KD loss")
+    label_smoothing: float = _range(0.0, 0.0, 0.3, "cross-entropy label smoothing")
+    gradient_clip: float = _range(0.0, 0.0, 10.0, "clip the gradient norm; 0 = off")
 
 
 @dataclass

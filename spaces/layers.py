@@ -1,33 +1,43 @@
 """Binary layers: torch's Conv2d / Linear with an input and a weight quantizer.
 
 They keep their parent's signature and add `input_quantizer` and `weight_quantizer` (registry
-names, Quantizer modules, or None for full precision), as Larq's layers do. Padding is applied
-after the input is binarised, with `pad_value`: 0 (a zero is neither +1 nor -1, the packed
-kernels correct for it exactly) or +1 (one-padding, no correction needed).
+names, Quantizer modules, or None / "none" for full precision), as Larq's layers do, and
+`quantizer_params` for a named input quantizer (a per-channel one also gets the channel count).
+Padding is applied after the input is binarised, with `pad_value`: 0 (a zero is neither +1 nor
+-1, the packed kernels correct for it exactly) or +1 (one-padding, no correction needed).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .quantizers import Quantizer, get_quantizer
+from .quantizers import QUANTIZERS, Quantizer, get_quantizer
 
 PAD_VALUES = (0.0, 1.0, -1.0)
 
 
-def _quantizer(name: str | Quantizer | None, expected: str) -> Quantizer | None:
-    q = get_quantizer(name)
+def _quantizer(name: str | Quantizer | None, expected: str, channels: int = 0,
+               params: dict[str, Any] | None = None) -> Quantizer | None:
+    params = dict(params or {})
+    if isinstance(name, str) and name in QUANTIZERS and QUANTIZERS[name].per_channel:
+        params["channels"] = channels
+    q = get_quantizer(name, **params)
     if q is not None and q.kind != expected:
         raise ValueError(f"{q.name!r} is a {q.kind} quantizer; an {expected} quantizer is needed")
     return q
 
 
 class BinaryConv2d(nn.Conv2d):
-    """Conv2d on binarised inputs and weights (XNOR + popcount on the packed kernels)."""
+    """Conv2d on binarised inputs and weights (XNOR + popcount on the packed kernels).
+
+    `learned_scale` multiplies the output by a learnable per-channel (C_out, 1, 1) factor, the
+    XNOR-Net++ scale (Bulat & Tzimiropoulos 2019) that replaces XNOR-Net's analytic one.
+    """
 
     def __init__(
         self,
@@ -40,13 +50,18 @@ class BinaryConv2d(nn.Conv2d):
         weight_quantizer: str | Quantizer | None = "sign",
         pad_value: float = 0.0,
         bias: bool = False,
+        quantizer_params: dict[str, Any] | None = None,
+        learned_scale: bool = False,
     ) -> None:
         super().__init__(in_channels, out_channels, kernel_size, stride, padding, bias=bias)
         if float(pad_value) not in PAD_VALUES:
             raise ValueError(f"pad_value must be one of {PAD_VALUES}, got {pad_value!r}")
-        self.input_quantizer = _quantizer(input_quantizer, "activation")
+        self.input_quantizer = _quantizer(input_quantizer, "activation", in_channels,
+                                          quantizer_params)
         self.weight_quantizer = _quantizer(weight_quantizer, "weight")
         self.pad_value = float(pad_value)
+        self.output_scale = (nn.Parameter(torch.ones(out_channels, 1, 1)) if learned_scale
+                             else None)
 
     @property
     def precision(self) -> int:
@@ -64,7 +79,8 @@ class BinaryConv2d(nn.Conv2d):
         ph, pw = self.padding
         if ph or pw:
             x = F.pad(x, (pw, pw, ph, ph), value=self.pad_value)
-        return F.conv2d(x, self.quantized_weight(), self.bias, self.stride, 0, self.dilation)
+        y = F.conv2d(x, self.quantized_weight(), self.bias, self.stride, 0, self.dilation)
+        return y if self.output_scale is None else y * self.output_scale
 
 
 class BinaryLinear(nn.Linear):
@@ -77,9 +93,11 @@ class BinaryLinear(nn.Linear):
         bias: bool = True,
         input_quantizer: str | Quantizer | None = "clipped_ste",
         weight_quantizer: str | Quantizer | None = "sign",
+        quantizer_params: dict[str, Any] | None = None,
     ) -> None:
         super().__init__(in_features, out_features, bias=bias)
-        self.input_quantizer = _quantizer(input_quantizer, "activation")
+        self.input_quantizer = _quantizer(input_quantizer, "activation", in_features,
+                                          quantizer_params)
         self.weight_quantizer = _quantizer(weight_quantizer, "weight")
 
     @property

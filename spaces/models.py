@@ -1,23 +1,26 @@
-"""Network builders: turn a Config into a torch model with a float stem, binary body, float head.
+"""Network builders: turn a Config into a torch model with a stem, a binary body and a head.
 
-Every family returns a `BinaryNet`, whose three parts the packed-bit compiler walks: the stem and
-head stay full precision (the BNN standard, Rastegari et al. 2016), the body is binary blocks.
+Every family returns a `BinaryNet`, whose three parts the packed-bit compiler walks. The stem and
+head are full precision by default (the BNN standard, Rastegari et al. 2016) or binary
+(`arch.stem` / `arch.head`); the body is binary blocks of the chosen family.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
 
-from .blocks import PlainBlock
+from .blocks import BinarySpec, BiRealBlock, PlainBlock, PoolFirstBlock, ReActBlock, ResNetBlock
 from .config import Config, ConfigError
-from .layers import Normalize
+from .layers import BinaryConv2d, Normalize
+
+Body = tuple[nn.Sequential, int, int]  # blocks, output channels, output map size
 
 
 class BinaryNet(nn.Module):
-    """stem (float) -> body (binary blocks) -> head (float classifier)."""
+    """stem -> body (binary blocks) -> head (classifier)."""
 
     def __init__(self, stem: nn.Sequential, body: nn.Sequential, head: nn.Sequential) -> None:
         super().__init__()
@@ -27,30 +30,89 @@ class BinaryNet(nn.Module):
         return self.head(self.body(self.stem(x)))
 
 
-def _plain_body(config: Config, image_size: int) -> tuple[nn.Sequential, int, int]:
-    """Stages of binary blocks; width doubles per stage; a stage pools while the map is >= 2."""
-    arch, quant = config.arch, config.quant
+def binary_spec(config: Config) -> BinarySpec:
+    """The quantizers and conv options every binary layer of the model shares."""
+    quant, arch = config.quant, config.arch
     params = {"clip": quant.clip} if quant.input_quantizer == "clipped_ste" else {}
+    if quant.input_quantizer == "swish_sign":
+        params = {"beta": quant.beta}
+    return BinarySpec(quant.input_quantizer, quant.weight_quantizer, params, arch.pad_value,
+                      quant.learned_scale, arch.bn_momentum)
+
+
+def _plain_body(config: Config, spec: BinarySpec, image_size: int) -> Body:
+    """Stages of binary blocks; width doubles per stage; a stage pools while the map is >= 2."""
+    arch = config.arch
+    block = PoolFirstBlock if arch.pool_order == "pool_bn" else PlainBlock
     blocks, channels, size = [], arch.width, image_size
     for stage in range(arch.depth):
         out = arch.width * 2**stage
         for b in range(arch.blocks_per_stage):
             pool = b == arch.blocks_per_stage - 1 and size >= 2
-            blocks.append(
-                PlainBlock(
-                    channels,
-                    out,
-                    arch.kernel_size,
-                    pool=pool,
-                    input_quantizer=quant.input_quantizer,
-                    weight_quantizer=quant.weight_quantizer,
-                    pad_value=arch.pad_value,
-                    quantizer_params=params,
-                )
-            )
+            blocks.append(block(channels, out, arch.kernel_size, pool, spec.input_quantizer,
+                                spec.weight_quantizer, spec.pad_value, spec.quantizer_params,
+                                spec.learned_scale, spec.bn_momentum))
             channels = out
             size = size // 2 if pool else size
     return nn.Sequential(*blocks), channels, size
+
+
+def _stages(config: Config, image_size: int,
+            make: Callable[[int, int, int], nn.Module]) -> Body:
+    """Residual stages: stage s has width * 2^s channels; its first block has stride 2 (s > 0,
+    map >= 2). `make(c_in, c_out, stride)` builds one block."""
+    arch = config.arch
+    blocks, channels, size = [], arch.width, image_size
+    for stage in range(arch.depth):
+        out = arch.width * 2**stage
+        for b in range(arch.blocks_per_stage):
+            stride = 2 if stage > 0 and b == 0 and size >= 2 else 1
+            blocks.append(make(channels, out, stride))
+            channels, size = out, (size + 1) // 2 if stride == 2 else size
+    return nn.Sequential(*blocks), channels, size
+
+
+def _resnet_body(config: Config, spec: BinarySpec, image_size: int) -> Body:
+    a = config.arch
+    return _stages(config, image_size, lambda i, o, s: ResNetBlock(
+        i, o, spec, a.kernel_size, s, a.activation, a.downsample))
+
+
+def _bireal_body(config: Config, spec: BinarySpec, image_size: int) -> Body:
+    a = config.arch
+    return _stages(config, image_size, lambda i, o, s: BiRealBlock(
+        i, o, spec, a.kernel_size, s, a.activation, a.downsample))
+
+
+def _reactnet_body(config: Config, spec: BinarySpec, image_size: int) -> Body:
+    a = config.arch
+    return _stages(config, image_size, lambda i, o, s: ReActBlock(
+        i, o, spec, a.kernel_size, s, a.activation))
+
+
+def _stem(config: Config, spec: BinarySpec, in_channels: int, mean: Sequence[float],
+          std: Sequence[float]) -> nn.Sequential:
+    """Normalize, then a 3x3 conv to `width` channels (fp or binary) and BN."""
+    width = config.arch.width
+    conv = (spec.conv(in_channels, width, 3) if config.arch.stem == "binary"
+            else nn.Conv2d(in_channels, width, 3, padding=1, bias=False))
+    return nn.Sequential(Normalize(mean, std), conv, spec.bn(width))
+
+
+def _head(config: Config, spec: BinarySpec, channels: int, size: int,
+          num_classes: int) -> nn.Sequential:
+    """The classifier over the flattened map (plain) or its global average (the residual
+    families, as their papers). A binary head is the same linear map as a binary conv whose
+    kernel covers the map, so a per-channel input quantizer (RSign) keeps its channels."""
+    pool: list[nn.Module] = [] if config.arch.family == "plain" else [nn.AdaptiveAvgPool2d(1)]
+    size = size if config.arch.family == "plain" else 1
+    if config.arch.head == "binary":
+        conv = BinaryConv2d(channels, num_classes, size, bias=True,
+                            input_quantizer=spec.input_quantizer,
+                            weight_quantizer=spec.weight_quantizer,
+                            quantizer_params=spec.quantizer_params)
+        return nn.Sequential(*pool, conv, nn.Flatten())
+    return nn.Sequential(*pool, nn.Flatten(), nn.Linear(channels * size * size, num_classes))
 
 
 def build_model(
@@ -75,14 +137,15 @@ def build_model(
             raise ValueError(f"build_model: {name} must be a positive integer, got {value!r}")
     mean = list(mean) if mean is not None else [0.0] * in_channels
     std = list(std) if std is not None else [1.0] * in_channels
-    stem = nn.Sequential(
-        Normalize(mean, std),
-        nn.Conv2d(in_channels, config.arch.width, 3, padding=1, bias=False),
-        nn.BatchNorm2d(config.arch.width),
-    )
-    body, channels, size = BUILDERS[config.arch.family](config, image_size)
-    head = nn.Sequential(nn.Flatten(), nn.Linear(channels * size * size, num_classes))
-    return BinaryNet(stem, body, head)
+    spec = binary_spec(config)
+    stem = _stem(config, spec, in_channels, mean, std)
+    body, channels, size = BUILDERS[config.arch.family](config, spec, image_size)
+    return BinaryNet(stem, body, _head(config, spec, channels, size, num_classes))
 
 
-BUILDERS = {"plain": _plain_body}
+BUILDERS: dict[str, Callable[[Config, BinarySpec, int], Body]] = {
+    "plain": _plain_body,
+    "resnet": _resnet_body,
+    "bireal": _bireal_body,
+    "reactnet": _reactnet_body,
+}

@@ -26,12 +26,28 @@ def test_default_round_trips_through_dict_and_json():
         ({"train": {"lr": "fast"}}, r"train.lr must be a number"),
         ({"colour": "red"}, r"unknown field 'colour'; allowed: arch, quant, seed, train"),
         ({"arch": {"widht": 8}}, r"unknown field 'arch.widht'"),
+        ({"arch": {"activation": "relu"}},
+         r"arch.activation = 'relu' is not allowed; allowed: none, hardtanh, prelu, rprelu"),
+        ({"arch": {"stem": "ternary"}}, r"arch.stem = 'ternary' is not allowed; allowed: float"),
+        ({"arch": {"downsample": "max"}}, r"arch.downsample = 'max' is not allowed; allowed: avg"),
+        ({"arch": {"bn_momentum": 0.0}}, r"arch.bn_momentum = 0.0 is out of range \[0.001, 1.0\]"),
+        ({"arch": {"pool_order": "x"}}, r"arch.pool_order = 'x' is not allowed; allowed: bn_pool"),
+        ({"quant": {"weight_quantizer": "ede"}}, r"allowed: sign, xnor, dorefa, libra_pb, none"),
+        ({"quant": {"learned_scale": 1}}, r"quant.learned_scale must be true or false"),
+        ({"quant": {"beta": 50.0}}, r"quant.beta = 50.0 is out of range"),
         ({"arch": 3}, r"arch.: expected an object"),
     ],
 )
 def test_bad_values_name_the_field_and_allowed_values(data, message):
     with pytest.raises(ConfigError, match=message):
         Config.from_dict(data)
+
+
+def test_every_family_and_full_precision_are_valid():
+    for family in ("plain", "resnet", "bireal", "reactnet"):
+        c = Config.from_dict({"arch": {"family": family}, "quant": {"input_quantizer": "none",
+                                                                    "weight_quantizer": "none"}})
+        assert Config.from_json(c.to_json()) == c
 
 
 def test_bad_json():

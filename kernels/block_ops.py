@@ -1,0 +1,298 @@
+"""Ops for the residual families (ResNet, Bi-Real, ReActNet), the pool-first plain block, binary
+convs with RSign thresholds, and RPReLU.
+
+A block op is a composite: named chains of existing ops (binary convs here, BatchNorm, pooling,
+1x1 shortcut convs and activations from float_ops) that its `forward` wires exactly as the torch
+block's forward does. The float parts call the same torch functions on the same values, and the
+binary convs produce exact dots, so bits and logits match torch (see tests/test_kernels_*).
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from . import bitops
+from .binary_ops import PackOp, _binary_conv, binary_weight, check_sign_quantizer
+from .compiler import _flatten
+from .errors import UnsupportedLayerError
+from .float_ops import FloatOp
+from .graph import OPS, Bits, Encoding, Op, Value, as_float, pair, register_op, to_numpy
+
+_PACK = PackOp("pack", {}, {})
+
+
+def _rsign(quantizer: nn.Module | None) -> bool:
+    """Whether the input quantizer is RSign-like: the sign of `shifted(x)` = x - alpha_c."""
+    return quantizer is not None and hasattr(quantizer, "shifted")
+
+
+@register_op
+class BinaryConvOp(Op):
+    """A BinaryConv2d: (shift by RSign's alpha) -> pack -> binary conv -> scale * dot + bias.
+
+    RSign's sign(x - alpha_c) packs the tensor x - alpha_c, computed as torch computes it, so
+    bit = x < alpha_c exactly. Packed input is used as is (no shift allowed then).
+    """
+
+    kind = "binary_conv"
+    handles = ("BinaryConv2d",)
+
+    def __init__(self, name: str, params: dict[str, Any], tensors: dict[str, np.ndarray]) -> None:
+        super().__init__(name, params, tensors)
+        self.c_in = self.param("c_in", int)
+        self.c_out = self.param("c_out", int)
+        self.kernel = self.int_list("kernel", 2, 1)
+        self.stride = self.int_list("stride", 2, 1)
+        self.padding = self.int_list("padding", 2)
+        self.pad_value = self.param("pad_value", int)
+        self.weight = self.tensor("weight", np.uint64, 4)
+        expected = (self.c_out, *self.kernel, bitops.words_for(self.c_in))
+        if self.c_in < 1 or self.weight.shape != expected:
+            raise ValueError(f"{name}: weight shape {self.weight.shape} does not match "
+                             f"c_in={self.c_in}, c_out={self.c_out}, kernel={self.kernel}")
+        if self.pad_value not in (-1, 0, 1):
+            raise ValueError(f"{name}: invalid pad_value {self.pad_value!r}")
+        self.scale = self._vector("scale", self.c_out)
+        self.bias = self._vector("bias", self.c_out)
+        self.shift = (torch.from_numpy(self._vector("shift", self.c_in)).view(1, -1, 1, 1)
+                      if self.param("shifted", bool) else None)
+
+    def _vector(self, key: str, size: int) -> np.ndarray:
+        t = self.tensor(key, np.float32, 1)
+        if t.shape != (size,):
+            raise ValueError(f"{self.name}: tensor {key!r} has shape {t.shape}, expected ({size},)")
+        return t
+
+    @classmethod
+    def from_module(cls, path: str, module: nn.Module, emit_bits: bool) -> Op:
+        _binary_conv(path, module)
+        shifted = _rsign(module.input_quantizer)
+        if not shifted:
+            check_sign_quantizer(path, module, module.in_channels)
+        if module.bias is not None and module.output_scale is not None:
+            raise UnsupportedLayerError(f"{path}: BinaryConv2d with both a bias and a learned "
+                                        "scale is not supported")
+        wq, scale = binary_weight(path, module)
+        bias = (to_numpy(module.bias) if module.bias is not None
+                else np.zeros(module.out_channels, np.float32))
+        tensors = {"weight": bitops.pack_weight(wq.numpy()), "scale": to_numpy(scale), "bias": bias}
+        if shifted:
+            tensors["shift"] = to_numpy(module.input_quantizer.alpha)
+        return cls(path, {
+            "c_in": int(module.in_channels), "c_out": int(module.out_channels),
+            "kernel": list(module.kernel_size), "stride": pair(module.stride),
+            "padding": pair(module.padding), "pad_value": int(module.pad_value),
+            "shifted": shifted,
+        }, tensors)
+
+    @property
+    def label(self) -> str:
+        kh, kw = self.kernel
+        return f"bconv{kh}x{kw}" + ("" if self.stride == (1, 1) else f"s{self.stride[0]}")
+
+    def pack(self, x: torch.Tensor) -> Bits:
+        """The binary input: bit = (x - alpha_c) < 0, i.e. torch's sign of the conv's input."""
+        return _PACK.run(x if self.shift is None else x - self.shift, 1)
+
+    def run(self, x: Value, threads: int) -> torch.Tensor:
+        if isinstance(x, Bits) and self.shift is not None:
+            raise ValueError(f"{self.name}: an RSign input needs float activations, got bits")
+        bits = x if isinstance(x, Bits) else self.pack(x)
+        if bits.channels != self.c_in:
+            raise ValueError(f"{self.name}: expects {self.c_in} channels, got {bits.channels}")
+        y = bitops.conv2d_float(bits.data, self.weight, self.c_in, self.scale, self.bias,
+                                self.stride, self.padding, self.pad_value, threads)
+        return torch.from_numpy(y).permute(0, 3, 1, 2).contiguous()  # torch's NCHW layout
+
+    def macs(self, in_shape: tuple[int, ...], out_shape: tuple[int, ...]) -> tuple[int, int]:
+        return _prod(out_shape) * self.c_in * self.kernel[0] * self.kernel[1], 0
+
+
+def _prod(shape: tuple[int, ...]) -> int:
+    return int(np.prod(shape)) if shape else 1
+
+
+@register_op
+class RPReLUOp(FloatOp):
+    """ReActNet RPReLU: PReLU(x - gamma_c) + zeta_c, the module's own arithmetic."""
+
+    kind = "rprelu"
+    handles = ("RPReLU",)
+
+    def __init__(self, name: str, params: dict[str, Any], tensors: dict[str, np.ndarray]) -> None:
+        super().__init__(name, params, tensors)
+        self.gamma = self.torch_tensor("gamma", 1)
+        self.weight = self.torch_tensor("weight", 1)
+        self.zeta = self.torch_tensor("zeta", 1)
+        if not self.gamma.shape == self.weight.shape == self.zeta.shape:
+            raise ValueError(f"{name}: gamma, weight and zeta must have one shape")
+
+    @classmethod
+    def from_module(cls, path: str, module: nn.Module, emit_bits: bool) -> Op:
+        return cls(path, {}, {"gamma": to_numpy(module.gamma), "weight": to_numpy(
+            module.prelu.weight), "zeta": to_numpy(module.zeta)})
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.prelu(x - self.gamma.view(1, -1, 1, 1), self.weight) + self.zeta.view(1, -1, 1, 1)
+
+
+# -- composite blocks ------------------------------------------------------------------------
+
+
+class BlockOp(Op):
+    """A block compiled to named chains of sub-ops; subclasses name the chains (`parts`, the
+    torch block's child names) and wire them in `forward` as the torch block does.
+
+    Serialised as params {"chains": {part: [{"kind", "params"}, ...]}} and tensors
+    "<part>.<index>.<key>", so a loaded block is rebuilt and validated by its sub-ops.
+    """
+
+    parts: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, name: str, params: dict[str, Any], tensors: dict[str, np.ndarray]) -> None:
+        super().__init__(name, params, tensors)
+        chains = self.param("chains", dict)
+        if sorted(chains) != sorted(self.parts):
+            raise ValueError(f"{name}: chains {sorted(chains)} do not match {sorted(self.parts)}")
+        self.threads = 1  # set by each run, read by the chains
+        self.chains: dict[str, list[Op]] = {}
+        self._shapes: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = {}
+        for part, entries in chains.items():
+            if not isinstance(entries, list):
+                raise ValueError(f"{name}: chain {part!r} must be a list")
+            self.chains[part] = [self._sub_op(part, i, e) for i, e in enumerate(entries)]
+
+    def _sub_op(self, part: str, index: int, entry: Any) -> Op:
+        if not isinstance(entry, dict) or entry.get("kind") not in OPS:
+            raise ValueError(f"{self.name}: {part}[{index}] is not a known op: {entry!r}")
+        prefix = f"{part}.{index}."
+        sub = {k[len(prefix):]: v for k, v in self.tensors.items() if k.startswith(prefix)}
+        return OPS[entry["kind"]](f"{self.name}.{part}", entry.get("params", {}), sub)
+
+    @classmethod
+    def from_module(cls, path: str, module: nn.Module, emit_bits: bool) -> Op:
+        chains: dict[str, list[dict[str, Any]]] = {}
+        tensors: dict[str, np.ndarray] = {}
+        for part in cls.parts:
+            child = getattr(module, part, None)
+            if not isinstance(child, nn.Module):
+                raise UnsupportedLayerError(f"{path}: {type(module).__name__} has no {part!r}")
+            chains[part] = []
+            for i, (sub_path, sub, op_cls) in enumerate(_flatten(f"{path}.{part}", child)):
+                if op_cls.input_encoding != "float":
+                    raise UnsupportedLayerError(f"{sub_path}: {type(sub).__name__} is not "
+                                                "supported inside a block")
+                op = op_cls.from_module(sub_path, sub, False)
+                chains[part].append({"kind": op.kind, "params": op.params})
+                tensors.update({f"{part}.{i}.{k}": v for k, v in op.tensors.items()})
+        return cls(path, {**cls.extra_params(path, module, emit_bits), "chains": chains}, tensors)
+
+    @classmethod
+    def extra_params(cls, path: str, module: nn.Module, emit_bits: bool) -> dict[str, Any]:
+        return {}
+
+    def chain(self, part: str, x: Value) -> Value:
+        """Run one chain (an empty chain, e.g. an identity shortcut, returns x)."""
+        before = x
+        for op in self.chains[part]:
+            x = op.run(x, self.threads)
+        self._shapes[part] = (tuple(before.shape[1:]), tuple(x.shape[1:]))
+        return x
+
+    def run(self, x: Value, threads: int) -> Value:
+        self.threads = threads
+        return self.forward(x)
+
+    def forward(self, x: Value) -> Value:
+        raise NotImplementedError
+
+    def macs(self, in_shape: tuple[int, ...], out_shape: tuple[int, ...]) -> tuple[int, int]:
+        binary = flt = 0
+        for part, ops in self.chains.items():
+            shape_in, shape_out = self._shapes.get(part, (in_shape, out_shape))
+            for op in ops:  # chains hold one shape-changing op at most (conv or pool)
+                b, f = op.macs(shape_in, shape_out)
+                binary, flt = binary + b, flt + f
+        return binary, flt
+
+
+@register_op
+class ResNetBlockOp(BlockOp):
+    """ResNetBlock: act2(bn2(conv2(act1(bn1(conv1(x))))) + shortcut(x))."""
+
+    kind = "resnet_block"
+    handles = ("ResNetBlock",)
+    parts = ("conv1", "bn1", "act1", "conv2", "bn2", "shortcut", "act2")
+
+    def forward(self, x: Value) -> Value:
+        x = as_float(x)
+        y = self.chain("act1", self.chain("bn1", self.chain("conv1", x)))
+        return self.chain("act2", self.chain("bn2", self.chain("conv2", y))
+                          + self.chain("shortcut", x))
+
+
+@register_op
+class BiRealBlockOp(BlockOp):
+    """BiRealBlock: act(bn(conv(x)) + shortcut(x))."""
+
+    kind = "bireal_block"
+    handles = ("BiRealBlock",)
+    parts = ("conv", "bn", "shortcut", "act")
+
+    def forward(self, x: Value) -> Value:
+        x = as_float(x)
+        return self.chain("act", self.chain("bn", self.chain("conv", x))
+                          + self.chain("shortcut", x))
+
+
+@register_op
+class ReActBlockOp(BlockOp):
+    """ReActBlock: y = act1(bn1(conv1(x)) + shortcut(x)); act2(bn2(conv2(y)) + y or [y, y])."""
+
+    kind = "reactnet_block"
+    handles = ("ReActBlock",)
+    parts = ("conv1", "bn1", "shortcut", "act1", "conv2", "bn2", "act2")
+
+    def forward(self, x: Value) -> Value:
+        x = as_float(x)
+        y = self.chain("act1", self.chain("bn1", self.chain("conv1", x))
+                       + self.chain("shortcut", x))
+        z = self.chain("bn2", self.chain("conv2", y))
+        return self.chain("act2", z + (y if z.shape[1] == y.shape[1] else torch.cat([y, y], 1)))
+
+
+@register_op
+class PoolFirstBlockOp(BlockOp):
+    """PoolFirstBlock: bn(pool(conv(x))) on packed input, emitting bits (torch's sign of the
+    result, packed) for a binary consumer or the float map otherwise."""
+
+    kind = "pool_first_block"
+    handles = ("PoolFirstBlock",)
+    input_encoding = "bits"
+    parts = ("conv", "pool", "bn")
+
+    def __init__(self, name: str, params: dict[str, Any], tensors: dict[str, np.ndarray]) -> None:
+        super().__init__(name, params, tensors)
+        self.output = self.param("output", str)
+        if self.output not in ("bits", "float"):
+            raise ValueError(f"{name}: invalid output {self.output!r}")
+
+    @classmethod
+    def extra_params(cls, path: str, module: nn.Module, emit_bits: bool) -> dict[str, Any]:
+        if _rsign(module.conv.input_quantizer):
+            raise UnsupportedLayerError(f"{path}.conv: an RSign input is not supported in a "
+                                        "pool-first block (its input arrives packed)")
+        return {"output": "bits" if emit_bits else "float"}
+
+    @property
+    def output_encoding(self) -> Encoding:
+        return "bits" if self.output == "bits" else "float"
+
+    def forward(self, x: Value) -> Value:
+        y = self.chain("bn", self.chain("pool", self.chain("conv", x)))
+        return _PACK.run(y, self.threads) if self.output == "bits" else y

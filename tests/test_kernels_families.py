@@ -1,0 +1,214 @@
+"""The packed engine on every family, stem/head precision, activation and quantizer: the bits
+at every binary layer's input equal torch's signs, logits match, files round-trip, and layers
+the engine cannot run (full precision, RSign on packed input) are named."""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import kernels
+import spaces
+from kernels.block_ops import BinaryConvOp
+from kernels.graph import Bits
+from spaces.quantizers import Quantizer
+
+FAMILIES = ("plain", "resnet", "bireal", "reactnet")
+SHAPE = (3, 12, 12)
+
+
+def randomise(model: nn.Module, seed: int, shape: tuple[int, ...] = SHAPE) -> nn.Module:
+    """Realistic, non-trivial parameters: BN statistics from a batch (so thresholds fall inside
+    the dot range) with negative and zero gammas; random RSign alphas, (R)PReLU slopes and
+    shifts, learned scales. Returns the model in eval mode."""
+    g = torch.Generator().manual_seed(seed)
+    bns = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+    with torch.no_grad():
+        for m in bns:
+            m.reset_running_stats()
+            m.momentum = None  # cumulative average: after one batch, that batch's statistics
+        model.train()(torch.randn(32, *shape, generator=g))
+        for m in bns:
+            c = m.num_features
+            gamma = torch.randn(c, generator=g)
+            gamma[::3] = -gamma[::3].abs()
+            gamma[c // 2] = 0.0
+            m.weight.copy_(gamma)
+            m.bias.copy_(torch.randn(c, generator=g) * 0.3)
+        for name, p in model.named_parameters():
+            leaf = name.rsplit(".", 1)[-1]
+            if leaf in ("alpha", "gamma", "zeta") and "bn" not in name:
+                p.copy_(torch.randn(p.shape, generator=g) * 0.3)
+            elif name.endswith("prelu.weight") or (leaf == "weight" and p.dim() == 1
+                                                   and "act" in name):
+                p.copy_(torch.randn(p.shape, generator=g) * 0.5)
+            elif leaf == "output_scale":
+                p.copy_(torch.randn(p.shape, generator=g))
+    return model.eval()
+
+
+def family_model(family: str, seed: int = 0, shape: tuple[int, ...] = SHAPE,
+                 **options: object) -> spaces.BinaryNet:
+    torch.manual_seed(seed)
+    quant = {k: options.pop(k) for k in list(options) if k in spaces.QuantConfig.__annotations__}
+    config = spaces.Config.from_dict({
+        "arch": {"family": family, "width": 16, "depth": 3, "blocks_per_stage": 2, **options},
+        "quant": quant,
+    })
+    c = shape[0]
+    model = spaces.build_model(config, c, 10, shape[1], mean=[0.1] * c, std=[0.9] * c)
+    return randomise(model, seed, shape)
+
+
+def torch_binary_inputs(model: nn.Module, x: torch.Tensor) -> list[torch.Tensor]:
+    """torch's +-1 input of every binary layer, in execution order."""
+    seen: list[torch.Tensor] = []
+    hooks = [q.register_forward_hook(lambda _m, _a, out: seen.append(out.detach().clone()))
+             for q in model.modules() if isinstance(q, Quantizer) and q.kind == "activation"]
+    try:
+        with torch.no_grad():
+            model(x)
+    finally:
+        for h in hooks:
+            h.remove()
+    return seen
+
+
+def packed_binary_inputs(packed: kernels.PackedModel, x: torch.Tensor,
+                         monkeypatch: pytest.MonkeyPatch) -> list[torch.Tensor]:
+    """The packed bits every binary layer consumes, unpacked to +-1, in execution order."""
+    seen: list[torch.Tensor] = []
+    pack = BinaryConvOp.pack
+
+    def recording_pack(self: BinaryConvOp, value: torch.Tensor) -> Bits:
+        bits = pack(self, value)
+        seen.append(bits.to_torch().clone())
+        return bits
+
+    monkeypatch.setattr(BinaryConvOp, "pack", recording_pack)
+    for op in packed.ops:
+        if op.input_encoding == "bits":  # plain blocks take the previous op's bits
+            def run(value, threads, _run=op.run):
+                seen.append(value.to_torch().clone())
+                return _run(value, threads)
+
+            monkeypatch.setattr(op, "run", run)
+    packed(x)
+    return seen
+
+
+def assert_matches_torch(model: nn.Module, monkeypatch: pytest.MonkeyPatch,
+                         exact_bits: bool = True,
+                         shape: tuple[int, ...] = SHAPE) -> kernels.PackedModel:
+    packed = kernels.compile(model, shape)
+    x = torch.randn(16, *shape, generator=torch.Generator().manual_seed(1)) * 2
+    with torch.no_grad():
+        ref = model(x).numpy()
+    expected = torch_binary_inputs(model, x)
+    got = packed_binary_inputs(packed, x, monkeypatch)
+    assert len(got) == len(expected) > 0
+    if exact_bits:
+        for i, (a, b) in enumerate(zip(got, expected, strict=True)):
+            np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=f"binary input {i}")
+    assert any(np.unique(b.numpy()).size == 2 for b in expected)  # both signs: checks have teeth
+    scale = max(1.0, float(np.abs(ref).max()))
+    out = packed(x)
+    np.testing.assert_allclose(out, ref, rtol=1e-4, atol=1e-4 * scale)
+    np.testing.assert_array_equal(out.argmax(1), ref.argmax(1))
+    return packed
+
+
+@pytest.mark.parametrize(
+    "family, activation, ends",
+    list(itertools.product(FAMILIES, spaces.blocks.ACTIVATION_NAMES, ("float", "binary"))),
+)
+def test_families_activations_stem_and_head_are_bit_exact(family, activation, ends,
+                                                          monkeypatch) -> None:
+    quantizer = "rsign" if family == "reactnet" else "approx_sign"
+    if family == "plain" and ends == "binary":
+        quantizer = "ste"
+    model = family_model(family, activation=activation, stem=ends, head=ends,
+                         input_quantizer=quantizer)
+    assert_matches_torch(model, monkeypatch)
+
+
+@pytest.mark.parametrize(
+    "family, options",
+    [
+        ("plain", {"learned_scale": True}),  # negative learned scales flip the thresholds
+        ("plain", {"pool_order": "pool_bn"}),
+        ("plain", {"pool_order": "pool_bn", "pad_value": 1.0, "kernel_size": 5}),
+        ("plain", {"pool_order": "pool_bn", "learned_scale": True, "head": "binary"}),
+        ("resnet", {"downsample": "strided_conv", "activation": "prelu"}),
+        ("resnet", {"pad_value": 1.0, "kernel_size": 5, "input_quantizer": "swish_sign"}),
+        ("bireal", {"downsample": "strided_conv", "learned_scale": True}),
+        ("bireal", {"input_quantizer": "rsign", "stem": "binary", "pad_value": 1.0}),
+        ("reactnet", {"kernel_size": 5, "input_quantizer": "ede", "learned_scale": True}),
+        ("reactnet", {"depth": 4, "input_quantizer": "rsign", "head": "binary"}),
+    ],
+)
+def test_family_options_are_bit_exact(family, options, monkeypatch) -> None:
+    assert_matches_torch(family_model(family, seed=2, **dict(options)), monkeypatch)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_digits_shaped_input_is_bit_exact(family, monkeypatch) -> None:
+    shape = (1, 8, 8)
+    quantizer = "clipped_ste" if family == "plain" else "rsign"
+    model = family_model(family, seed=6, shape=shape, input_quantizer=quantizer,
+                         activation="rprelu", stem="binary", head="binary")
+    assert_matches_torch(model, monkeypatch, shape=shape)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("weights", ["xnor", "dorefa", "libra_pb"])
+def test_scaled_weights_match_logits(family, weights, monkeypatch) -> None:
+    """torch sums +-scale in fp32, so only exact ties could differ: logits and argmax must match."""
+    model = family_model(family, seed=3, weight_quantizer=weights, activation="rprelu")
+    assert_matches_torch(model, monkeypatch, exact_bits=False)
+
+
+@pytest.mark.parametrize("family", FAMILIES[1:])
+def test_block_ops_save_and_load(family: str, tmp_path: Path) -> None:
+    model = family_model(family, seed=4, input_quantizer="rsign", activation="rprelu",
+                         stem="binary", head="binary")
+    packed = kernels.compile(model, SHAPE)
+    packed.save(tmp_path / "m.bnnx")
+    loaded = kernels.load(tmp_path / "m.bnnx")
+    x = torch.randn(5, *SHAPE)
+    np.testing.assert_array_equal(loaded(x), packed(x))
+    assert loaded.layers_info() == packed.layers_info()
+    info = {row.name: row for row in packed.layers_info()}
+    assert info["body.0"].binary_macs > 0 and info["body.0"].kind.endswith("_block")
+
+
+def test_block_macs_count_every_binary_conv() -> None:
+    packed = kernels.compile(family_model("bireal", seed=5, downsample="strided_conv"), SHAPE)
+    info = {row.name: row for row in packed.layers_info()}
+    assert info["body.0"].binary_macs == 12 * 12 * 16 * 16 * 9
+    stride2 = info["body.2"]  # 16 -> 32 channels, 12x12 -> 6x6, with a 1x1 fp shortcut
+    assert stride2.binary_macs == 6 * 6 * 32 * 16 * 9
+    assert stride2.float_macs >= 6 * 6 * 32 * 16
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("which", ["input_quantizer", "weight_quantizer"])
+def test_full_precision_body_is_rejected_naming_the_layer(family, which) -> None:
+    model = family_model(family, **{which: "none"})
+    with pytest.raises(kernels.UnsupportedLayerError,
+                       match=rf"body\.0\.conv1?: BinaryConv2d with {which}=None"):
+        kernels.compile(model, SHAPE)
+
+
+def test_rsign_on_packed_input_is_rejected_naming_the_layer() -> None:
+    with pytest.raises(kernels.UnsupportedLayerError, match=r"body\.0\.conv: input quantizer "
+                       "RSign is not a plain sign"):
+        kernels.compile(family_model("plain", input_quantizer="rsign"), SHAPE)
+    with pytest.raises(kernels.UnsupportedLayerError, match=r"body\.0\.conv: an RSign input"):
+        kernels.compile(family_model("plain", input_quantizer="rsign", pool_order="pool_bn"),
+                        SHAPE)
