@@ -5,7 +5,7 @@ PIP    := $(PY) -m pip -q --disable-pip-version-check
 STAMP  := $(VENV)/.bnnx-installed
 SOURCES := pyproject.toml CMakeLists.txt $(wildcard kernels/csrc/*.cpp kernels/csrc/*.h)
 
-.PHONY: setup run test test-fast bench lint system-deps clean
+.PHONY: setup run test test-fast bench fuzz lint system-deps clean
 
 setup: $(STAMP)
 
@@ -22,11 +22,14 @@ $(STAMP): $(SOURCES)
 run: setup
 	$(PY) app.py
 
-# Browser tests need Debian's chromium and chromium-driver; installed here when missing (root only).
+# Browser tests need Debian's chromium and chromium-driver, the real-data test Debian's
+# dataset-fashion-mnist; installed here when missing (root only).
+SYSTEM_PKGS = $(if $(shell command -v chromedriver),,chromium chromium-driver) \
+              $(if $(wildcard /usr/share/datasets/fashion-mnist),,dataset-fashion-mnist)
 system-deps:
-	@command -v chromedriver >/dev/null 2>&1 || { \
-	  if [ "$$(id -u)" = 0 ]; then apt-get update -q && apt-get install -y -q chromium chromium-driver; \
-	  else echo "chromium-driver missing: run 'sudo apt-get install chromium chromium-driver'"; fi; }
+	@pkgs="$(strip $(SYSTEM_PKGS))"; [ -z "$$pkgs" ] || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -q && apt-get install -y -q $$pkgs; \
+	  else echo "missing Debian packages: run 'sudo apt-get install $$pkgs'"; fi; }
 
 lint: setup
 	$(PY) -m ruff check .
@@ -37,8 +40,15 @@ test: setup system-deps lint
 test-fast: setup
 	$(PY) -m pytest -q -m "not slow and not browser"
 
+# OpenVINO is a bench-only peer (the `bench` extra), installed here rather than by setup.
 bench: setup
-	$(PY) app.py bench
+	$(PIP) install --no-build-isolation -e '.[test,bench]'
+	$(PY) app.py bench kernels
+	$(PY) app.py bench training
+
+# 10,000 random layers per ISA path against torch, bit for bit.
+fuzz: setup
+	BNNX_FUZZ_CASES=10000 $(PY) -m pytest -q tests/test_kernels_isa.py
 
 clean:
 	rm -rf build $(VENV)

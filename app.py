@@ -15,24 +15,22 @@ from pathlib import Path
 EXIT_USAGE = 2
 
 
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
+def _int_at_least(low: int):
+    """An argparse type: an integer >= low, with an error that says so."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or value < low:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {low}, got {text!r}")
+        return value
+
+    return parse
 
 
-def _non_negative(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value}")
-    return value
+_positive, _non_negative = _int_at_least(1), _int_at_least(0)
 
 
 def cmd_explorer(args: argparse.Namespace) -> None:
@@ -97,6 +95,20 @@ def cmd_train(args: argparse.Namespace) -> None:
     print(json.dumps({"out": str(out), **metrics}, indent=2))
 
 
+def cmd_summary(args: argparse.Namespace) -> None:
+    from search.datasets import get_dataset
+    from spaces import Config, build_model
+    from spaces.summary import format_summary, summarize
+
+    path = Path(args.config)
+    if not path.is_file():
+        raise FileNotFoundError(f"config file {path} does not exist")
+    config = Config.from_json(path.read_text())
+    data = get_dataset(args.dataset)
+    model = build_model(config, data.in_channels, data.num_classes, data.image_size)
+    print(format_summary(summarize(model, (data.in_channels, data.image_size, data.image_size))))
+
+
 def cmd_export(args: argparse.Namespace) -> None:
     from search import export_trial
 
@@ -145,8 +157,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(title="subcommands", metavar="COMMAND")
 
     s = sub.add_parser("search", help="create a study and run it to completion")
-    s.add_argument("--dataset", default="digits")
-    s.add_argument("--space", default="quick", help="search space preset")
+    s.add_argument("--dataset", default="digits",
+                   help="digits, fashion-mnist, mnist, kmnist, cifar10, cifar100 or folder:PATH")
+    s.add_argument("--space", default="quick",
+                   help="preset (quick, survey) or a .json/.yaml space file")
     s.add_argument("--trials", type=_positive, default=10)
     s.add_argument("--epochs", type=_positive, default=3)
     s.add_argument("--workers", type=_positive, default=1)
@@ -172,6 +186,11 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--epochs", type=_positive)
     t.add_argument("--out", required=True)
     t.set_defaults(func=cmd_train)
+
+    m = sub.add_parser("summary", help="print a config's per-layer precision, memory and MACs")
+    m.add_argument("--config", required=True, help="config JSON file")
+    m.add_argument("--dataset", default="digits", help="sets input shape and classes")
+    m.set_defaults(func=cmd_summary)
 
     e = sub.add_parser("export", help="write a trial's model folder")
     e.add_argument("--storage", default=DEFAULT_STORAGE)

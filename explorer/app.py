@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import atexit
-import signal
-import sys
 import threading
 import webbrowser
 from pathlib import Path
@@ -22,8 +19,8 @@ ASSETS = Path(__file__).resolve().parent / "assets"
 def create_app(storage_spec: str, runs_dir: Path) -> dash.Dash:
     """The explorer on `storage_spec` (journal path or DB URL), writing logs/exports in runs_dir.
 
-    The JobManager is kept in `app.server.extensions["bnnx_jobs"]` so that whoever serves the
-    app can stop the searches it started.
+    The JobManager is kept in `app.server.extensions["bnnx_jobs"]` so that tests (or an embedding
+    server) can stop the searches it started.
     """
     runs_dir = Path(runs_dir).resolve()
     runs_dir.mkdir(parents=True, exist_ok=True)
@@ -51,11 +48,13 @@ def run_app(
     port: int = 8050,
     open_browser: bool = True,
 ) -> None:
-    """Serve until interrupted; searches started from the page are stopped on exit."""
+    """Serve until interrupted.
+
+    Searches started from the page run in their own sessions and outlive the explorer: closing
+    the browser or the dashboard never stops (or half-writes) a study; a restarted explorer
+    shows their progress from the storage.
+    """
     app = create_app(storage_spec, runs_dir)
-    atexit.register(app.server.extensions["bnnx_jobs"].stop_all)
-    # `kill` (SIGTERM) should stop the searches too, not only Ctrl+C: exit through atexit.
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     url = f"http://{host}:{port}/"
     if open_browser:
         threading.Timer(1.0, webbrowser.open, args=(url,)).start()

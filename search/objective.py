@@ -17,6 +17,7 @@ from torch import nn
 
 import kernels
 from spaces import BinaryConv2d, BinaryLinear, Config, SearchSpace
+from spaces.summary import summarize
 
 from .datasets import Dataset
 from .training import accuracy, train
@@ -67,9 +68,10 @@ class Objective:
         seed: int,
         artifacts: optuna.artifacts.FileSystemArtifactStore,
         threads: int = 1,
+        cache: Path | None = None,
     ) -> None:
         self.data, self.space, self.epochs, self.seed = data, space, epochs, seed
-        self.artifacts, self.threads = artifacts, threads
+        self.artifacts, self.threads, self.cache = artifacts, threads, cache
 
     def __call__(self, trial: optuna.Trial) -> tuple[float, float]:
         try:
@@ -82,7 +84,7 @@ class Objective:
         config = self.space.sample(trial, epochs=self.epochs, seed=self.seed)
         trial.set_user_attr("config", config.to_dict())
         trial.set_user_attr("data", self.data.meta())
-        result = train(config, self.data)
+        result = train(config, self.data, cache=self.cache)
         report = evaluate_and_profile(config, result.model, self.data, self.threads)
         report["metrics"]["train_seconds"] = result.seconds
         with tempfile.TemporaryDirectory() as tmp:
@@ -93,6 +95,8 @@ class Objective:
             )
         trial.set_user_attr("weights_artifact", artifact_id)
         trial.set_user_attr("learning_curve", result.curve)
+        shape = (self.data.in_channels, self.data.image_size, self.data.image_size)
+        trial.set_user_attr("summary", summarize(result.model, shape).to_dict())
         for key, value in report.items():
             trial.set_user_attr(key, value)
         metrics = report["metrics"]

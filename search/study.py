@@ -10,7 +10,8 @@ import multiprocessing as mp
 import os
 import sys
 import warnings
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import optuna
 import torch
@@ -33,12 +34,13 @@ class SearchSettings:
     epochs: int = 3
     seed: int = 0
     artifacts: str = ""  # folder of weight artifacts; default: beside the storage
+    space_knobs: dict = field(default_factory=dict)  # the space's knobs, so workers rebuild it
 
 
 def create_study(spec: str, name: str, settings: SearchSettings) -> optuna.Study:
     """A new study; refuses to reuse a name so two searches never mix their trials."""
     get_dataset(settings.dataset)  # fail now, not in every worker
-    SearchSpace(settings.space)
+    settings.space_knobs = SearchSpace(settings.space).knobs  # a space file may change later
     storage = open_storage(spec, create=True)
     if name in optuna.get_all_study_names(storage):
         raise StorageError(f"study {name!r} already exists in {spec}; choose another --study")
@@ -72,11 +74,12 @@ def run_worker(spec: str, name: str, n_trials: int, worker: int = 0, threads: in
     study = optuna.load_study(study_name=name, storage=open_storage(spec), sampler=sampler)
     objective = Objective(
         get_dataset(settings.dataset),
-        SearchSpace(settings.space),
+        SearchSpace(settings.space, settings.space_knobs or None),
         settings.epochs,
         settings.seed,
         artifact_store(settings.artifacts),
         threads=threads,
+        cache=Path(settings.artifacts),
     )
     study.optimize(objective, n_trials=n_trials, catch=(Exception,), callbacks=[report_trial])
 

@@ -1,14 +1,33 @@
-"""Search spaces: turn an Optuna trial into a Config.
+"""Search spaces: which Config knobs are open, and how an Optuna trial turns them into a Config.
 
-Only `trial.suggest_*` is used (no storage, no study), so a space can be sampled by any Optuna
-sampler and its params read by any Optuna tool under readable names.
+A space is data: a mapping from knob paths (Config field paths such as "arch.family" or
+"train.lr") to a spec, one of
+  {"choices": [..]}                        categorical (values checked against the field),
+  {"choices": "all", "exclude": [..]}      every value the field allows, minus some,
+  {"low": a, "high": b, "log": bool}       int or float range inside the field's range,
+  a plain value                            fixed.
+Presets live as JSON in spaces/presets/; a user's JSON (or YAML, when PyYAML is installed) file
+works the same. Since knob paths are field paths, every field a Config gains is searchable without
+code changes. Only `trial.suggest_*` is used, so any Optuna sampler works; params carry readable
+names (the field name, or the full path where two sections share a field name).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
+from pathlib import Path
 from typing import Any, Protocol
 
-from .config import Config
+from .config import Config, ConfigError
+
+PRESET_DIR = Path(__file__).resolve().parent / "presets"
+BUDGET_KNOBS = ("train.epochs", "seed")  # set by the search budget (--epochs, --seed)
+SPEC_KEYS = {"choices", "exclude", "low", "high", "log"}
+
+
+class SpaceError(ValueError):
+    """A space or knob that cannot be searched; the message names the knob and what is allowed."""
 
 
 class TrialLike(Protocol):
@@ -17,39 +36,141 @@ class TrialLike(Protocol):
     def suggest_float(self, name: str, low: float, high: float, *, log: bool = False) -> float: ...
 
 
+def knob_fields(cls: type = Config, prefix: str = "") -> dict[str, dataclasses.Field]:
+    """Every leaf field of the Config by its dotted path."""
+    out: dict[str, dataclasses.Field] = {}
+    for f in dataclasses.fields(cls):
+        factory = f.default_factory if callable(f.default_factory) else None
+        if dataclasses.is_dataclass(factory):
+            out.update(knob_fields(factory, f"{prefix}{f.name}."))
+        else:
+            out[f"{prefix}{f.name}"] = f
+    return out
+
+
+def param_name(path: str) -> str:
+    """The Optuna param name of a knob: its field name, unless another section shares it."""
+    leaf = path.rsplit(".", 1)[-1]
+    same = [p for p in knob_fields() if p.rsplit(".", 1)[-1] == leaf]
+    return leaf if len(same) == 1 else path
+
+
+def _nested(flat: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for path, value in flat.items():
+        *sections, leaf = path.split(".")
+        node = out
+        for s in sections:
+            node = node.setdefault(s, {})
+        node[leaf] = value
+    return out
+
+
+def _check_value(path: str, value: Any) -> None:
+    try:
+        Config.from_dict(_nested({path: value}))
+    except ConfigError as exc:
+        raise SpaceError(f"knob {path}: {exc}") from None
+
+
+def validate_knob(path: str, spec: Any) -> Any:
+    """`spec` checked against the field's metadata; "all" choices expanded. Returns the spec."""
+    fields = knob_fields()
+    if path not in fields or path in BUDGET_KNOBS:
+        allowed = ", ".join(p for p in fields if p not in BUDGET_KNOBS)
+        why = "set by --epochs/--seed" if path in BUDGET_KNOBS else "allowed: " + allowed
+        raise SpaceError(f"unknown knob {path!r}; {why}")
+    meta = fields[path].metadata
+    if not isinstance(spec, dict):
+        _check_value(path, spec)
+        return spec
+    bad = sorted(set(spec) - SPEC_KEYS)
+    if bad:
+        raise SpaceError(f"knob {path}: unknown key {bad[0]!r}; allowed: choices (+ exclude), "
+                         "low + high (+ log), or a fixed value")
+    if "choices" in spec:
+        choices = spec["choices"]
+        if choices == "all":
+            if "choices" not in meta:
+                raise SpaceError(f"knob {path}: 'all' needs a field with choices; it has range "
+                                 f"{list(meta['range'])}: give low and high")
+            choices = [c for c in meta["choices"] if c not in spec.get("exclude", [])]
+        if not isinstance(choices, list) or not choices:
+            raise SpaceError(f"knob {path}: choices must be a non-empty list or \"all\"")
+        for c in choices:
+            _check_value(path, c)
+        return {"choices": choices}
+    if "low" not in spec or "high" not in spec:
+        raise SpaceError(f"knob {path}: give choices, or low and high")
+    if "range" not in meta:
+        raise SpaceError(f"knob {path}: a range needs a numeric field; allowed choices: "
+                         f"{', '.join(str(c) for c in meta['choices'])}")
+    low, high, log = spec["low"], spec["high"], bool(spec.get("log", False))
+    _check_value(path, low)
+    _check_value(path, high)
+    if not low < high or (log and low <= 0):
+        raise SpaceError(f"knob {path}: need low < high (and low > 0 with log), got {low}, {high}")
+    return {"low": low, "high": high, "log": log}
+
+
+def load_space_file(path: Path) -> dict[str, Any]:
+    """Knobs from a .json or .yaml/.yml file."""
+    if not path.is_file():
+        raise FileNotFoundError(f"search space file {path} does not exist")
+    text = path.read_text()
+    if path.suffix in (".yaml", ".yml"):
+        try:
+            import yaml
+        except ImportError:
+            raise SpaceError(f"{path}: YAML spaces need PyYAML (pip install PyYAML); "
+                             "or write the space as JSON") from None
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise SpaceError(f"{path}: not valid YAML: {exc}".splitlines()[0]) from None
+    else:
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise SpaceError(f"{path}: not valid JSON: {exc}") from None
+    if not isinstance(data, dict) or not data:
+        raise SpaceError(f"{path}: a space is a non-empty mapping of knob paths to specs")
+    return data
+
+
 class SearchSpace:
-    """A named set of knobs; `sample(trial, epochs)` returns a validated Config."""
+    """A named set of knobs; `sample(trial, epochs, seed)` returns a validated Config."""
 
-    PRESETS = ("quick",)
+    PRESETS = ("quick", "survey")
 
-    def __init__(self, name: str = "quick") -> None:
-        if name not in self.PRESETS:
-            raise ValueError(f"unknown search space {name!r}; allowed: {', '.join(self.PRESETS)}")
+    def __init__(self, name: str = "quick", knobs: dict[str, Any] | None = None) -> None:
+        """`name`: a preset or a space file; `knobs` (as stored with a study) take precedence."""
+        if knobs is None:
+            if name in self.PRESETS:
+                knobs = json.loads((PRESET_DIR / f"{name}.json").read_text())
+            elif name.endswith((".json", ".yaml", ".yml")):
+                knobs = load_space_file(Path(name))
+            else:
+                raise SpaceError(f"unknown search space {name!r}; allowed: "
+                                 f"{', '.join(self.PRESETS)}, or a .json/.yaml space file")
         self.name = name
+        self.knobs = {path: validate_knob(path, spec) for path, spec in knobs.items()}
 
     def sample(self, trial: TrialLike, epochs: int, seed: int = 0) -> Config:
-        """The `quick` preset: small plain nets for the digits demo (seconds per trial)."""
-        return Config.from_dict(
-            {
-                "arch": {
-                    "family": "plain",
-                    "width": trial.suggest_categorical("width", [8, 16, 32, 64]),
-                    "depth": trial.suggest_int("depth", 1, 3),
-                    "blocks_per_stage": trial.suggest_int("blocks_per_stage", 1, 2),
-                },
-                "quant": {
-                    "input_quantizer": trial.suggest_categorical(
-                        "input_quantizer", ["ste", "clipped_ste", "approx_sign"]
-                    ),
-                    "weight_quantizer": trial.suggest_categorical(
-                        "weight_quantizer", ["sign", "xnor"]
-                    ),
-                },
-                "train": {
-                    "lr": trial.suggest_float("lr", 1e-3, 3e-2, log=True),
-                    "batch_size": trial.suggest_categorical("batch_size", [32, 64]),
-                    "epochs": epochs,
-                },
-                "seed": seed,
-            }
-        )
+        flat: dict[str, Any] = {"train.epochs": epochs, "seed": seed}
+        for path, spec in self.knobs.items():
+            flat[path] = self._suggest(trial, path, spec)
+        return Config.from_dict(_nested(flat))
+
+    @staticmethod
+    def _suggest(trial: TrialLike, path: str, spec: Any) -> Any:
+        if not isinstance(spec, dict):
+            return spec
+        name = param_name(path)
+        if "choices" in spec:
+            return trial.suggest_categorical(name, spec["choices"])
+        if isinstance(spec["low"], int) and isinstance(spec["high"], int) and isinstance(
+            knob_fields()[path].default, int
+        ):
+            return trial.suggest_int(name, spec["low"], spec["high"], log=spec["log"])
+        return trial.suggest_float(name, float(spec["low"]), float(spec["high"]), log=spec["log"])

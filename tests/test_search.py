@@ -49,6 +49,7 @@ def test_two_trial_search_stores_everything(searched):
         assert len(t.user_attrs["learning_curve"]) == 1
         assert [r["name"] for r in t.user_attrs["layer_latency"]]
         assert {"width", "depth", "input_quantizer", "weight_quantizer"} <= set(t.params)
+        assert t.user_attrs["summary"]["binary_macs"] > 0
         assert optuna.artifacts.get_all_artifact_meta(t, storage=open_storage(spec))
 
 
@@ -99,11 +100,11 @@ def test_failing_trial_is_recorded_and_search_goes_on(tmp_path, monkeypatch):
     calls = {"n": 0}
     real = objective.train
 
-    def flaky(config, data):
+    def flaky(config, data, **kw):
         calls["n"] += 1
         if calls["n"] == 1:
             raise RuntimeError("out of memory (simulated)")
-        return real(config, data)
+        return real(config, data, **kw)
 
     monkeypatch.setattr(objective, "train", flaky)
     spec = str(tmp_path / "s.journal")
