@@ -116,6 +116,24 @@ def _binary_conv(path: str, conv: nn.Module) -> None:
         raise UnsupportedLayerError(f"{path}: pad_value {conv.pad_value!r} is not -1, 0 or 1")
 
 
+def read_conv_fields(op: Op) -> None:
+    """Channels, geometry and packed weight of a stored binary conv, validated, plus the weight
+    in the microkernels' blocked layout (made once at load, never stored)."""
+    op.c_in = op.param("c_in", int)
+    op.c_out = op.param("c_out", int)
+    op.kernel = op.int_list("kernel", 2, 1)
+    op.stride = op.int_list("stride", 2, 1)
+    op.padding = op.int_list("padding", 2)
+    op.pad_value = op.param("pad_value", int)
+    op.weight = op.tensor("weight", np.uint64, 4)
+    expected = (op.c_out, *op.kernel, bitops.words_for(op.c_in))
+    if op.c_in < 1 or op.c_out < 1 or op.weight.shape != expected:
+        raise ValueError(f"{op.name}: weight shape {op.weight.shape} does not match {expected}")
+    if op.pad_value not in (-1, 0, 1):
+        raise ValueError(f"{op.name}: invalid pad_value {op.pad_value!r}")
+    op.blocked = bitops.block_weight(op.weight)
+
+
 def _maxpool_params(path: str, pool: nn.Module) -> dict[str, list[int]] | None:
     name = type(pool).__name__
     if name == "Identity":
@@ -172,21 +190,10 @@ class PlainBlockOp(Op):
 
     def __init__(self, name: str, params: dict[str, Any], tensors: dict[str, np.ndarray]) -> None:
         super().__init__(name, params, tensors)
-        self.c_in = self.param("c_in", int)
-        self.c_out = self.param("c_out", int)
-        self.kernel = self.int_list("kernel", 2, 1)
-        self.stride = self.int_list("stride", 2, 1)
-        self.padding = self.int_list("padding", 2)
-        self.pad_value = self.param("pad_value", int)
+        read_conv_fields(self)
         self.output = self.param("output", str)
-        self.weight = self.tensor("weight", np.uint64, 4)
-        expected = (self.c_out, *self.kernel, bitops.words_for(self.c_in))
-        if self.c_in < 1 or self.c_out < 1 or self.weight.shape != expected:
-            raise ValueError(f"{name}: weight shape {self.weight.shape} does not match {expected}")
-        self.blocked = bitops.block_weight(self.weight)  # the microkernels' layout, made once
-        if self.pad_value not in (-1, 0, 1) or self.output not in ("bits", "float"):
-            raise ValueError(f"{name}: invalid pad_value {self.pad_value!r} or output "
-                             f"{self.output!r}")
+        if self.output not in ("bits", "float"):
+            raise ValueError(f"{name}: invalid output {self.output!r}")
         if self.output == "bits":
             self.threshold = self._vector("threshold", np.int32)
             self.direction = self._vector("direction", np.int8)

@@ -17,7 +17,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import bitops
-from .binary_ops import PackOp, _binary_conv, binary_weight, check_sign_quantizer
+from .binary_ops import (
+    PackOp,
+    _binary_conv,
+    binary_weight,
+    check_sign_quantizer,
+    read_conv_fields,
+)
 from .compiler import _flatten
 from .errors import UnsupportedLayerError
 from .float_ops import FloatOp
@@ -44,19 +50,7 @@ class BinaryConvOp(Op):
 
     def __init__(self, name: str, params: dict[str, Any], tensors: dict[str, np.ndarray]) -> None:
         super().__init__(name, params, tensors)
-        self.c_in = self.param("c_in", int)
-        self.c_out = self.param("c_out", int)
-        self.kernel = self.int_list("kernel", 2, 1)
-        self.stride = self.int_list("stride", 2, 1)
-        self.padding = self.int_list("padding", 2)
-        self.pad_value = self.param("pad_value", int)
-        self.weight = self.tensor("weight", np.uint64, 4)
-        expected = (self.c_out, *self.kernel, bitops.words_for(self.c_in))
-        if self.c_in < 1 or self.weight.shape != expected:
-            raise ValueError(f"{name}: weight shape {self.weight.shape} does not match "
-                             f"c_in={self.c_in}, c_out={self.c_out}, kernel={self.kernel}")
-        if self.pad_value not in (-1, 0, 1):
-            raise ValueError(f"{name}: invalid pad_value {self.pad_value!r}")
+        read_conv_fields(self)
         self.scale = self._vector("scale", self.c_out)
         self.bias = self._vector("bias", self.c_out)
         self.shift = (torch.from_numpy(self._vector("shift", self.c_in)).view(1, -1, 1, 1)
@@ -106,7 +100,8 @@ class BinaryConvOp(Op):
         if bits.channels != self.c_in:
             raise ValueError(f"{self.name}: expects {self.c_in} channels, got {bits.channels}")
         y = bitops.conv2d_float(bits.data, self.weight, self.c_in, self.scale, self.bias,
-                                self.stride, self.padding, self.pad_value, threads)
+                                self.stride, self.padding, self.pad_value, threads,
+                                blocked=self.blocked)
         return torch.from_numpy(y).permute(0, 3, 1, 2).contiguous()  # torch's NCHW layout
 
     def macs(self, in_shape: tuple[int, ...], out_shape: tuple[int, ...]) -> tuple[int, int]:
