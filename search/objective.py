@@ -16,7 +16,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 import kernels
-from spaces import BinaryConv2d, BinaryLinear, Config, SearchSpace
+from spaces import BinaryConv2d, BinaryLinear, Config, SearchSpace, build_model
 from spaces.summary import summarize
 
 from .datasets import Dataset
@@ -84,6 +84,9 @@ class Objective:
         config = self.space.sample(trial, epochs=self.epochs, seed=self.seed)
         trial.set_user_attr("config", config.to_dict())
         trial.set_user_attr("data", self.data.meta())
+        shape = (self.data.in_channels, self.data.image_size, self.data.image_size)
+        # A config the kernels cannot run fails here, in milliseconds, not after training.
+        kernels.compile(build_model(config, shape[0], self.data.num_classes, shape[1]), shape)
         result = train(config, self.data, cache=self.cache)
         report = evaluate_and_profile(config, result.model, self.data, self.threads)
         report["metrics"]["train_seconds"] = result.seconds
@@ -95,7 +98,6 @@ class Objective:
             )
         trial.set_user_attr("weights_artifact", artifact_id)
         trial.set_user_attr("learning_curve", result.curve)
-        shape = (self.data.in_channels, self.data.image_size, self.data.image_size)
         trial.set_user_attr("summary", summarize(result.model, shape).to_dict())
         for key, value in report.items():
             trial.set_user_attr(key, value)
