@@ -61,6 +61,19 @@ def check_sign_quantizer(path: str, layer: nn.Module, channels: int) -> None:
         )
 
 
+def rsign_alpha(quantizer: nn.Module | None) -> torch.Tensor | None:
+    """alpha_c of an RSign-like input quantizer (the sign of `shifted(x)` = x - alpha_c), else
+    None."""
+    if quantizer is None or not hasattr(quantizer, "shifted"):
+        return None
+    return quantizer.alpha.detach().to(torch.float32).cpu().flatten()
+
+
+def block_input_shift(module: nn.Module) -> torch.Tensor | None:
+    """A packed-input block's RSign alpha_c (its conv's), applied by whatever packs its input."""
+    return rsign_alpha(getattr(getattr(module, "conv", None), "input_quantizer", None))
+
+
 def binary_weight(path: str, layer: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
     """(quantized weight, per-output-channel scale); the weight must be +-scale per channel."""
     kind = type(layer).__name__
@@ -156,9 +169,23 @@ def _maxpool_params(path: str, pool: nn.Module) -> dict[str, list[int]] | None:
 
 @register_op
 class PackOp(Op):
-    """Float (N, C, H, W) or (N, F) -> packed bits; inserted before the first binary op."""
+    """Float (N, C, H, W) or (N, F) -> packed bits; inserted before the first binary op.
+
+    With an optional "shift" tensor (a consumer's RSign alpha_c) it packs x - alpha_c, computed
+    as torch's RSign computes it, so bit = torch's sign of x - alpha_c exactly.
+    """
 
     kind = "pack"
+
+    def __init__(self, name: str, params: dict[str, Any], tensors: dict[str, np.ndarray]) -> None:
+        super().__init__(name, params, tensors)
+        self.shift = (torch.from_numpy(self.tensor("shift", np.float32, 1))
+                      if "shift" in tensors else None)
+
+    @classmethod
+    def subtracting(cls, name: str, shift: torch.Tensor | None) -> PackOp:
+        """A pack of x - shift_c (a plain pack when shift is None)."""
+        return cls(name, {}, {} if shift is None else {"shift": to_numpy(shift)})
 
     @property
     def output_encoding(self) -> Encoding:
@@ -168,6 +195,8 @@ class PackOp(Op):
         if isinstance(x, Bits):
             return x
         x = x.to(torch.float32)
+        if self.shift is not None:
+            x = x - self.shift.view(1, -1, *([1] * (x.dim() - 2)))
         if x.dim() == 2:
             n, f = x.shape
             return Bits(bitops.pack_nhwc(x.contiguous().reshape(n, 1, 1, f).numpy()), f)
@@ -219,12 +248,14 @@ class PlainBlockOp(Op):
         return t
 
     @classmethod
-    def from_module(cls, path: str, module: nn.Module, emit_bits: bool) -> Op:
+    def from_module(cls, path: str, module: nn.Module, emit_bits: bool,
+                    shift: torch.Tensor | None = None) -> Op:
         conv, bn, pool = (getattr(module, a, None) for a in ("conv", "bn", "pool"))
         if conv is None or bn is None or pool is None:
             raise UnsupportedLayerError(f"{path}: PlainBlock without conv/bn/pool children")
         _binary_conv(f"{path}.conv", conv)
-        check_sign_quantizer(f"{path}.conv", conv, conv.in_channels)
+        if rsign_alpha(conv.input_quantizer) is None:  # an RSign is applied by the producer
+            check_sign_quantizer(f"{path}.conv", conv, conv.in_channels)
         _batchnorm2d(f"{path}.bn", bn)
         wq, scale = binary_weight(f"{path}.conv", conv)
         kh, kw = conv.kernel_size
@@ -241,19 +272,27 @@ class PlainBlockOp(Op):
         with torch.no_grad():
             if emit_bits:
                 tensors.update(cls._thresholds(path, bn, scale, conv_bias,
-                                               conv.in_channels * kh * kw))
+                                               conv.in_channels * kh * kw, shift))
             else:
                 tensors.update(cls._affine(bn, scale, conv_bias))
         return cls(path, params, tensors)
 
+    @classmethod
+    def input_shift(cls, module: nn.Module) -> torch.Tensor | None:
+        return block_input_shift(module)
+
     @staticmethod
     def _thresholds(path: str, bn: nn.Module, scale: torch.Tensor, bias: torch.Tensor,
-                    k: int) -> dict[str, np.ndarray]:
-        # torch's conv output is scale * dot (+ bias); the next sign sees BN of it. Evaluate that
-        # on every possible dot, laid out as a (1, C, 2K + 1, 1) image like real activations.
+                    k: int, shift: torch.Tensor | None) -> dict[str, np.ndarray]:
+        # torch's conv output is scale * dot (+ bias); the next sign sees BN of it (minus its
+        # RSign alpha_c). Evaluate that on every possible dot, laid out as a (1, C, 2K + 1, 1)
+        # image like real activations. A max-pool after BN commutes with both (x - alpha_c is
+        # monotone in float too), so the packed max-pool of these bits is still exact.
         dots = torch.arange(-k, k + 1, dtype=torch.float32).view(1, 1, -1, 1)
         pre = dots * scale.view(1, -1, 1, 1) + bias.view(1, -1, 1, 1)
         post = _bn_eval(bn, pre)
+        if shift is not None:
+            post = post - shift.view(1, -1, 1, 1)
         negative = (~(post >= 0)).squeeze(3).squeeze(0).T.numpy()  # (2K + 1, C)
         try:
             threshold, direction = sign_thresholds(negative)
@@ -329,7 +368,8 @@ class BinaryLinearOp(Op):
             raise ValueError(f"{name}: scale/bias must have shape ({self.c_out},)")
 
     @classmethod
-    def from_module(cls, path: str, module: nn.Module, emit_bits: bool) -> Op:
+    def from_module(cls, path: str, module: nn.Module, emit_bits: bool,
+                    shift: torch.Tensor | None = None) -> Op:
         check_sign_quantizer(path, module, module.in_features)
         wq, scale = binary_weight(path, module)
         bias = (to_numpy(module.bias) if module.bias is not None

@@ -21,20 +21,15 @@ from .binary_ops import (
     PackOp,
     _binary_conv,
     binary_weight,
+    block_input_shift,
     check_sign_quantizer,
     read_conv_fields,
+    rsign_alpha,
 )
 from .compiler import _flatten
 from .errors import UnsupportedLayerError
 from .float_ops import FloatOp
 from .graph import OPS, Bits, Encoding, Op, Value, as_float, pair, register_op, to_numpy
-
-_PACK = PackOp("pack", {}, {})
-
-
-def _rsign(quantizer: nn.Module | None) -> bool:
-    """Whether the input quantizer is RSign-like: the sign of `shifted(x)` = x - alpha_c."""
-    return quantizer is not None and hasattr(quantizer, "shifted")
 
 
 @register_op
@@ -42,7 +37,8 @@ class BinaryConvOp(Op):
     """A BinaryConv2d: (shift by RSign's alpha) -> pack -> binary conv -> scale * dot + bias.
 
     RSign's sign(x - alpha_c) packs the tensor x - alpha_c, computed as torch computes it, so
-    bit = x < alpha_c exactly. Packed input is used as is (no shift allowed then).
+    bit = x < alpha_c exactly. Packed input is used as is: its producer already subtracted
+    alpha_c (the compiler hands every packed-input op's shift to the op that packs for it).
     """
 
     kind = "binary_conv"
@@ -53,8 +49,9 @@ class BinaryConvOp(Op):
         read_conv_fields(self)
         self.scale = self._vector("scale", self.c_out)
         self.bias = self._vector("bias", self.c_out)
-        self.shift = (torch.from_numpy(self._vector("shift", self.c_in)).view(1, -1, 1, 1)
-                      if self.param("shifted", bool) else None)
+        shifted = self.param("shifted", bool)
+        self.packer = PackOp(f"{name}.pack", {},
+                             {"shift": self._vector("shift", self.c_in)} if shifted else {})
 
     def _vector(self, key: str, size: int) -> np.ndarray:
         t = self.tensor(key, np.float32, 1)
@@ -63,10 +60,11 @@ class BinaryConvOp(Op):
         return t
 
     @classmethod
-    def from_module(cls, path: str, module: nn.Module, emit_bits: bool) -> Op:
+    def from_module(cls, path: str, module: nn.Module, emit_bits: bool,
+                    shift: torch.Tensor | None = None) -> Op:
         _binary_conv(path, module)
-        shifted = _rsign(module.input_quantizer)
-        if not shifted:
+        alpha = rsign_alpha(module.input_quantizer)
+        if alpha is None:
             check_sign_quantizer(path, module, module.in_channels)
         if module.bias is not None and module.output_scale is not None:
             raise UnsupportedLayerError(f"{path}: BinaryConv2d with both a bias and a learned "
@@ -75,13 +73,13 @@ class BinaryConvOp(Op):
         bias = (to_numpy(module.bias) if module.bias is not None
                 else np.zeros(module.out_channels, np.float32))
         tensors = {"weight": bitops.pack_weight(wq.numpy()), "scale": to_numpy(scale), "bias": bias}
-        if shifted:
-            tensors["shift"] = to_numpy(module.input_quantizer.alpha)
+        if alpha is not None:
+            tensors["shift"] = to_numpy(alpha)
         return cls(path, {
             "c_in": int(module.in_channels), "c_out": int(module.out_channels),
             "kernel": list(module.kernel_size), "stride": pair(module.stride),
             "padding": pair(module.padding), "pad_value": int(module.pad_value),
-            "shifted": shifted,
+            "shifted": alpha is not None,
         }, tensors)
 
     @property
@@ -91,11 +89,9 @@ class BinaryConvOp(Op):
 
     def pack(self, x: torch.Tensor) -> Bits:
         """The binary input: bit = (x - alpha_c) < 0, i.e. torch's sign of the conv's input."""
-        return _PACK.run(x if self.shift is None else x - self.shift, 1)
+        return self.packer.run(x, 1)
 
     def run(self, x: Value, threads: int) -> torch.Tensor:
-        if isinstance(x, Bits) and self.shift is not None:
-            raise ValueError(f"{self.name}: an RSign input needs float activations, got bits")
         bits = x if isinstance(x, Bits) else self.pack(x)
         if bits.channels != self.c_in:
             raise ValueError(f"{self.name}: expects {self.c_in} channels, got {bits.channels}")
@@ -128,7 +124,8 @@ class RPReLUOp(FloatOp):
             raise ValueError(f"{name}: gamma, weight and zeta must have one shape")
 
     @classmethod
-    def from_module(cls, path: str, module: nn.Module, emit_bits: bool) -> Op:
+    def from_module(cls, path: str, module: nn.Module, emit_bits: bool,
+                    shift: torch.Tensor | None = None) -> Op:
         return cls(path, {}, {"gamma": to_numpy(module.gamma), "weight": to_numpy(
             module.prelu.weight), "zeta": to_numpy(module.zeta)})
 
@@ -170,7 +167,8 @@ class BlockOp(Op):
         return OPS[entry["kind"]](f"{self.name}.{part}", entry.get("params", {}), sub)
 
     @classmethod
-    def from_module(cls, path: str, module: nn.Module, emit_bits: bool) -> Op:
+    def from_module(cls, path: str, module: nn.Module, emit_bits: bool,
+                    shift: torch.Tensor | None = None) -> Op:
         chains: dict[str, list[dict[str, Any]]] = {}
         tensors: dict[str, np.ndarray] = {}
         for part in cls.parts:
@@ -185,10 +183,16 @@ class BlockOp(Op):
                 op = op_cls.from_module(sub_path, sub, False)
                 chains[part].append({"kind": op.kind, "params": op.params})
                 tensors.update({f"{part}.{i}.{k}": v for k, v in op.tensors.items()})
-        return cls(path, {**cls.extra_params(path, module, emit_bits), "chains": chains}, tensors)
+        return cls(path, {**cls.extra_params(path, module, emit_bits), "chains": chains},
+                   {**tensors, **cls.extra_tensors(emit_bits, shift)})
 
     @classmethod
     def extra_params(cls, path: str, module: nn.Module, emit_bits: bool) -> dict[str, Any]:
+        return {}
+
+    @classmethod
+    def extra_tensors(cls, emit_bits: bool, shift: torch.Tensor | None) -> dict[str, np.ndarray]:
+        """Block-level tensors besides the chains' (named without a chain prefix)."""
         return {}
 
     def chain(self, part: str, x: Value) -> Value:
@@ -264,7 +268,12 @@ class ReActBlockOp(BlockOp):
 @register_op
 class PoolFirstBlockOp(BlockOp):
     """PoolFirstBlock: bn(pool(conv(x))) on packed input, emitting bits (torch's sign of the
-    result, packed) for a binary consumer or the float map otherwise."""
+    result, packed) for a binary consumer or the float map otherwise.
+
+    The float chains are torch's own arithmetic, so bits for a consumer with an RSign pack the
+    result minus its alpha_c (optional tensor "shift"), as torch does. The block's own RSign is
+    applied by whatever packs its input.
+    """
 
     kind = "pool_first_block"
     handles = ("PoolFirstBlock",)
@@ -276,13 +285,20 @@ class PoolFirstBlockOp(BlockOp):
         self.output = self.param("output", str)
         if self.output not in ("bits", "float"):
             raise ValueError(f"{name}: invalid output {self.output!r}")
+        self.packer = PackOp(f"{name}.pack", {},
+                             {"shift": tensors["shift"]} if "shift" in tensors else {})
+
+    @classmethod
+    def input_shift(cls, module: nn.Module) -> torch.Tensor | None:
+        return block_input_shift(module)
 
     @classmethod
     def extra_params(cls, path: str, module: nn.Module, emit_bits: bool) -> dict[str, Any]:
-        if _rsign(module.conv.input_quantizer):
-            raise UnsupportedLayerError(f"{path}.conv: an RSign input is not supported in a "
-                                        "pool-first block (its input arrives packed)")
         return {"output": "bits" if emit_bits else "float"}
+
+    @classmethod
+    def extra_tensors(cls, emit_bits: bool, shift: torch.Tensor | None) -> dict[str, np.ndarray]:
+        return {"shift": to_numpy(shift)} if emit_bits and shift is not None else {}
 
     @property
     def output_encoding(self) -> Encoding:
@@ -290,4 +306,4 @@ class PoolFirstBlockOp(BlockOp):
 
     def forward(self, x: Value) -> Value:
         y = self.chain("bn", self.chain("pool", self.chain("conv", x)))
-        return _PACK.run(y, self.threads) if self.output == "bits" else y
+        return self.packer.run(y, self.threads) if self.output == "bits" else y

@@ -36,12 +36,14 @@ def compile(model: nn.Module, input_shape: Sequence[int], threads: int = 1) -> P
     ops: list[Op] = []
     encoding = "float"
     with torch.no_grad():
+        # A bits-input op's RSign alpha is subtracted by whatever packs its input.
+        shifts = [op_cls.input_shift(module) for _, module, op_cls in entries] + [None]
         for i, (path, module, op_cls) in enumerate(entries):
             if op_cls.input_encoding == "bits" and encoding == "float":
-                ops.append(PackOp(f"{path}.pack", {}, {}))
+                ops.append(PackOp.subtracting(f"{path}.pack", shifts[i]))
             consumer = entries[i + 1][2] if i + 1 < len(entries) else None
             emit_bits = consumer is not None and consumer.input_encoding == "bits"
-            op = op_cls.from_module(path, module, emit_bits)
+            op = op_cls.from_module(path, module, emit_bits, shifts[i + 1] if emit_bits else None)
             ops.append(op)
             encoding = op.output_encoding
     return PackedModel(ops, shape, threads=threads)

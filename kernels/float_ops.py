@@ -62,7 +62,8 @@ class NormalizeOp(FloatOp):
         self.std = self.torch_tensor("std", 3)
 
     @classmethod
-    def from_module(cls, path: str, module: nn.Module, emit_bits: bool) -> Op:
+    def from_module(cls, path: str, module: nn.Module, emit_bits: bool,
+                    shift: torch.Tensor | None = None) -> Op:
         return cls(path, {}, {"mean": to_numpy(module.mean), "std": to_numpy(module.std)})
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -88,7 +89,8 @@ class Conv2dOp(FloatOp):
         self.padding = padding if isinstance(padding, str) else self.int_list("padding", 2)
 
     @classmethod
-    def from_module(cls, path: str, module: nn.Module, emit_bits: bool) -> Op:
+    def from_module(cls, path: str, module: nn.Module, emit_bits: bool,
+                    shift: torch.Tensor | None = None) -> Op:
         if module.padding_mode != "zeros":
             raise UnsupportedLayerError(
                 f"{path}: Conv2d with padding_mode={module.padding_mode!r} is not supported"
@@ -131,7 +133,8 @@ class BatchNormOp(FloatOp):
         self.eps = float(self.param("eps", (int, float)))
 
     @classmethod
-    def from_module(cls, path: str, module: nn.Module, emit_bits: bool) -> Op:
+    def from_module(cls, path: str, module: nn.Module, emit_bits: bool,
+                    shift: torch.Tensor | None = None) -> Op:
         if module.running_mean is None or module.running_var is None:
             raise UnsupportedLayerError(
                 f"{path}: {type(module).__name__} without running statistics "
@@ -158,7 +161,8 @@ class ReLUOp(FloatOp):
     handles = ("ReLU",)
 
     @classmethod
-    def from_module(cls, path: str, module: nn.Module, emit_bits: bool) -> Op:
+    def from_module(cls, path: str, module: nn.Module, emit_bits: bool,
+                    shift: torch.Tensor | None = None) -> Op:
         return cls(path, {}, {})
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -176,7 +180,8 @@ class HardtanhOp(FloatOp):
         self.max_val = float(self.param("max_val", (int, float)))
 
     @classmethod
-    def from_module(cls, path: str, module: nn.Module, emit_bits: bool) -> Op:
+    def from_module(cls, path: str, module: nn.Module, emit_bits: bool,
+                    shift: torch.Tensor | None = None) -> Op:
         return cls(path, {"min_val": float(module.min_val), "max_val": float(module.max_val)}, {})
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -193,7 +198,8 @@ class PReLUOp(FloatOp):
         self.weight = self.torch_tensor("weight", 1)
 
     @classmethod
-    def from_module(cls, path: str, module: nn.Module, emit_bits: bool) -> Op:
+    def from_module(cls, path: str, module: nn.Module, emit_bits: bool,
+                    shift: torch.Tensor | None = None) -> Op:
         return cls(path, {}, {"weight": to_numpy(module.weight)})
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -214,7 +220,8 @@ class MaxPool2dOp(FloatOp):
         self.ceil_mode = self.param("ceil_mode", bool)
 
     @classmethod
-    def from_module(cls, path: str, module: nn.Module, emit_bits: bool) -> Op:
+    def from_module(cls, path: str, module: nn.Module, emit_bits: bool,
+                    shift: torch.Tensor | None = None) -> Op:
         if module.return_indices:
             raise UnsupportedLayerError(f"{path}: MaxPool2d with return_indices is not supported")
         stride = module.stride if module.stride is not None else module.kernel_size
@@ -247,7 +254,8 @@ class AvgPool2dOp(FloatOp):
         self.divisor_override = divisor
 
     @classmethod
-    def from_module(cls, path: str, module: nn.Module, emit_bits: bool) -> Op:
+    def from_module(cls, path: str, module: nn.Module, emit_bits: bool,
+                    shift: torch.Tensor | None = None) -> Op:
         stride = module.stride if module.stride is not None else module.kernel_size
         return cls(path, {
             "kernel_size": pair(module.kernel_size), "stride": pair(stride),
@@ -274,7 +282,8 @@ class AdaptiveAvgPool2dOp(FloatOp):
         self.output_size = tuple(size)
 
     @classmethod
-    def from_module(cls, path: str, module: nn.Module, emit_bits: bool) -> Op:
+    def from_module(cls, path: str, module: nn.Module, emit_bits: bool,
+                    shift: torch.Tensor | None = None) -> Op:
         size = module.output_size
         size = [size, size] if isinstance(size, int) or size is None else list(size)
         return cls(path, {"output_size": size}, {})
@@ -294,7 +303,8 @@ class FlattenOp(FloatOp):
         self.end_dim = self.param("end_dim", int)
 
     @classmethod
-    def from_module(cls, path: str, module: nn.Module, emit_bits: bool) -> Op:
+    def from_module(cls, path: str, module: nn.Module, emit_bits: bool,
+                    shift: torch.Tensor | None = None) -> Op:
         return cls(path, {"start_dim": int(module.start_dim), "end_dim": int(module.end_dim)}, {})
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -313,7 +323,8 @@ class LinearOp(FloatOp):
         self.bias = self.optional_tensor("bias", 1)
 
     @classmethod
-    def from_module(cls, path: str, module: nn.Module, emit_bits: bool) -> Op:
+    def from_module(cls, path: str, module: nn.Module, emit_bits: bool,
+                    shift: torch.Tensor | None = None) -> Op:
         params: dict[str, Any] = {}
         tensors = {"weight": to_numpy(module.weight)}
         _optional(module, "bias", tensors, params)

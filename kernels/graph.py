@@ -62,9 +62,20 @@ class Op:
         self.tensors = tensors
 
     @classmethod
-    def from_module(cls, path: str, module: nn.Module, emit_bits: bool) -> Op:
-        """Compile `module` (eval semantics). `emit_bits`: the consumer takes packed bits."""
+    def from_module(cls, path: str, module: nn.Module, emit_bits: bool,
+                    shift: torch.Tensor | None = None) -> Op:
+        """Compile `module` (eval semantics). `emit_bits`: the consumer takes packed bits;
+        `shift`: that consumer's input_shift, which emitted bits must subtract before the sign."""
         raise NotImplementedError(f"{cls.__name__} does not compile torch modules")
+
+    @classmethod
+    def input_shift(cls, module: nn.Module) -> torch.Tensor | None:
+        """Per-channel alpha a bits-input op's RSign subtracts before its sign (None: plain sign).
+
+        Its bits arrive packed, so whatever produces them (a pack or the previous block's
+        threshold epilogue) must subtract it, exactly as torch does.
+        """
+        return None
 
     @property
     def output_encoding(self) -> Encoding:

@@ -1,6 +1,6 @@
 """The packed engine on every family, stem/head precision, activation and quantizer: the bits
 at every binary layer's input equal torch's signs, logits match, files round-trip, and layers
-the engine cannot run (full precision, RSign on packed input) are named."""
+the engine cannot run (full precision) are named."""
 
 from __future__ import annotations
 
@@ -102,11 +102,16 @@ def packed_binary_inputs(packed: kernels.PackedModel, x: torch.Tensor,
     return seen
 
 
+def sample(shape: tuple[int, ...] = SHAPE) -> torch.Tensor:
+    """The batch every comparison runs on."""
+    return torch.randn(16, *shape, generator=torch.Generator().manual_seed(1)) * 2
+
+
 def assert_matches_torch(model: nn.Module, monkeypatch: pytest.MonkeyPatch,
                          exact_bits: bool = True,
                          shape: tuple[int, ...] = SHAPE) -> kernels.PackedModel:
     packed = kernels.compile(model, shape)
-    x = torch.randn(16, *shape, generator=torch.Generator().manual_seed(1)) * 2
+    x = sample(shape)
     with torch.no_grad():
         ref = model(x).numpy()
     expected = torch_binary_inputs(model, x)
@@ -205,10 +210,46 @@ def test_full_precision_body_is_rejected_naming_the_layer(family, which) -> None
         kernels.compile(model, SHAPE)
 
 
-def test_rsign_on_packed_input_is_rejected_naming_the_layer() -> None:
-    with pytest.raises(kernels.UnsupportedLayerError, match=r"body\.0\.conv: input quantizer "
-                       "RSign is not a plain sign"):
-        kernels.compile(family_model("plain", input_quantizer="rsign"), SHAPE)
-    with pytest.raises(kernels.UnsupportedLayerError, match=r"body\.0\.conv: an RSign input"):
-        kernels.compile(family_model("plain", input_quantizer="rsign", pool_order="pool_bn"),
-                        SHAPE)
+def alphas_on_reachable_values(model: nn.Module, x: torch.Tensor, seed: int) -> nn.Module:
+    """Set each body RSign's alpha_c to a value its input really takes on x (layer by layer,
+    since each alpha changes the layers after it), so x - alpha_c hits exactly 0: the ties
+    where a threshold off by one dot would flip a bit. (Not the head's: a plain block feeding a
+    float consumer ends in a folded affine, close to torch's BN but not bit-identical.)"""
+    g = torch.Generator().manual_seed(seed)
+    for q in [m for m in model.body.modules() if hasattr(m, "shifted")]:
+        seen: list[torch.Tensor] = []
+        hook = q.register_forward_pre_hook(
+            lambda _m, args, seen=seen: seen.append(args[0].detach()))
+        try:
+            with torch.no_grad():
+                model(x)
+        finally:
+            hook.remove()
+        values = seen[0].transpose(0, 1).flatten(1)  # (C, everything else)
+        pick = torch.randint(values.shape[1], (values.shape[0],), generator=g)
+        with torch.no_grad():
+            q.alpha.copy_(values[torch.arange(values.shape[0]), pick])
+    return model
+
+
+@pytest.mark.parametrize("pool_order", spaces.config.POOL_ORDERS)
+@pytest.mark.parametrize("depth", [1, 2, 3])
+@pytest.mark.parametrize("ties", [False, True])
+def test_plain_blocks_with_rsign_are_bit_exact(pool_order, depth, ties, monkeypatch) -> None:
+    """Packed inputs carry sign(x - alpha_c): the stem's pack subtracts alpha_c, and each block
+    thresholds (or packs) BN - alpha_c of the next block, before or after its max-pool."""
+    model = family_model("plain", seed=depth, input_quantizer="rsign", pool_order=pool_order,
+                         depth=depth, head="binary" if depth == 2 else "float")
+    if ties:
+        alphas_on_reachable_values(model, sample(), seed=depth)
+    assert_matches_torch(model, monkeypatch)
+
+
+def test_plain_rsign_save_and_load(tmp_path: Path) -> None:
+    for i, pool_order in enumerate(spaces.config.POOL_ORDERS):
+        model = family_model("plain", seed=7, input_quantizer="rsign", pool_order=pool_order)
+        packed = kernels.compile(model, SHAPE)
+        packed.save(tmp_path / f"{i}.bnnx")
+        loaded = kernels.load(tmp_path / f"{i}.bnnx")
+        x = sample()
+        np.testing.assert_array_equal(loaded(x), packed(x))
