@@ -20,3 +20,21 @@ def test_bench_kernels_quick_writes_json(tmp_path):
     assert [(r["channels"], r["size"]) for r in rows] == [(64, 14), (128, 7)]
     assert all(r["torch_fp32_ms"] > 0 and r["bnnx_packed_ms"] > 0 for r in rows)
     assert "x packed" in res.stdout
+
+
+def test_bench_networks_quick_writes_json(tmp_path):
+    out = tmp_path / "n.json"
+    res = subprocess.run(
+        [sys.executable, str(ROOT / "app.py"), "bench", "networks", "--quick", "--repeats", "2",
+         "--json", str(out)],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert res.returncode == 0, res.stderr
+    report = json.loads(out.read_text())
+    nets = report["networks"]
+    assert [(r["threads"]) for r in nets] == [1, 2] * 3
+    assert all(r["bnnx_ms"] > 0 and r["torch_fp32_ms"] > 0 for r in nets)
+    assert [r["met"] is None for r in nets] == [False, True] * 3  # goals on 1-thread rows only
+    assert all(0 < r["wall_s"] and r["latency_ms"] > 0 for r in report["candidates"])
+    assert [len(b["layers"]) for b in report["breakdowns"]] == [22, 22]
+    assert "goal" in res.stdout and "met" in res.stdout
