@@ -44,6 +44,7 @@ test-fast: setup
 bench: setup
 	$(PIP) install --no-build-isolation -e '.[test,bench]'
 	$(PY) app.py bench kernels
+	$(PY) app.py bench networks
 	$(PY) app.py bench training
 
 # 10,000 random layers per ISA path against torch, bit for bit.
