@@ -57,14 +57,11 @@ class Net:
 VGG = Net("vgg-small", {"family": "plain", "width": 128, "depth": 3, "blocks_per_stage": 2},
           (3, 32, 32), 10, "fp 3x3 conv 3->128 + BN stem, binary 3x3 convs 128,128/pool, "
           "256,256/pool, 512,512/pool, fp linear 8192->10")
-BIREAL = Net("bireal-18", {"family": "bireal", "width": 64, "depth": 4, "blocks_per_stage": 4},
-             (3, 224, 224), 1000, "fp 3x3 s1 conv 3->64 + BN stem at FULL 224x224 (no 7x7/2 "
-             "conv, no maxpool: builder has none), 16 Bi-Real 1-conv units 64/128/256/512 at "
-             "224/112/56/28, avgpool+fp1x1 shortcuts, fp linear 512->1000")
-BIREAL_56 = Net("bireal-18@56", {"family": "bireal", "width": 64, "depth": 4,
-                                 "blocks_per_stage": 4}, (3, 56, 56), 1000,
-                "same builder at 56x56: the binary body has Bi-Real-18's real shapes "
-                "(56/28/14/7); stand-in for its 7x7/2 stem + maxpool (118M fp MACs, absent)")
+BIREAL = Net("bireal-18", {"family": "bireal", "width": 64, "depth": 4, "blocks_per_stage": 4,
+                          "stem_layout": "imagenet"},
+             (3, 224, 224), 1000, "fp 7x7/2 conv 3->64 + BN + 3x3/2 max-pool stem, 16 Bi-Real "
+             "1-conv units 64/128/256/512 at 56/28/14/7, avgpool+fp1x1 shortcuts, "
+             "fp linear 512->1000")
 CANDIDATES = [
     Net("quick mid", {"family": "plain", "width": 32, "depth": 2, "blocks_per_stage": 2},
         (1, 8, 8), 10, "quick preset mid config on digits"),
@@ -197,18 +194,16 @@ def main() -> None:
 
     torch.set_num_threads(1)
     torch.manual_seed(0)
-    vgg, bireal, bireal56 = VGG, BIREAL, BIREAL_56
+    vgg, bireal = VGG, BIREAL
     candidates = CANDIDATES
     if args.quick:
-        vgg, bireal, bireal56 = (quick_net(VGG, 16, 16), quick_net(BIREAL, 8, 32),
-                                 quick_net(BIREAL_56, 8, 16))
+        vgg, bireal = quick_net(VGG, 16, 16), quick_net(BIREAL, 8, 32)
         candidates, args.repeats = CANDIDATES[:1], min(args.repeats, 5)
     load = _load()
     big = max(3, args.repeats // 4)  # the 224x224 net takes ~0.4 s (bnnx) to ~1 s (torch) a run
     networks, breakdowns = [], []
     for net, repeats, warmup, goal in ((vgg, args.repeats, 3, speedup_goal),
-                                       (bireal, big, 1, latency_goal),
-                                       (bireal56, args.repeats, 3, latency_goal)):
+                                       (bireal, big, 1, latency_goal)):
         rows, layers = time_network(net, [1, 2], repeats, warmup, goal)
         networks += rows
         if net is not vgg:

@@ -18,6 +18,7 @@ from .quantizers import ACTIVATION_QUANTIZERS, FULL_PRECISION, WEIGHT_QUANTIZERS
 
 FAMILIES = ("plain", "resnet", "bireal", "reactnet")
 PRECISIONS = ("float", "binary")
+STEM_LAYOUTS = ("conv3x3", "imagenet")
 POOL_ORDERS = ("bn_pool", "pool_bn")
 OPTIMIZERS = ("adam", "adamw", "sgd", "bop")
 SCHEDULES = ("cosine", "linear", "step", "constant")
@@ -48,6 +49,9 @@ class ArchConfig:
     kernel_size: int = _choice(3, (3, 5), "binary conv kernel; 3x3 is the BNN standard")
     pad_value: float = _choice(0.0, (0.0, 1.0), "0 = zero padding (exact correction), 1 = ones")
     stem: str = _choice("float", PRECISIONS, "first layer: fp keeps input detail (the standard)")
+    stem_layout: str = _choice(
+        "conv3x3", STEM_LAYOUTS, "conv3x3: one stride-1 3x3 conv (CIFAR/MNIST nets); imagenet: "
+        "7x7/2 conv -> BN -> 3x3/2 max-pool, a quarter of the map (ResNet/Bi-Real-18 stem)")
     head: str = _choice("float", PRECISIONS, "classifier: fp is the standard, binary is smaller")
     downsample: str = _choice(
         "avgpool_conv", DOWNSAMPLE_MODES, "resnet/bireal shortcut when the map halves: AvgPool "

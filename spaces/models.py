@@ -91,12 +91,19 @@ def _reactnet_body(config: Config, spec: BinarySpec, image_size: int) -> Body:
 
 
 def _stem(config: Config, spec: BinarySpec, in_channels: int, mean: Sequence[float],
-          std: Sequence[float]) -> nn.Sequential:
-    """Normalize, then a 3x3 conv to `width` channels (fp or binary) and BN."""
-    width = config.arch.width
-    conv = (spec.conv(in_channels, width, 3) if config.arch.stem == "binary"
-            else nn.Conv2d(in_channels, width, 3, padding=1, bias=False))
-    return nn.Sequential(Normalize(mean, std), conv, spec.bn(width))
+          std: Sequence[float], image_size: int) -> tuple[nn.Sequential, int]:
+    """Normalize, a conv to `width` channels (fp or binary) and BN; the `imagenet` layout is
+    7x7/2 then a 3x3/2 max-pool (no ReLU before the first sign, as Bi-Real-Net and Larq Zoo).
+    Returns the stem and the map size it hands the body."""
+    width, imagenet = config.arch.width, config.arch.stem_layout == "imagenet"
+    kernel, stride = (7, 2) if imagenet else (3, 1)
+    conv = (spec.conv(in_channels, width, kernel, stride) if config.arch.stem == "binary"
+            else nn.Conv2d(in_channels, width, kernel, stride, padding=kernel // 2, bias=False))
+    layers = [Normalize(mean, std), conv, spec.bn(width)]
+    if imagenet:
+        layers.append(nn.MaxPool2d(3, stride=2, padding=1))
+        image_size = ((image_size + 1) // 2 + 1) // 2  # each stride-2 'same' step: ceil(n / 2)
+    return nn.Sequential(*layers), image_size
 
 
 def _head(config: Config, spec: BinarySpec, channels: int, size: int,
@@ -138,7 +145,7 @@ def build_model(
     mean = list(mean) if mean is not None else [0.0] * in_channels
     std = list(std) if std is not None else [1.0] * in_channels
     spec = binary_spec(config)
-    stem = _stem(config, spec, in_channels, mean, std)
+    stem, image_size = _stem(config, spec, in_channels, mean, std, image_size)
     body, channels, size = BUILDERS[config.arch.family](config, spec, image_size)
     return BinaryNet(stem, body, _head(config, spec, channels, size, num_classes))
 

@@ -171,6 +171,16 @@ def test_digits_shaped_input_is_bit_exact(family, monkeypatch) -> None:
 
 
 @pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("stem", ["float", "binary"])
+def test_imagenet_stem_is_bit_exact(family, stem, monkeypatch) -> None:
+    """7x7/2 conv -> BN -> 3x3/2 max-pool: an odd input size exercises the 'same' rounding."""
+    shape = (3, 29, 29)
+    model = family_model(family, seed=8, shape=shape, stem=stem, stem_layout="imagenet")
+    assert isinstance(model.stem[-1], nn.MaxPool2d)
+    assert_matches_torch(model, monkeypatch, shape=shape)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
 @pytest.mark.parametrize("weights", ["xnor", "dorefa", "libra_pb"])
 def test_scaled_weights_match_logits(family, weights, monkeypatch) -> None:
     """torch sums +-scale in fp32, so only exact ties could differ: logits and argmax must match."""
