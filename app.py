@@ -136,9 +136,13 @@ def cmd_predict(args: argparse.Namespace) -> None:
 def cmd_bench(args: argparse.Namespace) -> None:
     import runpy
 
-    script = Path(__file__).resolve().parent / "bench" / f"{args.suite}.py"
-    sys.argv = [str(script), *args.rest]
-    runpy.run_path(str(script), run_name="__main__")
+    folder = Path(__file__).resolve().parent / "bench"
+    suites = sorted(p.stem for p in folder.glob("*.py") if p.stem != "timing")
+    if args.suite not in suites:
+        raise ValueError(f"unknown benchmark {args.suite!r}; allowed: {', '.join(suites)}")
+    sys.path.insert(0, str(folder))  # the scripts share bench/timing.py
+    sys.argv = [str(folder / f"{args.suite}.py"), *args.rest]
+    runpy.run_path(sys.argv[0], run_name="__main__")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from timing import median_ms  # bench/ is on sys.path (run directly or by app.py)
 
 import kernels
 from kernels import bitops
@@ -58,17 +58,6 @@ class Conv:
 
 VARIANTS = [Conv(256, 14, 1), Conv(128, 28, 1), Conv(128, 28, 3, 2), Conv(256, 14, 3, 2),
             Conv(4096, 1, 0)]
-
-
-def median_ms(fn, repeats: int, warmup: int = 3) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return 1e3 * float(np.median(times))
 
 
 class Layer:

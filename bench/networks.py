@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
+from timing import median_ms  # bench/ is on sys.path (run directly or by app.py)
 
 import kernels
 from search.objective import PROFILE_REPEATS
@@ -77,17 +77,6 @@ def quick_net(net: Net, width: int, size: int) -> Net:
     """A small version of `net` for the smoke run."""
     return Net(net.name + " (quick)", {**net.arch, "width": width},
                (net.shape[0], size, size), net.classes, "small smoke-run shape")
-
-
-def median_ms(fn: Callable[[], Any], repeats: int, warmup: int) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return 1e3 * float(np.median(times))
 
 
 def torch_ms(model: torch.nn.Module, shape: tuple[int, ...], threads: int, repeats: int,

@@ -8,33 +8,32 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_bench_kernels_quick_writes_json(tmp_path):
-    out = tmp_path / "k.json"
+def quick_bench(suite: str, tmp_path: Path) -> tuple[dict, str]:
+    """Run `app.py bench SUITE --quick` as a user would; its JSON report and printed table."""
+    out = tmp_path / f"{suite}.json"
     res = subprocess.run(
-        [sys.executable, str(ROOT / "app.py"), "bench", "kernels", "--quick", "--repeats", "2",
+        [sys.executable, str(ROOT / "app.py"), "bench", suite, "--quick", "--repeats", "2",
          "--json", str(out)],
         capture_output=True, text=True, timeout=300,
     )
     assert res.returncode == 0, res.stderr
-    rows = json.loads(out.read_text())["rows"]
+    return json.loads(out.read_text()), res.stdout
+
+
+def test_bench_kernels_quick_writes_json(tmp_path):
+    report, stdout = quick_bench("kernels", tmp_path)
+    rows = report["rows"]
     assert [(r["channels"], r["size"]) for r in rows] == [(64, 14), (128, 7)]
     assert all(r["torch_fp32_ms"] > 0 and r["bnnx_packed_ms"] > 0 for r in rows)
-    assert "x packed" in res.stdout
+    assert "x packed" in stdout
 
 
 def test_bench_networks_quick_writes_json(tmp_path):
-    out = tmp_path / "n.json"
-    res = subprocess.run(
-        [sys.executable, str(ROOT / "app.py"), "bench", "networks", "--quick", "--repeats", "2",
-         "--json", str(out)],
-        capture_output=True, text=True, timeout=300,
-    )
-    assert res.returncode == 0, res.stderr
-    report = json.loads(out.read_text())
+    report, stdout = quick_bench("networks", tmp_path)
     nets = report["networks"]
     assert [(r["threads"]) for r in nets] == [1, 2] * 2
     assert all(r["bnnx_ms"] > 0 and r["torch_fp32_ms"] > 0 for r in nets)
     assert [r["met"] is None for r in nets] == [False, True] * 2  # goals on 1-thread rows only
     assert all(0 < r["wall_s"] and r["latency_ms"] > 0 for r in report["candidates"])
     assert [len(b["layers"]) for b in report["breakdowns"]] == [23]  # 4 stem, 16 body, 3 head
-    assert "goal" in res.stdout and "met" in res.stdout
+    assert "goal" in stdout and "met" in stdout
