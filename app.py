@@ -76,7 +76,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     from search.datasets import get_dataset
     from search.export import write_model_folder
     from search.objective import evaluate_and_profile
-    from search.training import train
+    from search.training import print_epoch, train
     from spaces import Config
 
     path = Path(args.config)
@@ -87,7 +87,7 @@ def cmd_train(args: argparse.Namespace) -> None:
         config = Config.from_dict({**config.to_dict(),
                                    "train": {**config.to_dict()["train"], "epochs": args.epochs}})
     data = get_dataset(args.dataset)
-    result = train(config, data)
+    result = train(config, data, cache=Path(args.cache), on_epoch=print_epoch(path.stem))
     report = evaluate_and_profile(config, result.model, data)
     metrics = {**report["metrics"], "train_seconds": result.seconds}
     out = write_model_folder(Path(args.out), config, result.model, data.meta(), metrics,
@@ -189,6 +189,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--dataset", default="digits")
     t.add_argument("--epochs", type=_positive)
     t.add_argument("--out", required=True)
+    t.add_argument("--cache", default="runs", help="folder whose teachers/ keeps trained "
+                   "distillation teachers, so a second run reuses its fp twin")
     t.set_defaults(func=cmd_train)
 
     m = sub.add_parser("summary", help="print a config's per-layer precision, memory and MACs")

@@ -21,12 +21,13 @@ import torch
 
 from search.datasets import Dataset, get_dataset
 from search.teacher import fp_twin
-from search.training import BinaryClassifier, Stage, accuracy, train
+from search.training import BinaryClassifier, Stage, accuracy, print_epoch, train
 from spaces import Config, build_model
 from spaces.space import knob_fields
 
 MAX_EPOCHS = 15
 STEP_GOAL = 1.5
+MODELS = ("binary", "fp-twin")
 HAND_SET = {  # family: (arch, quant) as a paper would set them for 28x28 inputs
     "plain": ({"width": 32, "depth": 3}, {"input_quantizer": "clipped_ste"}),
     "bireal": ({"width": 32, "depth": 3, "blocks_per_stage": 2, "activation": "none"},
@@ -36,10 +37,21 @@ HAND_SET = {  # family: (arch, quant) as a paper would set them for 28x28 inputs
 }
 
 
+HAND_SET_LR = 2e-3  # Adam + cosine; the Larq/Bi-Real range (1e-3..5e-3) for small data sets
+
+
 def hand_set(family: str, epochs: int, batch_size: int) -> Config:
     arch, quant = HAND_SET.get(family, ({"width": 32, "depth": 3}, {}))
     return Config.from_dict({"arch": {**arch, "family": family}, "quant": quant,
-                             "train": {"epochs": epochs, "batch_size": batch_size}})
+                             "train": {"epochs": epochs, "batch_size": batch_size,
+                                       "lr": HAND_SET_LR}})
+
+
+def same_lr_twin(config: Config) -> Config:
+    """The fp twin trained with the binary network's learning rate (a like-for-like pair)."""
+    d = fp_twin(config).to_dict()
+    d["train"]["lr"] = config.train.lr
+    return Config.from_dict(d)
 
 
 def step_seconds(config: Config, x: torch.Tensor, y: torch.Tensor, repeats: int) -> float:
@@ -81,12 +93,15 @@ def subset(data: Dataset, n: int) -> Dataset:
                    data.augment)
 
 
-def bench_accuracy(families: list[str], data: Dataset, epochs: int, batch: int) -> list[dict]:
+def bench_accuracy(families: list[str], models: list[str], data: Dataset, epochs: int,
+                   batch: int) -> list[dict]:
     rows = []
     for family in families:
         config = hand_set(family, epochs, batch)
-        for label, cfg in (("binary", config), ("fp twin", fp_twin(config))):
-            result = train(cfg, data)
+        for label, cfg in (("binary", config), ("fp-twin", same_lr_twin(config))):
+            if label not in models:
+                continue
+            result = train(cfg, data, on_epoch=print_epoch(f"{family} {label}"))
             rows.append({"family": family, "model": label, "epochs": epochs,
                          "train_seconds": result.seconds,
                          "test_accuracy": accuracy(result.model, data.x_test, data.y_test)})
@@ -112,6 +127,9 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=10)
     p.add_argument("--accuracy", action="store_true", help="also train on Fashion-MNIST")
     p.add_argument("--epochs", type=int, default=MAX_EPOCHS, help=f"<= {MAX_EPOCHS}")
+    p.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS,
+                   help="with --accuracy: which of each family's pair to train (run the halves "
+                   "in two processes with OMP_NUM_THREADS=1 to use two cores)")
     p.add_argument("--subset", type=int, help="train on this many images (smoke run)")
     p.add_argument("--json", default="runs/bench/training.json")
     args = p.parse_args()
@@ -127,7 +145,8 @@ def main() -> None:
         if args.subset:
             data = subset(data, args.subset)
         families = [f for f in args.families if f in HAND_SET]
-        report["accuracy"] = bench_accuracy(families, data, args.epochs, args.batch_size)
+        report["accuracy"] = bench_accuracy(families, args.models, data, args.epochs,
+                                            args.batch_size)
         report["accuracy_subset"] = args.subset
         print(f"\nFashion-MNIST, {args.epochs} epochs"
               + (f", SUBSET of {args.subset} images (smoke run)" if args.subset else ""))

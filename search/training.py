@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import logging
 import math
+import sys
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -84,9 +86,11 @@ class BinaryClassifier(pl.LightningModule):
     """Classification loss (CE, label smoothing, optional KD) with the config's optimiser."""
 
     def __init__(self, model: nn.Module, train_cfg: TrainConfig, steps_per_epoch: int,
-                 stage: Stage, augment: bool = False, teacher: nn.Module | None = None) -> None:
+                 stage: Stage, augment: bool = False, teacher: nn.Module | None = None,
+                 on_epoch: Callable[[dict], None] | None = None) -> None:
         super().__init__()
         self.model, self.t, self.stage, self.augment = model, train_cfg, stage, augment
+        self.on_epoch = on_epoch
         self.steps_per_epoch = steps_per_epoch
         # in a tuple, not a sub-module: frozen, in eval mode throughout, moved in on_fit_start
         self._teacher = (teacher.requires_grad_(False).eval(),) if teacher is not None else ()
@@ -148,6 +152,8 @@ class BinaryClassifier(pl.LightningModule):
             row[f"{prefix}_loss"] = loss / count
             row[f"{prefix}_accuracy"] = correct / count
         self.curve.append(row)
+        if self.on_epoch is not None:
+            self.on_epoch(row)
 
     def configure_optimizers(self) -> dict:
         active = {id(m.weight) for m in binary_layers(self.model) if m.weight_quantizer is not None}
@@ -178,10 +184,12 @@ def stages(t: TrainConfig, steps_per_epoch: int) -> list[Stage]:
 
 
 def train(config: Config, data: Dataset, accelerator: str = "auto",
-          cache: Path | None = None) -> TrainResult:
+          cache: Path | None = None,
+          on_epoch: Callable[[dict], None] | None = None) -> TrainResult:
     """Build the config's model and train it for config.train.epochs; returns it in eval mode.
 
-    `cache` is the folder where distillation teachers are kept between trials.
+    `cache` is the folder where distillation teachers are kept between trials; `on_epoch` gets
+    each learning-curve row as its epoch ends (progress lines for long runs).
     """
     from .teacher import teacher as fp_teacher
 
@@ -200,7 +208,8 @@ def train(config: Config, data: Dataset, accelerator: str = "auto",
         if not stage.binary_weights:
             for m in layers:
                 m.weight_quantizer = None
-        module = BinaryClassifier(model, t, steps_per_epoch, stage, data.augment, teacher)
+        module = BinaryClassifier(model, t, steps_per_epoch, stage, data.augment, teacher,
+                                  on_epoch)
         _trainer(stage.epochs, t.gradient_clip, accelerator).fit(
             module, datamodule=ArrayDataModule(data, t.batch_size, config.seed + stage.index - 1)
         )
@@ -235,3 +244,14 @@ def accuracy(model: nn.Module, x: np.ndarray, y: np.ndarray, batch_size: int = 5
         logits = model(torch.from_numpy(x[i : i + batch_size]).float())
         correct += int((logits.argmax(1).numpy() == y[i : i + batch_size]).sum())
     return correct / max(1, len(y))
+
+
+def print_epoch(label: str) -> Callable[[dict], None]:
+    """An `on_epoch` callback printing one progress line per epoch to stderr, prefixed by label."""
+
+    def show(row: dict) -> None:
+        print(f"{label} epoch {row['epoch']}: train acc {row['train_accuracy']:.4f}, "
+              f"val acc {row['val_accuracy']:.4f}, val loss {row['val_loss']:.4f}",
+              file=sys.stderr, flush=True)
+
+    return show

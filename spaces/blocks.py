@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from .layers import BinaryConv2d
+from .quantizers import FULL_PRECISION
 
 ACTIVATION_NAMES = ("none", "hardtanh", "prelu", "rprelu")
 DOWNSAMPLE_MODES = ("avgpool_conv", "strided_conv")
@@ -30,13 +31,19 @@ class BinarySpec:
     learned_scale: bool = False
     bn_momentum: float = 0.1
 
-    def conv(self, c_in: int, c_out: int, kernel_size: int, stride: int = 1) -> BinaryConv2d:
-        """A 'same'-padded binary conv (the output halves with stride 2)."""
+    def conv(self, c_in: int, c_out: int, kernel_size: int, stride: int = 1,
+             on_image: bool = False) -> BinaryConv2d:
+        """A 'same'-padded binary conv (the output halves with stride 2). In a full-precision
+        twin it takes its input through a ReLU, except `on_image` (a stem reads raw pixels)."""
         return BinaryConv2d(c_in, c_out, kernel_size, stride=stride, padding=kernel_size // 2,
                             input_quantizer=self.input_quantizer,
                             weight_quantizer=self.weight_quantizer, pad_value=self.pad_value,
                             quantizer_params=self.quantizer_params,
-                            learned_scale=self.learned_scale)
+                            learned_scale=self.learned_scale, fp_relu=self.fp_relu and not on_image)
+
+    @property
+    def fp_relu(self) -> bool:
+        return self.input_quantizer == FULL_PRECISION
 
     def bn(self, channels: int) -> nn.BatchNorm2d:
         return nn.BatchNorm2d(channels, momentum=self.bn_momentum)

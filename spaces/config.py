@@ -28,12 +28,25 @@ class ConfigError(ValueError):
     """A configuration value outside its allowed set; the message names field and allowed values."""
 
 
-def _choice(default: Any, choices: tuple, why: str) -> Any:
-    return field(default=default, metadata={"choices": choices, "why": why})
+@dataclass(frozen=True)
+class When:
+    """A knob that only matters while another knob (`path`) is in `values`, or > 0 when
+    `positive`: a search samples it only then (Optuna's conditional, define-by-run params)."""
+
+    path: str
+    values: tuple = ()
+    positive: bool = False
+
+    def holds(self, value: Any) -> bool:
+        return value > 0 if self.positive else value in self.values
 
 
-def _range(default: Any, lo: float, hi: float, why: str) -> Any:
-    return field(default=default, metadata={"range": (lo, hi), "why": why})
+def _choice(default: Any, choices: tuple, why: str, when: When | None = None) -> Any:
+    return field(default=default, metadata={"choices": choices, "why": why, "when": when})
+
+
+def _range(default: Any, lo: float, hi: float, why: str, when: When | None = None) -> Any:
+    return field(default=default, metadata={"range": (lo, hi), "why": why, "when": when})
 
 
 @dataclass
@@ -55,24 +68,30 @@ class ArchConfig:
     head: str = _choice("float", PRECISIONS, "classifier: fp is the standard, binary is smaller")
     downsample: str = _choice(
         "avgpool_conv", DOWNSAMPLE_MODES, "resnet/bireal shortcut when the map halves: AvgPool "
-        "-> fp 1x1 conv -> BN (Bi-Real) or strided fp 1x1 conv -> BN (ResNet option B)")
+        "-> fp 1x1 conv -> BN (Bi-Real) or strided fp 1x1 conv -> BN (ResNet option B)",
+        When("arch.family", ("resnet", "bireal")))
     activation: str = _choice(
         "none", ACTIVATION_NAMES, "after each residual unit: Bi-Real uses none, ReActNet RPReLU, "
-        "Real-to-Bin PReLU; hardtanh bounds it")
+        "Real-to-Bin PReLU; hardtanh bounds it", When("arch.family", ("resnet", "bireal",
+                                                                  "reactnet")))
     bn_momentum: float = _range(0.1, 0.001, 1.0, "BatchNorm running-stat momentum (torch "
                                 "convention; Larq's 0.99 is 0.01 here)")
     pool_order: str = _choice("bn_pool", POOL_ORDERS, "plain: conv -> BN -> pool, or conv -> "
-                              "pool -> BN (pooling before BN, as in XNOR-Net's block)")
+                              "pool -> BN (pooling before BN, as in XNOR-Net's block)",
+                              When("arch.family", ("plain",)))
 
 
 @dataclass
 class QuantConfig:
     input_quantizer: str = _choice(
         "clipped_ste", (*ACTIVATION_QUANTIZERS, FULL_PRECISION),
-        "activation sign and its gradient; none = full precision (an fp twin, not compilable)"
+        "activation sign and its gradient; none = full precision with a ReLU where the sign was "
+        "(the real-valued baseline BNN papers compare with; an fp twin, not compilable)"
     )
-    clip: float = _range(1.0, 0.1, 4.0, "gradient window of clipped_ste (Larq Zoo: 1.25/1.3)")
-    beta: float = _range(5.0, 0.1, 20.0, "swish_sign steepness (BNN+ uses 5)")
+    clip: float = _range(1.0, 0.1, 4.0, "gradient window of clipped_ste (Larq Zoo: 1.25/1.3)",
+                         When("quant.input_quantizer", ("clipped_ste",)))
+    beta: float = _range(5.0, 0.1, 20.0, "swish_sign steepness (BNN+ uses 5)",
+                         When("quant.input_quantizer", ("swish_sign",)))
     weight_quantizer: str = _choice(
         "sign", (*WEIGHT_QUANTIZERS, FULL_PRECISION),
         "binary weight + scaling; none = full precision (an fp twin, not compilable)")
@@ -94,16 +113,20 @@ class TrainConfig:
     batch_size: int = _range(64, 1, 8192, "small data sets: small batches")
     epochs: int = _range(3, 1, 1000, "overridden by the search budget")
     clip_latent_weights: bool = _choice(True, (True, False), "keep latent weights in [-1, 1]")
-    bop_threshold: float = _range(1e-8, 1e-10, 1e-2, "bop: flip when |momentum| > threshold")
-    bop_gamma: float = _range(1e-4, 1e-6, 0.1, "bop: rate of the gradient moving average")
+    bop_threshold: float = _range(1e-8, 1e-10, 1e-2, "bop: flip when |momentum| > threshold",
+                                  When("train.optimizer", ("bop",)))
+    bop_gamma: float = _range(1e-4, 1e-6, 0.1, "bop: rate of the gradient moving average",
+                              When("train.optimizer", ("bop",)))
     two_stage: bool = _choice(
         False, (True, False), "stage 1 real weights + binary activations, stage 2 all binary"
     )
-    stage1_fraction: float = _range(0.5, 0.1, 0.9, "share of the epochs spent in stage 1")
+    stage1_fraction: float = _range(0.5, 0.1, 0.9, "share of the epochs spent in stage 1",
+                                    When("train.two_stage", (True,)))
     distill_weight: float = _range(
         0.0, 0.0, 1.0, "weight of the KD loss from the fp twin (ReActNet); 0 = no teacher"
     )
-    distill_temperature: float = _range(1.0, 1.0, 10.0, "softmax temperature of the KD loss")
+    distill_temperature: float = _range(1.0, 1.0, 10.0, "softmax temperature of the KD loss",
+                                        When("train.distill_weight", positive=True))
     label_smoothing: float = _range(0.0, 0.0, 0.3, "cross-entropy label smoothing")
     gradient_clip: float = _range(0.0, 0.0, 10.0, "clip the gradient norm; 0 = off")
 

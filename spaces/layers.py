@@ -37,6 +37,9 @@ class BinaryConv2d(nn.Conv2d):
 
     `learned_scale` multiplies the output by a learnable per-channel (C_out, 1, 1) factor, the
     XNOR-Net++ scale (Bulat & Tzimiropoulos 2019) that replaces XNOR-Net's analytic one.
+    `fp_relu` (full-precision input only) puts a ReLU where the sign would be: a real-valued
+    twin of a binary network needs a nonlinearity there, or a Bi-Real/ResNet body (no activation
+    between units) collapses into one linear map.
     """
 
     def __init__(
@@ -52,12 +55,16 @@ class BinaryConv2d(nn.Conv2d):
         bias: bool = False,
         quantizer_params: dict[str, Any] | None = None,
         learned_scale: bool = False,
+        fp_relu: bool = False,
     ) -> None:
         super().__init__(in_channels, out_channels, kernel_size, stride, padding, bias=bias)
         if float(pad_value) not in PAD_VALUES:
             raise ValueError(f"pad_value must be one of {PAD_VALUES}, got {pad_value!r}")
         self.input_quantizer = _quantizer(input_quantizer, "activation", in_channels,
                                           quantizer_params)
+        if fp_relu and self.input_quantizer is not None:
+            raise ValueError("fp_relu is for full-precision inputs; this layer binarises them")
+        self.fp_relu = fp_relu
         self.weight_quantizer = _quantizer(weight_quantizer, "weight")
         self.pad_value = float(pad_value)
         self.output_scale = (nn.Parameter(torch.ones(out_channels, 1, 1)) if learned_scale
@@ -76,10 +83,13 @@ class BinaryConv2d(nn.Conv2d):
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (N, C_in, H, W) -> (N, C_out, H', W')
         if self.input_quantizer is not None:
             x = self.input_quantizer(x)
-        ph, pw = self.padding
-        if ph or pw:
-            x = F.pad(x, (pw, pw, ph, ph), value=self.pad_value)
-        y = F.conv2d(x, self.quantized_weight(), self.bias, self.stride, 0, self.dilation)
+        elif self.fp_relu:
+            x = F.relu(x)
+        padding = self.padding
+        if self.pad_value != 0.0 and any(padding):  # conv2d pads with zeros only
+            ph, pw = padding
+            x, padding = F.pad(x, (pw, pw, ph, ph), value=self.pad_value), 0
+        y = F.conv2d(x, self.quantized_weight(), self.bias, self.stride, padding, self.dilation)
         return y if self.output_scale is None else y * self.output_scale
 
 

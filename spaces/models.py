@@ -97,7 +97,8 @@ def _stem(config: Config, spec: BinarySpec, in_channels: int, mean: Sequence[flo
     Returns the stem and the map size it hands the body."""
     width, imagenet = config.arch.width, config.arch.stem_layout == "imagenet"
     kernel, stride = (7, 2) if imagenet else (3, 1)
-    conv = (spec.conv(in_channels, width, kernel, stride) if config.arch.stem == "binary"
+    conv = (spec.conv(in_channels, width, kernel, stride, on_image=True)
+            if config.arch.stem == "binary"
             else nn.Conv2d(in_channels, width, kernel, stride, padding=kernel // 2, bias=False))
     layers = [Normalize(mean, std), conv, spec.bn(width)]
     if imagenet:
@@ -117,7 +118,7 @@ def _head(config: Config, spec: BinarySpec, channels: int, size: int,
         conv = BinaryConv2d(channels, num_classes, size, bias=True,
                             input_quantizer=spec.input_quantizer,
                             weight_quantizer=spec.weight_quantizer,
-                            quantizer_params=spec.quantizer_params)
+                            quantizer_params=spec.quantizer_params, fp_relu=spec.fp_relu)
         return nn.Sequential(*pool, conv, nn.Flatten())
     return nn.Sequential(*pool, nn.Flatten(), nn.Linear(channels * size * size, num_classes))
 

@@ -157,9 +157,17 @@ class SearchSpace:
         self.knobs = {path: validate_knob(path, spec) for path, spec in knobs.items()}
 
     def sample(self, trial: TrialLike, epochs: int, seed: int = 0) -> Config:
+        """Knobs in Config field order, so a knob's condition (field metadata "when", e.g. Bop's
+        threshold only with optimizer bop) is decided before it; one whose condition fails is
+        not suggested at all and keeps its default, so trial params hold only what mattered."""
         flat: dict[str, Any] = {"train.epochs": epochs, "seed": seed}
-        for path, spec in self.knobs.items():
-            flat[path] = self._suggest(trial, path, spec)
+        fields = knob_fields()
+        for path in (p for p in fields if p in self.knobs):
+            when = fields[path].metadata.get("when")
+            if when is not None and not when.holds(flat.get(when.path,
+                                                            fields[when.path].default)):
+                continue
+            flat[path] = self._suggest(trial, path, self.knobs[path])
         return Config.from_dict(_nested(flat))
 
     @staticmethod

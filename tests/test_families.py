@@ -145,3 +145,21 @@ def test_full_precision_twin_has_no_binary_layer():
                         10, 8)
     convs = binary_convs(model)
     assert convs and all(c.input_quantizer is None and c.weight_quantizer is None for c in convs)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("stem, head", [("float", "float"), ("binary", "binary")])
+def test_full_precision_twin_has_a_relu_where_the_sign_was(family, stem, head):
+    """Without it a Bi-Real or ResNet twin (no activation between units) is one affine map: a
+    useless baseline and distillation teacher. The stem never gets it: it reads raw pixels."""
+    model = build_model(config(family, stem=stem, head=head, input_quantizer=FULL_PRECISION,
+                               weight_quantizer=FULL_PRECISION), 1, 10, 8).eval()
+    convs = binary_convs(model)
+    assert [c.fp_relu for c in convs] == [c is not model.stem[1] for c in convs]
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.randn(2, 1, 8, 8, generator=g), torch.randn(2, 1, 8, 8, generator=g)
+    with torch.no_grad():
+        affine_gap = model(a) + model(b) - model(a + b) - model(torch.zeros_like(a))
+    assert affine_gap.abs().max() > 1e-3  # an affine map would give 0 up to rounding
+    with pytest.raises(ValueError, match="fp_relu is for full-precision inputs"):
+        BinaryConv2d(4, 4, 3, input_quantizer="ste", fp_relu=True)

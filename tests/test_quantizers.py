@@ -161,6 +161,21 @@ def test_libra_pb_standardises_per_channel_with_power_of_two_scale(progress):
     assert torch.allclose(grad_of(q, w), surrogate_grad(reference, w), atol=1e-5)
 
 
+@pytest.mark.parametrize("w", [torch.ones(3, 2, 3, 3), torch.randn(4, 1, 1, 1)],
+                         ids=["zero-spread channels", "one weight per channel"])
+def test_libra_pb_degenerate_channels_stay_finite(w):
+    q = get_quantizer("libra_pb")
+    out = q(w.requires_grad_())
+    out.sum().backward()
+    assert torch.isfinite(out).all() and torch.isfinite(w.grad).all()
+    assert (out.abs() > 0).all()  # a tiny positive scale: no zero/NaN reaches the kernels
+    conv = BinaryConv2d(w.shape[1], w.shape[0], w.shape[2], input_quantizer="ste",
+                        weight_quantizer="libra_pb").eval()
+    with torch.no_grad():
+        conv.weight.copy_(w)
+    assert torch.isfinite(conv(torch.randn(2, w.shape[1], 5, 5))).all()
+
+
 def test_learned_scale_multiplies_the_conv_output_per_channel():
     conv = BinaryConv2d(3, 4, 3, padding=1, learned_scale=True)
     with torch.no_grad():

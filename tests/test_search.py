@@ -162,6 +162,21 @@ def test_cli_bad_config_and_corrupt_model(tmp_path):
     assert res.returncode == 2 and "model.bnnx" in res.stderr and "Traceback" not in res.stderr
 
 
+def test_cli_train_prints_progress_and_reuses_its_distillation_teacher(tmp_path):
+    cfg = tmp_path / "kd.json"
+    cfg.write_text(json.dumps({"arch": {"width": 8, "depth": 1},
+                               "train": {"epochs": 1, "distill_weight": 0.5}}))
+    runs = []
+    for out in ("a", "b"):
+        res = cli("train", "--config", str(cfg), "--out", str(tmp_path / out), cwd=tmp_path)
+        assert res.returncode == 0, res.stderr
+        assert "kd epoch 1: train acc" in res.stderr
+        teachers = sorted((tmp_path / "runs" / "teachers").glob("*.safetensors"))
+        assert len(teachers) == 1
+        runs.append(teachers[0].stat().st_mtime_ns)
+    assert runs[0] == runs[1]  # the second run loaded the cached fp twin, it did not retrain it
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(not os.environ.get("BNNX_TEST_POSTGRES"), reason="BNNX_TEST_POSTGRES unset "
                     "(.ci/run starts PostgreSQL and sets it)")

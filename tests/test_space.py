@@ -39,6 +39,24 @@ def test_survey_opens_every_family_and_binary_quantizer_but_never_full_precision
     assert {c.train.optimizer for c in configs} >= {"adam", "bop"}
 
 
+def test_conditional_knobs_are_suggested_only_when_their_parent_makes_them_matter():
+    """Bop settings only with Bop, clip only with clipped_ste, pool order only for plain, ..."""
+    seen: set[str] = set()
+    for params, cfg in sample(SearchSpace("survey"), 60):
+        seen.update(params)
+        t, q, a = cfg.train, cfg.quant, cfg.arch
+        assert ("bop_threshold" in params) == ("bop_gamma" in params) == (t.optimizer == "bop")
+        assert ("clip" in params) == (q.input_quantizer == "clipped_ste")
+        assert ("beta" in params) == (q.input_quantizer == "swish_sign")
+        assert ("stage1_fraction" in params) == t.two_stage
+        assert ("distill_temperature" in params) == (t.distill_weight > 0)
+        assert ("pool_order" in params) == (a.family == "plain")
+        assert ("downsample" in params) == (a.family in ("resnet", "bireal"))
+        if "bop_gamma" not in params:
+            assert t.bop_gamma == Config().train.bop_gamma  # the default, untouched
+    assert {"bop_gamma", "clip", "beta", "stage1_fraction", "pool_order", "downsample"} <= seen
+
+
 def test_space_file_json_and_yaml(tmp_path):
     knobs = {"arch.family": {"choices": ["plain", "bireal"]},
              "train.lr": {"low": 1e-4, "high": 0.1, "log": True},
