@@ -158,6 +158,14 @@ def maxpool2d_float(x: np.ndarray, kernel_size: Pair, stride: Pair | None = None
     return ext.maxpool2d_float(x, k, s, _pair(padding, "padding"))
 
 
+def maxpool2d_float_nchw(x: np.ndarray, kernel_size: Pair, stride: Pair | None = None,
+                         padding: Pair = 0) -> np.ndarray:
+    """Max-pool on float32 NCHW, written NHWC (N, OH, OW, C): no transpose of the larger input."""
+    k = _pair(kernel_size, "kernel_size")
+    s = k if stride is None else _pair(stride, "stride")
+    return ext.maxpool2d_float_nchw(x, k, s, _pair(padding, "padding"))
+
+
 def linear_float(x: np.ndarray, weight: np.ndarray, channels: int, scale: np.ndarray,
                  bias: np.ndarray, threads: int = 1,
                  blocked: np.ndarray | None = None) -> np.ndarray:

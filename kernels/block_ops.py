@@ -98,7 +98,7 @@ class BinaryConvOp(Op):
         y = bitops.conv2d_float(bits.data, self.weight, self.c_in, self.scale, self.bias,
                                 self.stride, self.padding, self.pad_value, threads,
                                 blocked=self.blocked)
-        return torch.from_numpy(y).permute(0, 3, 1, 2).contiguous()  # torch's NCHW layout
+        return torch.from_numpy(y).permute(0, 3, 1, 2)  # NCHW view of the NHWC result
 
     def macs(self, in_shape: tuple[int, ...], out_shape: tuple[int, ...]) -> tuple[int, int]:
         return _prod(out_shape) * self.c_in * self.kernel[0] * self.kernel[1], 0
@@ -220,6 +220,15 @@ class BlockOp(Op):
         return binary, flt
 
 
+def _residual(y: torch.Tensor, shortcut: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """y + shortcut, in place into y when y is the block's own intermediate (no view of its
+    input x): a fresh output map costs as much again as the add. Same float adds either way."""
+    if y.shape == shortcut.shape and (y.untyped_storage().data_ptr()
+                                      != x.untyped_storage().data_ptr()):
+        return y.add_(shortcut)
+    return y + shortcut
+
+
 @register_op
 class ResNetBlockOp(BlockOp):
     """ResNetBlock: act2(bn2(conv2(act1(bn1(conv1(x))))) + shortcut(x))."""
@@ -231,8 +240,8 @@ class ResNetBlockOp(BlockOp):
     def forward(self, x: Value) -> Value:
         x = as_float(x)
         y = self.chain("act1", self.chain("bn1", self.chain("conv1", x)))
-        return self.chain("act2", self.chain("bn2", self.chain("conv2", y))
-                          + self.chain("shortcut", x))
+        z = self.chain("bn2", self.chain("conv2", y))
+        return self.chain("act2", _residual(z, self.chain("shortcut", x), x))
 
 
 @register_op
@@ -245,8 +254,8 @@ class BiRealBlockOp(BlockOp):
 
     def forward(self, x: Value) -> Value:
         x = as_float(x)
-        return self.chain("act", self.chain("bn", self.chain("conv", x))
-                          + self.chain("shortcut", x))
+        y = self.chain("bn", self.chain("conv", x))
+        return self.chain("act", _residual(y, self.chain("shortcut", x), x))
 
 
 @register_op
@@ -259,10 +268,11 @@ class ReActBlockOp(BlockOp):
 
     def forward(self, x: Value) -> Value:
         x = as_float(x)
-        y = self.chain("act1", self.chain("bn1", self.chain("conv1", x))
-                       + self.chain("shortcut", x))
+        z = self.chain("bn1", self.chain("conv1", x))
+        y = self.chain("act1", _residual(z, self.chain("shortcut", x), x))
         z = self.chain("bn2", self.chain("conv2", y))
-        return self.chain("act2", z + (y if z.shape[1] == y.shape[1] else torch.cat([y, y], 1)))
+        return self.chain("act2", _residual(
+            z, y if z.shape[1] == y.shape[1] else torch.cat([y, y], 1), y))
 
 
 @register_op

@@ -3,6 +3,11 @@
 They call the very functions the torch modules call, with the same tensors, so the float parts
 of a packed model reproduce the torch model bit for bit (BatchNorm is kept, not folded, for that
 reason: the first binary layer's signs depend on the stem's exact floats).
+
+Maps may arrive channels-last (an NHWC buffer seen as NCHW: the packed kernels' layout, kept to
+spare a transpose per layer). Elementwise ops, BatchNorm, max- and avg-pooling give torch's NCHW
+values on it; ops whose summation order follows the layout (conv, adaptive average pooling) are
+handed the NCHW copy the torch model sees.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import bitops
 from .errors import UnsupportedLayerError
 from .graph import Op, Value, as_float, pair, register_op, to_numpy
 
@@ -110,8 +116,9 @@ class Conv2dOp(FloatOp):
         return f"float:conv{kh}x{kw}"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation,
-                        self.groups)
+        # torch's conv may sum in another order on channels-last input: give it the model's NCHW.
+        return F.conv2d(x.contiguous(), self.weight, self.bias, self.stride, self.padding,
+                        self.dilation, self.groups)
 
     def macs(self, in_shape: tuple[int, ...], out_shape: tuple[int, ...]) -> tuple[int, int]:
         return 0, _prod(out_shape) * _prod(tuple(self.weight.shape[1:]))
@@ -232,11 +239,20 @@ class MaxPool2dOp(FloatOp):
         }, {})
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # torch's NCHW max-pool is scalar; its channels-last one is vectorised (about 5x faster
-        # on a 64x112x112 ImageNet stem) and gives identical values.
-        x = x.contiguous(memory_format=torch.channels_last)
-        return F.max_pool2d(x, self.kernel_size, self.stride, self.padding, self.dilation,
-                            self.ceil_mode).contiguous()
+        if self.dilation != (1, 1) or self.ceil_mode:
+            # torch's channels-last pool is vectorised, its NCHW one scalar; same values.
+            x = x.contiguous(memory_format=torch.channels_last)
+            return F.max_pool2d(x, self.kernel_size, self.stride, self.padding, self.dilation,
+                                self.ceil_mode)
+        # bnnx's pool gives torch's values (same +-0 ties, same NaNs) and writes NHWC straight
+        # from NCHW input, without torch's transpose of the larger map.
+        nhwc = x.permute(0, 2, 3, 1)
+        if nhwc.is_contiguous():
+            y = bitops.maxpool2d_float(nhwc.numpy(), self.kernel_size, self.stride, self.padding)
+        else:
+            y = bitops.maxpool2d_float_nchw(x.contiguous().numpy(), self.kernel_size,
+                                            self.stride, self.padding)
+        return torch.from_numpy(y).permute(0, 3, 1, 2)  # NCHW view of the NHWC result
 
 
 @register_op
@@ -292,7 +308,8 @@ class AdaptiveAvgPool2dOp(FloatOp):
         return cls(path, {"output_size": size}, {})
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.adaptive_avg_pool2d(x, self.output_size)
+        # Its channels-last kernel sums in another order (last-bit differences): NCHW as in torch.
+        return F.adaptive_avg_pool2d(x.contiguous(), self.output_size)
 
 
 @register_op

@@ -186,6 +186,36 @@ def test_maxpool_on_bits_is_sign_of_maxpool(kernel: int, stride: int, padding: i
                                   pooled.permute(0, 2, 3, 1).numpy())
 
 
+@pytest.mark.parametrize("kernel,stride,padding", [(3, 2, 1), (2, 2, 0), (3, 1, 1), (3, 3, 1)])
+def test_maxpool_float_nchw_equals_torch_with_ties_and_nans(kernel: int, stride: int,
+                                                           padding: int) -> None:
+    """NCHW in, NHWC out; +-0 ties keep torch's first tap and NaNs propagate, bit for bit."""
+    rng = np.random.default_rng(kernel * 10 + stride)
+    y = rng.normal(size=(2, 35, 9, 8)).astype(np.float32)
+    y[np.abs(y) < 0.4] = 0.0
+    y[np.abs(y) > 2.0] = -0.0
+    y.reshape(-1)[::53] = np.nan
+    expected = F.max_pool2d(torch.from_numpy(y), kernel, stride, padding).permute(0, 2, 3, 1)
+    got = kernels.maxpool2d_float_nchw(y, kernel, stride, padding)
+    np.testing.assert_array_equal(got.view(np.uint32), expected.numpy().view(np.uint32))
+
+
+@pytest.mark.parametrize("shape", [(1, 64, 56, 56), (2, 16, 6, 6), (1, 24, 5, 7), (3, 40, 3, 3)])
+def test_torch_float_ops_on_channels_last_equal_nchw(shape: tuple[int, ...]) -> None:
+    """The engine keeps float maps channels-last between ops; it relies on torch's BatchNorm and
+    avg-pooling giving the NCHW values on them, bit for bit."""
+    g = torch.Generator().manual_seed(sum(shape))
+    x = torch.randn(shape, generator=g) * 3
+    cl = x.contiguous(memory_format=torch.channels_last)
+    c = shape[1]
+    stats = (torch.randn(c, generator=g), torch.rand(c, generator=g) + 0.01,
+             torch.randn(c, generator=g), torch.randn(c, generator=g))
+    assert torch.equal(F.batch_norm(cl, *stats, False, 0.0, 1e-5),
+                       F.batch_norm(x, *stats, False, 0.0, 1e-5))
+    for args in [(2, 2, 0, True, False), (2, 2, 0, False, True), (3, 2, 1, True, False)]:
+        assert torch.equal(F.avg_pool2d(cl, *args), F.avg_pool2d(x, *args)), args
+
+
 def test_linear_float_matches_torch() -> None:
     rng = np.random.default_rng(5)
     x, wt = pm1(rng, (4, 130)), pm1(rng, (7, 130))

@@ -78,11 +78,12 @@ const T *checked(const Array &a, const char *name, size_t ndim, const char *layo
                                        a.byte_offset());
 }
 
+// Zeroed unless the caller's kernel writes every element (`zeroed` false skips a pass over it).
 template <typename T>
-nb::ndarray<nb::numpy, T> new_array(std::vector<size_t> shape) {
+nb::ndarray<nb::numpy, T> new_array(std::vector<size_t> shape, bool zeroed = true) {
     size_t count = 1;
     for (size_t s : shape) count *= s;
-    T *data = new T[count > 0 ? count : 1]();
+    T *data = zeroed ? new T[count > 0 ? count : 1]() : new T[count > 0 ? count : 1];
     nb::capsule owner(data, [](void *p) noexcept { delete[] static_cast<T *>(p); });
     return nb::ndarray<nb::numpy, T>(data, shape.size(), shape.data(), owner);
 }
@@ -180,13 +181,16 @@ const T *per_channel(const Array &a, const char *name, int64_t c_out) {
     return p;
 }
 
-PoolGeometry pool_geometry(const Array &x, Pair kernel, Pair stride, Pair padding) {
+// x is NHWC, or NCHW when `nchw`.
+PoolGeometry pool_geometry(const Array &x, Pair kernel, Pair stride, Pair padding,
+                           bool nchw = false) {
     check_positive(kernel, "kernel_size");
     check_positive(stride, "stride");
     check_non_negative(padding, "padding");
     if (padding.first * 2 > kernel.first || padding.second * 2 > kernel.second)
         value_error("padding must be at most half the kernel size");
-    PoolGeometry g{dim(x, 0), dim(x, 1), dim(x, 2), dim(x, 3), kernel.first, kernel.second,
+    const size_t h = nchw ? 2 : 1, c = nchw ? 1 : 3;
+    PoolGeometry g{dim(x, 0), dim(x, h), dim(x, h + 1), dim(x, c), kernel.first, kernel.second,
                    stride.first, stride.second, padding.first, padding.second};
     if (g.h + 2 * g.pad_h < g.kh || g.w + 2 * g.pad_w < g.kw)
         value_error("pooling window is larger than the padded input");
@@ -297,7 +301,7 @@ NB_MODULE(_bnnx_kernels, m) {
         const float *s = per_channel<float>(scale, "scale", a.g.c_out);
         const float *b = per_channel<float>(bias, "bias", a.g.c_out);
         auto out = new_array<float>({size_t(a.g.n), size_t(a.g.out_h()), size_t(a.g.out_w()),
-                                     size_t(a.g.c_out)});
+                                     size_t(a.g.c_out)}, false);
         {
             nb::gil_scoped_release release;
             conv2d_float(a.g, a.x, a.wb.data, s, b, out.data(), threads);
@@ -348,7 +352,7 @@ NB_MODULE(_bnnx_kernels, m) {
         const float *p = checked<float>(x, "x", 4, "float NHWC");
         PoolGeometry g = pool_geometry(x, kernel, stride, padding);
         auto out = new_array<float>({size_t(g.n), size_t(g.out_h()), size_t(g.out_w()),
-                                     size_t(g.c)});
+                                     size_t(g.c)}, false);
         {
             nb::gil_scoped_release release;
             maxpool2d_float(g, p, out.data());
@@ -356,6 +360,19 @@ NB_MODULE(_bnnx_kernels, m) {
         return out;
     }, nb::arg("x"), nb::arg("kernel_size"), nb::arg("stride"), nb::arg("padding"),
        "Max-pool on float32 NHWC.");
+
+    m.def("maxpool2d_float_nchw", [](const Array &x, Pair kernel, Pair stride, Pair padding) {
+        const float *p = checked<float>(x, "x", 4, "float NCHW");
+        PoolGeometry g = pool_geometry(x, kernel, stride, padding, true);
+        auto out = new_array<float>({size_t(g.n), size_t(g.out_h()), size_t(g.out_w()),
+                                     size_t(g.c)}, false);
+        {
+            nb::gil_scoped_release release;
+            maxpool2d_float_nchw(g, p, out.data());
+        }
+        return out;
+    }, nb::arg("x"), nb::arg("kernel_size"), nb::arg("stride"), nb::arg("padding"),
+       "Max-pool on float32 NCHW, written NHWC.");
 
     m.def("linear_float", [](const Array &x, const Array &w, int64_t channels, const Array &scale,
                              const Array &bias, int threads, const Optional &blocked) {

@@ -52,6 +52,8 @@ struct PoolGeometry {
 // Padded taps are ignored, like torch's -inf padding.
 void maxpool2d_bits(const PoolGeometry &g, const uint64_t *x, uint64_t *out);
 void maxpool2d_float(const PoolGeometry &g, const float *x, float *out);
+// The same pool on float NCHW input (g.c = channels), written NHWC.
+void maxpool2d_float_nchw(const PoolGeometry &g, const float *x, float *out);
 
 // x: (n, words_for(c_in)), wb: blocked (c_out, words_for(c_in)); out = scale * dot + bias.
 void linear_float(const uint64_t *x, const uint64_t *wb, int64_t n, int64_t c_in, int64_t c_out,
