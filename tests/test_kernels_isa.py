@@ -40,9 +40,9 @@ def pm1(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
     return np.where(rng.random(shape) < 0.5, -1.0, 1.0).astype(np.float32)
 
 
-def check_conv(seed: int) -> None:
+def check_conv(seed: int, geometry: dict | None = None) -> None:
     rng = np.random.default_rng(seed)
-    c = random_conv(rng)
+    c = random_conv(rng) if geometry is None else geometry
     x, wt = pm1(rng, (c["n"], c["c_in"], c["h"], c["w"])), pm1(rng, (c["c_out"], c["c_in"],
                                                                     c["k"], c["k"]))
     xt = F.pad(torch.from_numpy(x), (c["padding"],) * 4, value=float(c["pad_value"]))
@@ -95,10 +95,41 @@ def test_random_convs_every_isa(chunk: int) -> None:
         check_conv(seed)
 
 
+# Whole words per tap (64 and 128 channels: the shortest runs), on maps big enough for several
+# full tiles along the rows and down the border columns.
+@pytest.mark.parametrize("c_in", [64, 128])
+@pytest.mark.parametrize(("k", "stride", "padding"),
+                         [(1, 1, 0), (1, 2, 0), (3, 1, 0), (3, 1, 1), (3, 2, 1), (5, 1, 2),
+                          (5, 2, 3)])
+def test_word_aligned_convs_every_isa(c_in: int, k: int, stride: int, padding: int) -> None:
+    for i, (pad_value, c_out, threads) in enumerate([(0, c_in, 1), (1, c_in - 27, 2),
+                                                     (-1, c_in + 8, 1)]):
+        check_conv(2 * 10**6 + i, {"n": 1 + i % 2, "c_in": c_in, "c_out": c_out, "k": k,
+                                   "stride": stride, "padding": padding, "pad_value": pad_value,
+                                   "h": 17, "w": 15, "threads": threads})
+
+
 @pytest.mark.parametrize("chunk", range(CHUNKS))
 def test_random_linears_every_isa(chunk: int) -> None:
     for seed in range(chunk, CASES // 4, CHUNKS):
         check_linear(10**6 + seed)
+
+
+@pytest.mark.parametrize("channels", [1, 15, 16, 17, 63, 64, 65, 130, 200])
+def test_packing_every_isa(channels: int) -> None:
+    rng = np.random.default_rng(channels)
+    x = rng.normal(size=(2, channels, 9, 13)).astype(np.float32)  # 117 pixels: 64 + 3 * 16 + 5
+    specials = np.array([np.nan, -0.0, 0.0, np.inf, -np.inf], np.float32)
+    x.flat[rng.integers(0, x.size, 40)] = rng.choice(specials, 40)
+    expected = np.where(x >= 0, 1.0, -1.0).transpose(0, 2, 3, 1)  # NaN -> -1, -0 -> +1
+    nhwc = np.ascontiguousarray(x.transpose(0, 2, 3, 1))
+    for isa in ISAS:
+        with kernels.use_isa(isa):
+            for bits in (kernels.pack_nchw(x), kernels.pack_nhwc(nhwc)):
+                np.testing.assert_array_equal(kernels.unpack_nhwc(bits, channels), expected,
+                                              err_msg=isa)
+                tail = channels % 64
+                assert tail == 0 or not (bits[..., -1] >> np.uint64(tail)).any(), isa
 
 
 def test_blocked_weight_layout_and_validation() -> None:

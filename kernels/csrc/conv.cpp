@@ -2,9 +2,12 @@
 // microkernel: MR consecutive output pixels whose windows are inside the input horizontally share
 // one tile over the row's in-bounds kernel rows, each of which is one contiguous run of
 // KW * C_words words in NHWC activations and in the blocked weights. Pixels at the left and right
-// edges take a one-pixel tile over their window's in-bounds rectangle. Padded taps are skipped
-// and added back exactly as a per-channel correction (zero for pad_value 0).
+// edges share their window's in-bounds rectangle with the pixels above and below them, so they
+// are tiled down the column; only the corners take one-pixel tiles. Padded taps are skipped and
+// added back exactly as a per-channel correction (zero for pad_value 0).
 #include <algorithm>
+#include <array>
+#include <utility>
 #include <vector>
 
 #include "channel_params.h"
@@ -60,7 +63,18 @@ class PadTerms {
     std::vector<int32_t> prefix_;
 };
 
-// One work item = one output row x one group of nr_max channel blocks.
+// Output positions [lo, hi) along one axis whose windows lie inside the input.
+std::pair<int64_t, int64_t> inside(int64_t out, int64_t in, int64_t k, int64_t stride,
+                                   int64_t pad) {
+    const int64_t lo = std::min(out, (pad + stride - 1) / stride);
+    const int64_t last = in + pad - k;  // largest in-bounds window start, times stride
+    return {lo, last < 0 ? lo : std::max(lo, std::min(out, last / stride + 1))};
+}
+
+// Work items: one output row x one group of nr_max channel blocks, then one border column (a
+// column whose windows cross the left or right edge) x one group. A border column's rows whose
+// windows are inside vertically share its window rectangle, so they are tiled like a row; only
+// the corners are left to the rows' one-pixel tiles.
 void conv2d_tiles(const ConvGeometry &g, const uint64_t *x, const uint64_t *wb, TileOut proto,
                   int64_t out_pixel_elems, int threads) {
     if (g.kh == 1 && g.kw == 1 && g.stride_h == 1 && g.stride_w == 1 && g.pad_h == 0 &&
@@ -75,72 +89,84 @@ void conv2d_tiles(const ConvGeometry &g, const uint64_t *x, const uint64_t *wb, 
     const int64_t out_h = g.out_h(), out_w = g.out_w(), cw = g.c_words(), taps = g.kh * g.kw;
     const int64_t blocks = blocks_for(g.c_out), groups = (blocks + kt.nr_max - 1) / kt.nr_max;
     const PadTerms pad(g, wb);
-    // Output columns whose windows lie inside the input horizontally.
-    const int64_t ow_lo = std::min(out_w, (g.pad_w + g.stride_w - 1) / g.stride_w);
-    const int64_t last = g.w + g.pad_w - g.kw;  // largest in-bounds window start, times stride
-    const int64_t ow_hi =
-        last < 0 ? ow_lo : std::max(ow_lo, std::min(out_w, last / g.stride_w + 1));
+    const auto [ow_lo, ow_hi] = inside(out_w, g.w, g.kw, g.stride_w, g.pad_w);
+    const auto [oh_lo, oh_hi] = inside(out_h, g.h, g.kh, g.stride_h, g.pad_h);
+    const int64_t row_items = g.n * out_h * groups, border_cols = ow_lo + out_w - ow_hi;
 
-    parallel_for(g.n * out_h * groups, threads, [&](int64_t begin, int64_t end) {
+    parallel_for(row_items + g.n * border_cols * groups, threads, [&](int64_t begin, int64_t end) {
         std::vector<int64_t> a_off(static_cast<size_t>(g.kh)), w_off(static_cast<size_t>(g.kh));
         std::vector<int32_t> corr;
+        Tile t{};
+        t.w = wb;
+        t.w_block_stride = taps * cw;
+        t.a_row_off = a_off.data();
+        t.w_row_off = w_off.data();
+        TileOut o = proto;
+        // Rows, base and correction of windows whose in-bounds taps are [kh0, kh1) x [kw0, kw1).
+        auto window = [&](int64_t kh0, int64_t kh1, int64_t kw0, int64_t kw1) {
+            if (kh1 <= kh0 || kw1 <= kw0) kh1 = kh0, kw1 = kw0;
+            t.nrows = kh1 - kh0;
+            t.run = (kw1 - kw0) * cw;
+            for (int64_t r = 0; r < t.nrows; ++r) {
+                a_off[r] = r * g.w * cw;
+                w_off[r] = ((kh0 + r) * g.kw + kw0) * cw;
+            }
+            o.base = static_cast<int32_t>(g.c_in * t.nrows * (kw1 - kw0));
+            o.corr = pad.correction(kh0, kh1, kw0, kw1, corr);
+        };
+        // `pixels` outputs from `first` on, `step` apart (in output pixels): one call for the full
+        // tiles, one for the rest.
+        auto span = [&](const uint64_t *a, int64_t first, int64_t pixels, int64_t step) {
+            o.pixel_stride = proto.pixel_stride * step;
+            for (int64_t done = 0; done < pixels;) {
+                t.mr = static_cast<int>(std::min<int64_t>(kt.mr_max, pixels - done));
+                t.tiles = done == 0 ? pixels / t.mr : 1;
+                t.a = a + done * t.a_pixel_stride;
+                o.out = static_cast<char *>(proto.out) + (first + done * step) * out_pixel_elems;
+                kt.bconv_tile(t, o);
+                done += t.tiles * t.mr;
+            }
+        };
+        // The window start of output column ow and its in-bounds taps [kw0, kw1).
+        auto columns = [&](int64_t ow) {
+            const int64_t iw0 = ow * g.stride_w - g.pad_w;
+            const int64_t kw0 = std::max<int64_t>(0, -iw0);
+            return std::array<int64_t, 3>{iw0, kw0,
+                                          std::max(kw0, std::min<int64_t>(g.kw, g.w - iw0))};
+        };
         for (int64_t item = begin; item < end; ++item) {
-            const int64_t row = item / groups, group = item % groups;
-            const int64_t b = row / out_h, oh = row % out_h;
+            const int64_t group = item % groups;
+            t.block0 = group * kt.nr_max;
+            t.nr = static_cast<int>(std::min<int64_t>(kt.nr_max, blocks - t.block0));
+            if (item >= row_items) {
+                const int64_t col = (item - row_items) / groups;
+                const int64_t b = col / border_cols, c = col % border_cols;
+                const int64_t ow = c < ow_lo ? c : ow_hi + c - ow_lo;
+                const auto [iw0, kw0, kw1] = columns(ow);
+                const int64_t ih0 = oh_lo * g.stride_h - g.pad_h;
+                window(0, g.kh, kw0, kw1);
+                t.a_pixel_stride = g.stride_h * g.w * cw;
+                span(x + ((b * g.h + ih0) * g.w + iw0 + kw0) * cw, (b * out_h + oh_lo) * out_w + ow,
+                     oh_hi - oh_lo, out_w);
+                continue;
+            }
+            const int64_t row = item / groups, b = row / out_h, oh = row % out_h;
             const int64_t ih0 = oh * g.stride_h - g.pad_h;
             const int64_t kh0 = std::max<int64_t>(0, -ih0);
             const int64_t kh1 = std::max(kh0, std::min<int64_t>(g.kh, g.h - ih0));
-            Tile t{};
-            t.w = wb;
-            t.w_block_stride = taps * cw;
-            t.block0 = group * kt.nr_max;
-            t.nr = static_cast<int>(std::min<int64_t>(kt.nr_max, blocks - t.block0));
-            t.a_row_off = a_off.data();
-            t.w_row_off = w_off.data();
-            TileOut o = proto;
-            auto run = [&](int64_t ow, int mr, int64_t tiles) {
-                t.mr = mr;
-                t.tiles = tiles;
-                o.out = static_cast<char *>(proto.out) + (row * out_w + ow) * out_pixel_elems;
-                kt.bconv_tile(t, o);
-            };
-            auto border_pixel = [&](int64_t ow) {
-                const int64_t iw0 = ow * g.stride_w - g.pad_w;
-                const int64_t kw0 = std::max<int64_t>(0, -iw0);
-                const int64_t kw1 = std::max(kw0, std::min<int64_t>(g.kw, g.w - iw0));
-                t.nrows = kw1 > kw0 ? kh1 - kh0 : 0;
-                t.run = (kw1 - kw0) * cw;
-                t.a = x + ((b * g.h + ih0 + kh0) * g.w + iw0 + kw0) * cw;
-                for (int64_t r = 0; r < t.nrows; ++r) {
-                    a_off[r] = r * g.w * cw;
-                    w_off[r] = ((kh0 + r) * g.kw + kw0) * cw;
+            const uint64_t *x_row = x + (b * g.h + ih0 + kh0) * g.w * cw;
+            if (oh < oh_lo || oh >= oh_hi) {
+                for (int64_t c = 0; c < border_cols; ++c) {
+                    const int64_t ow = c < ow_lo ? c : ow_hi + c - ow_lo;
+                    const auto [iw0, kw0, kw1] = columns(ow);
+                    window(kh0, kh1, kw0, kw1);
+                    span(x_row + (iw0 + kw0) * cw, row * out_w + ow, 1, 1);
                 }
-                o.base = static_cast<int32_t>(g.c_in * t.nrows * (kw1 - kw0));
-                o.corr = pad.correction(kh0, kh0 + t.nrows, kw0, kw0 + (t.nrows ? kw1 - kw0 : 0),
-                                        corr);
-                run(ow, 1, 1);
-            };
-            for (int64_t ow = 0; ow < ow_lo; ++ow) border_pixel(ow);
-            // Columns whose windows are inside horizontally share the row's kernel rows.
-            t.nrows = kh1 - kh0;
-            t.run = g.kw * cw;
-            t.a_pixel_stride = g.stride_w * cw;
-            for (int64_t r = 0; r < t.nrows; ++r) {
-                a_off[r] = r * g.w * cw;
-                w_off[r] = (kh0 + r) * g.kw * cw;
             }
-            o.base = static_cast<int32_t>(g.c_in * t.nrows * g.kw);
-            o.corr = pad.correction(kh0, kh1, 0, g.kw, corr);
-            // One call for the row's full tiles, one for the rest.
-            const int64_t full = (ow_hi - ow_lo) / kt.mr_max, done = ow_lo + full * kt.mr_max;
-            auto interior = [&](int64_t ow, int64_t mr, int64_t tiles) {
-                if (tiles == 0 || mr == 0) return;
-                t.a = x + ((b * g.h + ih0 + kh0) * g.w + ow * g.stride_w - g.pad_w) * cw;
-                run(ow, static_cast<int>(mr), tiles);
-            };
-            interior(ow_lo, kt.mr_max, full);
-            interior(done, ow_hi - done, 1);
-            for (int64_t ow = ow_hi; ow < out_w; ++ow) border_pixel(ow);
+            window(kh0, kh1, 0, g.kw);
+            t.a_pixel_stride = g.stride_w * cw;
+            span(x_row + (ow_lo * g.stride_w - g.pad_w) * cw, row * out_w + ow_lo, ow_hi - ow_lo,
+                 1);
         }
     });
 }

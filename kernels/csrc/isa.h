@@ -63,6 +63,9 @@ struct KernelTable {
     // The same XOR / popcount / add recipe on registers only, `iters` times: the peak the tile
     // could reach without memory. Returns (iters x binary MACs per iteration, checksum).
     uint64_t (*peak_loop)(int64_t iters, uint64_t *checksum);
+    // Sign bits of n floats: bit j of out[i] = !(x[64 i + j] >= 0) (NaN -> 1, -0 -> 0) for
+    // 64 i + j < n, 0 past n; ceil(n / 64) words.
+    void (*sign_masks)(const float *x, int64_t n, uint64_t *out);
 };
 
 // The table in use: chosen at first use from cpuid, overridable with BNNX_ISA=<name>.

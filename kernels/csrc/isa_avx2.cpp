@@ -5,6 +5,7 @@
 #include <immintrin.h>
 
 #include <algorithm>
+#include <cstdint>
 
 #include "isa.h"
 #include "microkernel_generic.h"
@@ -30,20 +31,79 @@ struct Popcount {
     }
 };
 
-// Pixels pixel0 .. pixel0 + MR - 1 of the call, one block of 8 channels.
-template <int MR>
-void tile_block(const Tile &t, const TileOut &o, int64_t block, int64_t pixel0) {
+// The TileOut epilogue on the 8 channels of one block as int32 lanes, its per-block constants
+// set up once per call. Bits: bit = (pc <= limit) XOR flip with limit as in isa_avx512.cpp, and
+// INT32_MAX on channels >= C_out, so they read 0.
+template <OutKind KIND>
+struct BlockOut {
+    int64_t c0;
+    __m256i e;       // bits: the pc limit; dots and floats: base + corr
+    __m256i lanes;   // all ones on channels < C_out
+    int unflip = 0;  // bits: channels < C_out with direction +1
+
+    BlockOut(const TileOut &o, int64_t block) : c0(block * kBlock) {
+        const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+        lanes = _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(o.c_out - c0)), lane);
+        e = _mm256_set1_epi32(o.base);
+        if (o.corr) e = _mm256_add_epi32(e, _mm256_loadu_si256((const __m256i *)(o.corr + c0)));
+        if (KIND != OutKind::bits) return;
+        const int valid = _mm256_movemask_ps(_mm256_castsi256_ps(lanes));
+        unflip = o.dir_pos[block] & valid;
+        // Lane l of `flip` is all ones when channel l has direction -1.
+        const __m256i bit = _mm256_sllv_epi32(_mm256_set1_epi32(1), lane);
+        const __m256i flip =
+            _mm256_cmpeq_epi32(_mm256_and_si256(_mm256_set1_epi32(~unflip), bit), bit);
+        const __m256i d = _mm256_add_epi32(
+            _mm256_sub_epi32(e, _mm256_loadu_si256((const __m256i *)(o.threshold + c0))), flip);
+        e = _mm256_blendv_epi8(_mm256_set1_epi32(INT32_MAX), _mm256_srai_epi32(d, 1), lanes);
+    }
+
+    // Writes one pixel's outputs from its 8 popcount sums.
+    void store(const TileOut &o, int64_t pixel, __m256i pc) const {
+        const int64_t at = pixel * o.pixel_stride;
+        if (KIND == OutKind::bits) {
+            // (pc <= limit) ^ flip == (pc > limit) ^ unflip on channels < C_out, 0 past them.
+            const int gt = _mm256_movemask_ps(_mm256_castsi256_ps(_mm256_cmpgt_epi32(pc, e)));
+            static_cast<uint8_t *>(o.out)[at + c0 / kBlock] = static_cast<uint8_t>(gt ^ unflip);
+            return;
+        }
+        const __m256i dot = _mm256_sub_epi32(e, _mm256_slli_epi32(pc, 1));
+        if (KIND == OutKind::dots) {
+            _mm256_maskstore_epi32(static_cast<int32_t *>(o.out) + at + c0, lanes, dot);
+        } else {
+            const __m256 prod =
+                _mm256_mul_ps(_mm256_loadu_ps(o.scale + c0), _mm256_cvtepi32_ps(dot));
+            _mm256_maskstore_ps(static_cast<float *>(o.out) + at + c0, lanes,
+                                _mm256_add_ps(prod, _mm256_loadu_ps(o.bias + c0)));
+        }
+    }
+};
+
+// Pixels pixel0 .. pixel0 + MR - 1 of the call, one block of 8 channels. Byte counts carry over
+// kernel rows, so short runs (few channels) pay for one vpsadbw per pixel, not one per row.
+template <OutKind KIND, int MR>
+void tile_block(const Tile &t, const TileOut &o, const BlockOut<KIND> &out, int64_t pixel0) {
     const Popcount pc;
-    const uint64_t *w0 = t.w + block * t.w_block_stride * kBlock;
-    __m256i acc[MR][2];
-    for (int i = 0; i < MR; ++i) acc[i][0] = acc[i][1] = _mm256_setzero_si256();
+    const uint64_t *w0 = t.w + out.c0 * t.w_block_stride;
+    __m256i acc[MR][2], part[MR][2];
+    for (int i = 0; i < MR; ++i)
+        for (int h = 0; h < 2; ++h) acc[i][h] = part[i][h] = _mm256_setzero_si256();
+    auto flush = [&] {
+        for (int i = 0; i < MR; ++i)
+            for (int h = 0; h < 2; ++h) {
+                acc[i][h] = _mm256_add_epi64(acc[i][h],
+                                             _mm256_sad_epu8(part[i][h], _mm256_setzero_si256()));
+                part[i][h] = _mm256_setzero_si256();
+            }
+    };
+    int64_t pending = 0;  // words summed in part
     for (int64_t r = 0; r < t.nrows; ++r) {
         const uint64_t *a = t.a + pixel0 * t.a_pixel_stride + t.a_row_off[r];
         const uint64_t *w = w0 + t.w_row_off[r] * kBlock;
         for (int64_t k0 = 0; k0 < t.run; k0 += kMaxByteRun) {
             const int64_t k1 = std::min(t.run, k0 + kMaxByteRun);
-            __m256i part[MR][2];
-            for (int i = 0; i < MR; ++i) part[i][0] = part[i][1] = _mm256_setzero_si256();
+            if (pending + k1 - k0 > kMaxByteRun) flush(), pending = 0;
+            pending += k1 - k0;
             for (int64_t k = k0; k < k1; ++k) {
                 const __m256i w_lo = _mm256_loadu_si256((const __m256i *)(w + k * kBlock));
                 const __m256i w_hi = _mm256_loadu_si256((const __m256i *)(w + k * kBlock + 4));
@@ -54,28 +114,35 @@ void tile_block(const Tile &t, const TileOut &o, int64_t block, int64_t pixel0) 
                     part[i][1] = _mm256_add_epi8(part[i][1], pc.bytes(_mm256_xor_si256(b, w_hi)));
                 }
             }
-            for (int i = 0; i < MR; ++i)
-                for (int h = 0; h < 2; ++h)
-                    acc[i][h] = _mm256_add_epi64(
-                        acc[i][h], _mm256_sad_epu8(part[i][h], _mm256_setzero_si256()));
         }
     }
-    for (int i = 0; i < MR; ++i) {
-        alignas(32) int64_t sums[kBlock];
-        _mm256_store_si256((__m256i *)sums, acc[i][0]);
-        _mm256_store_si256((__m256i *)(sums + 4), acc[i][1]);
-        int32_t pcs[kBlock];
-        for (int64_t l = 0; l < kBlock; ++l) pcs[l] = static_cast<int32_t>(sums[l]);
-        generic::epilogue(o, pixel0 + i, block * kBlock, pcs);
+    flush();
+    // Channels 0-3 and 4-7 are 64-bit lanes of two registers (sums < 2^32): interleave their
+    // low halves, then order them 0..7.
+    const __m256i order = _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7);
+    for (int i = 0; i < MR; ++i)
+        out.store(o, pixel0 + i,
+                  _mm256_permutevar8x32_epi32(
+                      _mm256_or_si256(acc[i][0], _mm256_slli_epi64(acc[i][1], 32)), order));
+}
+
+template <OutKind KIND>
+void tile_kind(const Tile &t, const TileOut &o) {
+    static void (*const kByMr[kMr])(const Tile &, const TileOut &, const BlockOut<KIND> &,
+                                    int64_t) = {tile_block<KIND, 1>, tile_block<KIND, 2>,
+                                                tile_block<KIND, 3>, tile_block<KIND, 4>};
+    for (int j = 0; j < t.nr; ++j) {
+        const BlockOut<KIND> out(o, t.block0 + j);
+        for (int64_t tt = 0; tt < t.tiles; ++tt) kByMr[t.mr - 1](t, o, out, tt * t.mr);
     }
 }
 
 void bconv_ukernel_4x8__avx2(const Tile &tile, const TileOut &out) {
-    static void (*const kByMr[kMr])(const Tile &, const TileOut &, int64_t, int64_t) = {
-        tile_block<1>, tile_block<2>, tile_block<3>, tile_block<4>};
-    for (int j = 0; j < tile.nr; ++j)
-        for (int64_t tt = 0; tt < tile.tiles; ++tt)
-            kByMr[tile.mr - 1](tile, out, tile.block0 + j, tt * tile.mr);
+    switch (out.kind) {
+        case OutKind::dots: return tile_kind<OutKind::dots>(tile, out);
+        case OutKind::floats: return tile_kind<OutKind::floats>(tile, out);
+        case OutKind::bits: return tile_kind<OutKind::bits>(tile, out);
+    }
 }
 
 // The tile's recipe (xor, nibble lookups, byte adds) on registers only, kMr chains of 2 ymm.
@@ -105,10 +172,25 @@ uint64_t peak_loop(int64_t iters, uint64_t *checksum) {
     return static_cast<uint64_t>(iters) * kMr * kBlock * 64;
 }
 
+// Eight floats per compare; the tail word in the generic loop.
+void sign_masks(const float *x, int64_t n, uint64_t *out) {
+    const __m256 zero = _mm256_setzero_ps();
+    int64_t i = 0;
+    for (; (i + 1) * 64 <= n; ++i) {
+        uint64_t mask = 0;
+        for (int q = 0; q < 8; ++q)
+            mask |= uint64_t(_mm256_movemask_ps(_mm256_cmp_ps(
+                        _mm256_loadu_ps(x + i * 64 + q * 8), zero, _CMP_NGE_UQ)))
+                    << (8 * q);
+        out[i] = mask;
+    }
+    generic::sign_masks(x + i * 64, n - i * 64, out + i);
+}
+
 }  // namespace
 
 namespace isa {
-const KernelTable avx2 = {"avx2", kMr, 4, bconv_ukernel_4x8__avx2, peak_loop};
+const KernelTable avx2 = {"avx2", kMr, 4, bconv_ukernel_4x8__avx2, peak_loop, sign_masks};
 }
 
 }  // namespace bnnx

@@ -6,6 +6,7 @@
 #include <immintrin.h>
 
 #include <array>
+#include <cstring>
 #include <utility>
 
 #include "isa.h"
@@ -17,56 +18,63 @@ namespace {
 
 // The TileOut epilogue's per-block constants, the same for every tile of a call. With
 // e = base + corr - threshold, dot >= threshold <=> pc <= e >> 1 and
-// dot <= threshold <=> !(pc <= (e - 1) >> 1), so an output bit is one compare and one mask XOR.
-struct BlockOut {
-    int64_t c0;        // first channel of the block
-    __mmask8 lanes;    // channels < C_out
-    __mmask8 flip;     // bits: channels with direction -1
-    __m512i e;         // bits: the pc limit; dots and floats: base + corr
+// dot <= threshold <=> !(pc <= (e - 1) >> 1), so an output bit is one compare, and the flips of
+// a pixel's NR blocks are one XOR of their NR bytes, stored at once.
+template <OutKind KIND, int NR>
+struct Epilogue {
+    __m512i e[NR];       // bits: the pc limit, -1 on channels >= C_out; else base + corr
+    __mmask8 lanes[NR];  // dots and floats: channels < C_out
+    uint64_t flip = 0;   // bits: byte j = block j's channels with direction -1 (< C_out)
+    int64_t block0;      // the first block; its bits are byte block0 of a pixel
+
+    Epilogue(const TileOut &o, int64_t first) : block0(first) {
+        for (int j = 0; j < NR; ++j) {
+            const int64_t c = (block0 + j) * kBlock;
+            lanes[j] = o.c_out - c < kBlock ? __mmask8((1u << (o.c_out - c)) - 1) : 0xff;
+            e[j] = _mm512_set1_epi64(o.base);
+            if (o.corr)
+                e[j] = _mm512_add_epi64(e[j], _mm512_cvtepi32_epi64(_mm256_loadu_si256(
+                                                  (const __m256i *)(o.corr + c))));
+            if (KIND != OutKind::bits) continue;
+            const __mmask8 f = __mmask8(~o.dir_pos[block0 + j] & lanes[j]);
+            flip |= uint64_t(f) << (8 * j);
+            const __m512i d = _mm512_sub_epi64(e[j], _mm512_cvtepi32_epi64(_mm256_loadu_si256(
+                                                         (const __m256i *)(o.threshold + c))));
+            const __m512i limit =
+                _mm512_srai_epi64(_mm512_mask_sub_epi64(d, f, d, _mm512_set1_epi64(1)), 1);
+            e[j] = _mm512_mask_mov_epi64(_mm512_set1_epi64(-1), lanes[j], limit);
+        }
+    }
+
+    // Writes pixel `pixel`'s outputs from its NR popcount sums.
+    void store(const TileOut &o, int64_t pixel, const __m512i *pc) const {
+        const int64_t at = pixel * o.pixel_stride;
+        if (KIND == OutKind::bits) {
+            uint64_t bits = flip;
+            for (int j = 0; j < NR; ++j)
+                bits ^= uint64_t(_mm512_cmple_epi64_mask(pc[j], e[j])) << (8 * j);
+            std::memcpy(static_cast<uint8_t *>(o.out) + at + block0, &bits, NR);
+            return;
+        }
+        for (int j = 0; j < NR; ++j) {
+            const int64_t c = (block0 + j) * kBlock;
+            const __m512i dot = _mm512_sub_epi64(e[j], _mm512_slli_epi64(pc[j], 1));
+            if (KIND == OutKind::dots) {
+                _mm256_mask_storeu_epi32(static_cast<int32_t *>(o.out) + at + c, lanes[j],
+                                         _mm512_cvtepi64_epi32(dot));
+            } else {
+                const __m256 prod =
+                    _mm256_mul_ps(_mm256_loadu_ps(o.scale + c), _mm512_cvtepi64_ps(dot));
+                _mm256_mask_storeu_ps(static_cast<float *>(o.out) + at + c, lanes[j],
+                                      _mm256_add_ps(prod, _mm256_loadu_ps(o.bias + c)));
+            }
+        }
+    }
 };
 
-inline BlockOut block_out(const TileOut &o, int64_t c0) {
-    BlockOut b{c0, __mmask8(0xff), 0, _mm512_set1_epi64(o.base)};
-    if (o.c_out - c0 < kBlock) b.lanes = __mmask8((1u << (o.c_out - c0)) - 1);
-    if (o.corr)
-        b.e = _mm512_add_epi64(b.e, _mm512_cvtepi32_epi64(
-                                        _mm256_loadu_si256((const __m256i *)(o.corr + c0))));
-    if (o.kind == OutKind::bits) {
-        b.flip = __mmask8(~o.dir_pos[c0 / kBlock]);
-        const __m512i e = _mm512_sub_epi64(b.e, _mm512_cvtepi32_epi64(_mm256_loadu_si256(
-                                                    (const __m256i *)(o.threshold + c0))));
-        b.e = _mm512_srai_epi64(_mm512_mask_sub_epi64(e, b.flip, e, _mm512_set1_epi64(1)), 1);
-    }
-    return b;
-}
-
-// Writes the block's outputs for pixels pixel0 .. pixel0 + MR - 1 from their popcount sums.
-template <int MR>
-inline void epilogue(const TileOut &o, const BlockOut &b, int64_t pixel0, const __m512i *pc) {
-    for (int i = 0; i < MR; ++i) {
-        const int64_t at = (pixel0 + i) * o.pixel_stride;
-        if (o.kind == OutKind::bits) {
-            static_cast<uint8_t *>(o.out)[at + b.c0 / kBlock] =
-                (_mm512_cmple_epi64_mask(pc[i], b.e) ^ b.flip) & b.lanes;
-            continue;
-        }
-        const __m512i dot = _mm512_sub_epi64(b.e, _mm512_slli_epi64(pc[i], 1));
-        if (o.kind == OutKind::dots) {
-            _mm256_mask_storeu_epi32(static_cast<int32_t *>(o.out) + at + b.c0, b.lanes,
-                                     _mm512_cvtepi64_epi32(dot));
-        } else {
-            const __m256 prod = _mm256_mul_ps(_mm256_loadu_ps(o.scale + b.c0),
-                                              _mm512_cvtepi64_ps(dot));
-            _mm256_mask_storeu_ps(static_cast<float *>(o.out) + at + b.c0, b.lanes,
-                                  _mm256_add_ps(prod, _mm256_loadu_ps(o.bias + b.c0)));
-        }
-    }
-}
-
-template <int MR, int NR>
+template <OutKind KIND, int MR, int NR>
 void bconv_ukernel__avx512vpopcnt(const Tile &t, const TileOut &o) {
-    BlockOut blocks[NR];
-    for (int j = 0; j < NR; ++j) blocks[j] = block_out(o, (t.block0 + j) * kBlock);
+    const Epilogue<KIND, NR> epilogue(o, t.block0);
     const int64_t wb = t.w_block_stride * kBlock;
     const uint64_t *w0 = t.w + t.block0 * wb;
     for (int64_t tile = 0; tile < t.tiles; ++tile) {
@@ -89,33 +97,32 @@ void bconv_ukernel__avx512vpopcnt(const Tile &t, const TileOut &o) {
                 }
             }
         }
-        for (int j = 0; j < NR; ++j) {
-            __m512i column[MR];
-            for (int i = 0; i < MR; ++i) column[i] = acc[i][j];
-            epilogue<MR>(o, blocks[j], tile * MR, column);
-        }
+        for (int i = 0; i < MR; ++i) epilogue.store(o, tile * MR + i, acc[i]);
     }
 }
 
 constexpr int kMr = 6, kNr = 4;
+using Ukernel = void (*)(const Tile &, const TileOut &);
 
-template <int MR, int... NR>
+template <OutKind KIND, int MR, int... NR>
 constexpr auto row_of(std::integer_sequence<int, NR...>) {
-    return std::array<void (*)(const Tile &, const TileOut &), sizeof...(NR)>{
-        &bconv_ukernel__avx512vpopcnt<MR, NR + 1>...};
+    return std::array<Ukernel, sizeof...(NR)>{&bconv_ukernel__avx512vpopcnt<KIND, MR, NR + 1>...};
 }
 
-template <int... MR>
+template <OutKind KIND, int... MR>
 constexpr auto table_of(std::integer_sequence<int, MR...>) {
-    return std::array<decltype(row_of<1>(std::make_integer_sequence<int, kNr>{})),
-                      sizeof...(MR)>{row_of<MR + 1>(std::make_integer_sequence<int, kNr>{})...};
+    return std::array<std::array<Ukernel, kNr>, sizeof...(MR)>{
+        row_of<KIND, MR + 1>(std::make_integer_sequence<int, kNr>{})...};
 }
 
-// kUkernels[mr - 1][nr - 1] is the MRx(8*NR) microkernel.
-constexpr auto kUkernels = table_of(std::make_integer_sequence<int, kMr>{});
+// kUkernels[kind][mr - 1][nr - 1] is the MRx(8*NR) microkernel for that output kind.
+constexpr std::array<std::array<std::array<Ukernel, kNr>, kMr>, 3> kUkernels = {
+    table_of<OutKind::dots>(std::make_integer_sequence<int, kMr>{}),
+    table_of<OutKind::floats>(std::make_integer_sequence<int, kMr>{}),
+    table_of<OutKind::bits>(std::make_integer_sequence<int, kMr>{})};
 
 void bconv_ukernel_6x32__avx512vpopcnt(const Tile &tile, const TileOut &out) {
-    kUkernels[tile.mr - 1][tile.nr - 1](tile, out);
+    kUkernels[static_cast<int>(out.kind)][tile.mr - 1][tile.nr - 1](tile, out);
 }
 
 // The tile's register recipe (broadcasts x weight vectors -> independent chains) with no memory
@@ -144,11 +151,28 @@ uint64_t peak_loop(int64_t iters, uint64_t *checksum) {
     return static_cast<uint64_t>(iters) * kRows * kCols * 512;
 }
 
+// Sixteen floats per compare straight into a mask register; masked loads for the tail.
+void sign_masks(const float *x, int64_t n, uint64_t *out) {
+    const __m512 zero = _mm512_setzero_ps();
+    for (int64_t i = 0; i * 64 < n; ++i) {
+        uint64_t mask = 0;
+        for (int q = 0; q < 4; ++q) {
+            const int64_t j = i * 64 + q * 16, left = n - j;
+            if (left <= 0) break;
+            const __mmask16 valid = left >= 16 ? __mmask16(0xffff) : __mmask16((1u << left) - 1);
+            mask |= uint64_t(_mm512_mask_cmp_ps_mask(valid, _mm512_maskz_loadu_ps(valid, x + j),
+                                                     zero, _CMP_NGE_UQ))
+                    << (16 * q);
+        }
+        out[i] = mask;
+    }
+}
+
 }  // namespace
 
 namespace isa {
 const KernelTable avx512vpopcnt = {"avx512vpopcnt", kMr, kNr, bconv_ukernel_6x32__avx512vpopcnt,
-                                    peak_loop};
+                                    peak_loop, sign_masks};
 }
 
 }  // namespace bnnx

@@ -17,10 +17,14 @@ __attribute__((target("popcnt"))) uint64_t peak_loop(int64_t iters, uint64_t *ch
     return generic::peak_loop(iters, checksum);
 }
 
+__attribute__((target("popcnt"))) void sign_masks(const float *x, int64_t n, uint64_t *out) {
+    generic::sign_masks(x, n, out);
+}
+
 }  // namespace
 
 namespace isa {
-const KernelTable popcnt = {"popcnt", 4, 4, bconv_ukernel_4x32__popcnt, peak_loop};
+const KernelTable popcnt = {"popcnt", 4, 4, bconv_ukernel_4x32__popcnt, peak_loop, sign_masks};
 }
 
 }  // namespace bnnx

@@ -5,6 +5,10 @@
 
 #include <cstdint>
 
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
+
 #include "isa.h"
 
 namespace bnnx {
@@ -67,6 +71,23 @@ __attribute__((always_inline)) inline uint64_t peak_loop(int64_t iters, uint64_t
     }
     for (int64_t l = 0; l < kBlock; ++l) *checksum += acc[l];
     return static_cast<uint64_t>(iters) * kBlock * 64;
+}
+
+// Four floats per compare where SSE2 is baseline (x86-64), else one at a time.
+__attribute__((always_inline)) inline void sign_masks(const float *x, int64_t n, uint64_t *out) {
+    for (int64_t i = 0; i * 64 < n; ++i) {
+        const int64_t end = n - i * 64 < 64 ? n - i * 64 : 64;
+        const float *p = x + i * 64;
+        uint64_t mask = 0;
+        int64_t j = 0;
+#if defined(__SSE2__)
+        const __m128 zero = _mm_setzero_ps();
+        for (; j + 4 <= end; j += 4)
+            mask |= uint64_t(_mm_movemask_ps(_mm_cmpnge_ps(_mm_loadu_ps(p + j), zero))) << j;
+#endif
+        for (; j < end; ++j) mask |= uint64_t(!(p[j] >= 0.0f)) << j;
+        out[i] = mask;
+    }
 }
 
 }  // namespace generic

@@ -3,28 +3,11 @@
 #include <cstring>
 #include <vector>
 
-#if defined(__SSE2__)
-#include <emmintrin.h>
-#endif
-
 #include "isa.h"
 #include "ops.h"
 
 namespace bnnx {
 namespace {
-
-// Bit j = !(x[j] >= 0) for j < n <= 64 (NaN -> 1, -0 -> 0), four floats per compare.
-uint64_t sign_mask(const float *x, int64_t n) {
-    uint64_t mask = 0;
-    int64_t j = 0;
-#if defined(__SSE2__)
-    const __m128 zero = _mm_setzero_ps();
-    for (; j + 4 <= n; j += 4)
-        mask |= uint64_t(_mm_movemask_ps(_mm_cmpnge_ps(_mm_loadu_ps(x + j), zero))) << j;
-#endif
-    for (; j < n; ++j) mask |= uint64_t(!(x[j] >= 0.0f)) << j;
-    return mask;
-}
 
 // In-place 64x64 bit-matrix transpose (bit j of a[i] <-> bit i of a[j]) by swapping ever
 // smaller off-diagonal blocks: 6 rounds of 32 word pairs instead of 4096 single bits.
@@ -41,28 +24,23 @@ void transpose64(uint64_t a[64]) {
 }  // namespace
 
 void pack_nhwc(const float *x, int64_t pixels, int64_t channels, uint64_t *out) {
+    const KernelTable &kt = active_kernels();
     const int64_t words = words_for(channels);
-    for (int64_t p = 0; p < pixels; ++p)
-        for (int64_t wd = 0; wd < words; ++wd)
-            out[p * words + wd] =
-                sign_mask(x + p * channels + wd * 64, std::min<int64_t>(64, channels - wd * 64));
+    for (int64_t p = 0; p < pixels; ++p) kt.sign_masks(x + p * channels, channels, out + p * words);
 }
 
 // 64 channels at a time: each channel plane is read sequentially into sign masks of 64 pixels,
 // then a bit transpose per 64-pixel column turns 64 masks into one word per pixel.
 void pack_nchw(const float *x, int64_t n, int64_t channels, int64_t hw, uint64_t *out) {
+    const KernelTable &kt = active_kernels();
     const int64_t words = words_for(channels), columns = (hw + 63) / 64;
     std::vector<uint64_t> masks(static_cast<size_t>(64 * columns));
     uint64_t tile[64];
     for (int64_t b = 0; b < n; ++b)
         for (int64_t wd = 0; wd < words; ++wd) {
             const int64_t nc = std::min<int64_t>(64, channels - wd * 64);
-            for (int64_t c = 0; c < nc; ++c) {
-                const float *plane = x + (b * channels + wd * 64 + c) * hw;
-                for (int64_t col = 0; col < columns; ++col)
-                    masks[c * columns + col] =
-                        sign_mask(plane + col * 64, std::min<int64_t>(64, hw - col * 64));
-            }
+            for (int64_t c = 0; c < nc; ++c)
+                kt.sign_masks(x + (b * channels + wd * 64 + c) * hw, hw, &masks[c * columns]);
             for (int64_t col = 0; col < columns; ++col) {
                 for (int64_t c = 0; c < 64; ++c) tile[c] = c < nc ? masks[c * columns + col] : 0;
                 transpose64(tile);
