@@ -123,6 +123,35 @@ def conv2d_float(
     )
 
 
+def conv2d_bn_residual(
+    x: np.ndarray,
+    weight: np.ndarray,
+    channels: int,
+    scale: np.ndarray,
+    bias: np.ndarray,
+    alpha: np.ndarray,
+    beta: np.ndarray,
+    residual: np.ndarray,
+    stride: Pair = 1,
+    padding: Pair = 0,
+    pad_value: int = 0,
+    threads: int = 1,
+    blocked: np.ndarray | None = None,
+) -> np.ndarray:
+    """fma(scale[c] * dot + bias[c], alpha[c], beta[c]) + residual, float32 (N, OH, OW, C_out):
+    conv2d_float's output through an eval BatchNorm (one fused multiply-add, as torch computes
+    it) and a residual add (float32 NHWC of the output's shape), in one pass."""
+    return ext.conv2d_bn_residual(
+        x, weight, int(channels), _pair(stride, "stride"), _pair(padding, "padding"),
+        _pad_value(pad_value), scale, bias, alpha, beta, residual, int(threads), blocked,
+    )
+
+
+def fma_channels(y: np.ndarray, alpha: np.ndarray, beta: np.ndarray) -> np.ndarray:
+    """fma(y[i, c], alpha[c], beta[c]) on float32 (N, C): conv2d_bn_residual's BatchNorm step."""
+    return ext.fma_channels(y, alpha, beta)
+
+
 def conv2d_bits(
     x: np.ndarray,
     weight: np.ndarray,

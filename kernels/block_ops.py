@@ -4,7 +4,9 @@ convs with RSign thresholds, and RPReLU.
 A block op is a composite: named chains of existing ops (binary convs here, BatchNorm, pooling,
 1x1 shortcut convs and activations from float_ops) that its `forward` wires exactly as the torch
 block's forward does. The float parts call the same torch functions on the same values, and the
-binary convs produce exact dots, so bits and logits match torch (see tests/test_kernels_*).
+binary convs produce exact dots, so bits and logits match torch (see tests/test_kernels_*). The
+one exception, a Bi-Real unit's BatchNorm and residual add fused into its conv's output pass, is
+used only where it was checked at load to give torch's values on every output the conv can make.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from .binary_ops import (
 )
 from .compiler import _flatten
 from .errors import UnsupportedLayerError
-from .float_ops import FloatOp
+from .float_ops import BatchNormOp, FloatOp
 from .graph import OPS, Bits, Encoding, Op, Value, as_float, pair, register_op, to_numpy
 
 
@@ -91,14 +93,58 @@ class BinaryConvOp(Op):
         """The binary input: bit = (x - alpha_c) < 0, i.e. torch's sign of the conv's input."""
         return self.packer.run(x, 1)
 
-    def run(self, x: Value, threads: int) -> torch.Tensor:
+    def _bits(self, x: Value) -> np.ndarray:
         bits = x if isinstance(x, Bits) else self.pack(x)
         if bits.channels != self.c_in:
             raise ValueError(f"{self.name}: expects {self.c_in} channels, got {bits.channels}")
-        y = bitops.conv2d_float(bits.data, self.weight, self.c_in, self.scale, self.bias,
+        return bits.data
+
+    def run(self, x: Value, threads: int) -> torch.Tensor:
+        y = bitops.conv2d_float(self._bits(x), self.weight, self.c_in, self.scale, self.bias,
                                 self.stride, self.padding, self.pad_value, threads,
                                 blocked=self.blocked)
         return torch.from_numpy(y).permute(0, 3, 1, 2)  # NCHW view of the NHWC result
+
+    def run_bn_residual(self, x: Value, bn: tuple[np.ndarray, np.ndarray],
+                        residual: torch.Tensor, threads: int) -> torch.Tensor:
+        """fma(run(x), alpha_c, beta_c) + residual in one kernel pass; bn = (alpha, beta) from
+        fused_batchnorm, residual NCHW of the output's shape."""
+        # No copy when residual is an NHWC buffer; else numpy transposes faster than torch.
+        nhwc = np.ascontiguousarray(residual.to(torch.float32).numpy().transpose(0, 2, 3, 1))
+        y = bitops.conv2d_bn_residual(self._bits(x), self.weight, self.c_in, self.scale,
+                                      self.bias, *bn, nhwc, self.stride, self.padding,
+                                      self.pad_value, threads, blocked=self.blocked)
+        return torch.from_numpy(y).permute(0, 3, 1, 2)
+
+    def fused_batchnorm(self, bn: BatchNormOp) -> tuple[np.ndarray, np.ndarray] | None:
+        """Per-channel (alpha, beta) with fma(y, alpha_c, beta_c) equal, bit for bit, to torch's
+        eval BatchNorm `bn` of every value y this conv can output; None if there are none.
+
+        torch computes eval BatchNorm as one multiply-add per value with its own rounding of
+        alpha = weight * invstd and beta = bias - mean * alpha. Rather than re-derive that, probe
+        it: beta = BN(0), and BN(2^k) - beta = 2^k * alpha exactly once |beta| is under half an
+        ulp of 2^k * alpha. Then check fma on every output scale * d + bias (dot d in [-K, K],
+        rounded as the kernel rounds it), so exactness never rests on the probe.
+        """
+        c, fan_in = self.c_out, self.c_in * self.kernel[0] * self.kernel[1]
+
+        def norm(values: torch.Tensor) -> torch.Tensor:  # (C, L) as a (1, C, L, 1) NCHW map
+            return bn.forward(values.reshape(1, c, -1, 1)).reshape(c, -1)
+
+        beta = norm(torch.zeros(c))[:, 0]
+        weight = bn.weight if bn.weight is not None else torch.ones(c)
+        estimate = (weight.double() * torch.rsqrt(bn.running_var.double() + bn.eps)).abs()
+        # 2^k |alpha| >= 2^27 |beta| puts beta under half an ulp of 2^k alpha.
+        k = torch.ceil(torch.log2(beta.double().abs() / estimate)) + 27
+        power = torch.pow(2.0, torch.nan_to_num(k, nan=0.0, posinf=126.0).clamp(0, 126)).float()
+        alpha = (norm(power)[:, 0] - beta) / power
+        dots = torch.arange(-fan_in, fan_in + 1, dtype=torch.float32)
+        y = dots * torch.from_numpy(self.scale).view(-1, 1) + torch.from_numpy(
+            self.bias).view(-1, 1)  # (C, 2K + 1) outputs, the kernel's multiply then add
+        got = bitops.fma_channels(y.T.contiguous().numpy(), alpha.numpy(), beta.numpy())
+        if not np.array_equal(got.T.view(np.int32), norm(y).numpy().view(np.int32)):
+            return None
+        return alpha.numpy(), beta.numpy()
 
     def macs(self, in_shape: tuple[int, ...], out_shape: tuple[int, ...]) -> tuple[int, int]:
         return _prod(out_shape) * self.c_in * self.kernel[0] * self.kernel[1], 0
@@ -246,14 +292,30 @@ class ResNetBlockOp(BlockOp):
 
 @register_op
 class BiRealBlockOp(BlockOp):
-    """BiRealBlock: act(bn(conv(x)) + shortcut(x))."""
+    """BiRealBlock: act(bn(conv(x)) + shortcut(x)).
+
+    With no activation (Bi-Real's own unit), BatchNorm and the add run in the conv's output
+    pass when fused_batchnorm proves the fused arithmetic equals torch's; otherwise, and for
+    other activations, the chains run as the torch block does.
+    """
 
     kind = "bireal_block"
     handles = ("BiRealBlock",)
     parts = ("conv", "bn", "shortcut", "act")
 
+    def __init__(self, name: str, params: dict[str, Any], tensors: dict[str, np.ndarray]) -> None:
+        super().__init__(name, params, tensors)
+        conv, bn, act = self.chains["conv"], self.chains["bn"], self.chains["act"]
+        self.fused = None
+        if (len(conv) == len(bn) == 1 and not act and isinstance(conv[0], BinaryConvOp)
+                and isinstance(bn[0], BatchNormOp)):
+            self.fused = conv[0].fused_batchnorm(bn[0])
+
     def forward(self, x: Value) -> Value:
         x = as_float(x)
+        if self.fused is not None:
+            return self.chains["conv"][0].run_bn_residual(
+                x, self.fused, self.chain("shortcut", x), self.threads)
         y = self.chain("bn", self.chain("conv", x))
         return self.chain("act", _residual(y, self.chain("shortcut", x), x))
 

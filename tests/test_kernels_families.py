@@ -14,7 +14,8 @@ from torch import nn
 
 import kernels
 import spaces
-from kernels.block_ops import BinaryConvOp
+from kernels.block_ops import BinaryConvOp, BiRealBlockOp
+from kernels.float_ops import BatchNormOp
 from kernels.graph import Bits
 from spaces.quantizers import Quantizer
 
@@ -200,6 +201,31 @@ def test_block_ops_save_and_load(family: str, tmp_path: Path) -> None:
     assert loaded.layers_info() == packed.layers_info()
     info = {row.name: row for row in packed.layers_info()}
     assert info["body.0"].binary_macs > 0 and info["body.0"].kind.endswith("_block")
+
+
+@pytest.mark.parametrize("downsample", ["avgpool_conv", "strided_conv"])
+def test_bireal_batchnorm_and_add_run_fused(downsample, monkeypatch, tmp_path) -> None:
+    """Bi-Real units without an activation run BN and the add in the conv's output pass, bit
+    exact with identity and downsampling shortcuts, and again after a save and load."""
+    model = family_model("bireal", seed=6, activation="none", downsample=downsample)
+    packed = assert_matches_torch(model, monkeypatch)
+    blocks = [op for op in packed.ops if isinstance(op, BiRealBlockOp)]
+    assert len(blocks) == 6 and all(op.fused is not None for op in blocks)
+    packed.save(tmp_path / "m.bnnx")
+    loaded = kernels.load(tmp_path / "m.bnnx")
+    assert all(op.fused is not None for op in loaded.ops if isinstance(op, BiRealBlockOp))
+    x = sample()
+    np.testing.assert_array_equal(loaded(x), packed(x))
+
+
+def test_bireal_batchnorm_not_reproduced_stays_composite(monkeypatch) -> None:
+    """A BatchNorm whose torch output no fma(y, alpha, beta) gives keeps the torch chain."""
+    forward = BatchNormOp.forward
+    monkeypatch.setattr(BatchNormOp, "forward", lambda self, x: torch.nextafter(
+        forward(self, x), torch.tensor(float("inf"))))
+    packed = kernels.compile(family_model("bireal", seed=6, activation="none"), SHAPE)
+    blocks = [op for op in packed.ops if isinstance(op, BiRealBlockOp)]
+    assert blocks and all(op.fused is None for op in blocks)
 
 
 def test_block_macs_count_every_binary_conv() -> None:

@@ -2,7 +2,8 @@
 
 Random geometry (channels off multiples of 8/64, odd sizes, kernel 1/3/5, stride 1/2, padding up
 to past kernel // 2, pad_value 0/+-1, batch, threads) for each output form: int dots, packed
-threshold bits and float scale * dot + bias (float32 multiply then add, so equal bits too).
+threshold bits, float scale * dot + bias (float32 multiply then add, so equal bits too) and that
+followed by a fused multiply-add BatchNorm and a residual add.
 BNNX_FUZZ_CASES sets the number of cases (default 240; `make fuzz` runs 10,000). Paths this CPU
 lacks are not listed by available_isas, so they are skipped rather than failed.
 """
@@ -55,6 +56,13 @@ def check_conv(seed: int, geometry: dict | None = None) -> None:
     bias = rng.normal(size=c["c_out"]).astype(np.float32)
     expected_bits = apply_thresholds(dots, threshold, direction)
     expected_float = scale * dots.astype(np.float32) + bias
+    # BatchNorm and residual add after the float output: a scalar std::fma as the reference.
+    alpha = rng.normal(size=c["c_out"]).astype(np.float32)
+    beta = rng.normal(size=c["c_out"]).astype(np.float32)
+    residual = rng.normal(size=expected_float.shape).astype(np.float32)
+    flat = np.ascontiguousarray(expected_float).reshape(-1, c["c_out"])
+    expected_bn = bitops.fma_channels(flat, alpha, beta)
+    expected_bn = expected_bn.reshape(expected_float.shape) + residual
 
     bits_in, wp = kernels.pack_nchw(x), kernels.pack_weight(wt)
     blocked = bitops.block_weight(wp) if rng.random() < 0.5 else None
@@ -71,6 +79,9 @@ def check_conv(seed: int, geometry: dict | None = None) -> None:
             assert tail == 0 or not (got[..., -1] >> np.uint64(tail)).any(), where
             got = kernels.conv2d_float(bits_in, wp, c["c_in"], scale, bias, *geo)
             np.testing.assert_array_equal(got, expected_float, err_msg=where)
+            got = kernels.conv2d_bn_residual(bits_in, wp, c["c_in"], scale, bias, alpha, beta,
+                                             residual, *geo)
+            np.testing.assert_array_equal(got, expected_bn, err_msg=where)
 
 
 def check_linear(seed: int) -> None:

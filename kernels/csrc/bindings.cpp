@@ -312,6 +312,45 @@ NB_MODULE(_bnnx_kernels, m) {
        nb::arg("threads") = 1, nb::arg("blocked") = nb::none(),
        "Binary conv2d -> float32 NHWC scale * dot + bias.");
 
+    m.def("conv2d_bn_residual", [](const Array &x, const Array &w, int64_t channels, Pair stride,
+                                   Pair padding, int pad_value, const Array &scale,
+                                   const Array &bias, const Array &alpha, const Array &beta,
+                                   const Array &residual, int threads, const Optional &blocked) {
+        ConvArgs a = conv_args(x, w, channels, stride, padding, pad_value, threads, blocked);
+        const float *s = per_channel<float>(scale, "scale", a.g.c_out);
+        const float *b = per_channel<float>(bias, "bias", a.g.c_out);
+        const float *al = per_channel<float>(alpha, "alpha", a.g.c_out);
+        const float *be = per_channel<float>(beta, "beta", a.g.c_out);
+        const float *r = checked<float>(residual, "residual", 4, "float NHWC");
+        const std::vector<size_t> shape = {size_t(a.g.n), size_t(a.g.out_h()),
+                                           size_t(a.g.out_w()), size_t(a.g.c_out)};
+        for (size_t i = 0; i < 4; ++i)
+            if (residual.shape(i) != shape[i])
+                value_error("residual has shape " + shape_str(residual) +
+                            ", expected the output's (N, OH, OW, C_out)");
+        auto out = new_array<float>(shape, false);
+        {
+            nb::gil_scoped_release release;
+            conv2d_bn_residual(a.g, a.x, a.wb.data, s, b, al, be, r, out.data(), threads);
+        }
+        return out;
+    }, nb::arg("x"), nb::arg("weight"), nb::arg("channels"), nb::arg("stride"),
+       nb::arg("padding"), nb::arg("pad_value"), nb::arg("scale"), nb::arg("bias"),
+       nb::arg("alpha"), nb::arg("beta"), nb::arg("residual"), nb::arg("threads") = 1,
+       nb::arg("blocked") = nb::none(),
+       "Binary conv2d -> float32 NHWC fma(scale * dot + bias, alpha, beta) + residual.");
+
+    m.def("fma_channels", [](const Array &y, const Array &alpha, const Array &beta) {
+        const float *p = checked<float>(y, "y", 2, "(N, C)");
+        const int64_t n = dim(y, 0), c = dim(y, 1);
+        const float *al = per_channel<float>(alpha, "alpha", c);
+        const float *be = per_channel<float>(beta, "beta", c);
+        auto out = new_array<float>({size_t(n), size_t(c)}, false);
+        fma_channels(p, n, c, al, be, out.data());
+        return out;
+    }, nb::arg("y"), nb::arg("alpha"), nb::arg("beta"),
+       "fma(y[i, c], alpha[c], beta[c]): conv2d_bn_residual's BatchNorm step on given values.");
+
     m.def("conv2d_bits", [](const Array &x, const Array &w, int64_t channels, Pair stride,
                             Pair padding, int pad_value, const Array &threshold,
                             const Array &direction, int threads, const Optional &blocked) {

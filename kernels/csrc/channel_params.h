@@ -11,7 +11,7 @@ namespace bnnx {
 
 struct ChannelParams {
     int64_t c_out = 0;
-    std::vector<float> scale, bias;
+    std::vector<float> scale, bias, alpha, beta;
     std::vector<int32_t> threshold;
     std::vector<uint8_t> dir_pos;  // bit l of entry b: direction of channel 8 b + l is +1
 
@@ -22,6 +22,17 @@ struct ChannelParams {
         p.bias.assign(bias, bias + c_out);
         p.scale.resize(static_cast<size_t>(blocks_for(c_out) * kBlock), 0.0f);
         p.bias.resize(p.scale.size(), 0.0f);
+        return p;
+    }
+
+    // The affine output followed by a BatchNorm fma(y, alpha, beta).
+    static ChannelParams batchnorm(int64_t c_out, const float *scale, const float *bias,
+                                   const float *alpha, const float *beta) {
+        ChannelParams p = affine(c_out, scale, bias);
+        p.alpha.assign(alpha, alpha + c_out);
+        p.beta.assign(beta, beta + c_out);
+        p.alpha.resize(p.scale.size(), 0.0f);
+        p.beta.resize(p.scale.size(), 0.0f);
         return p;
     }
 
@@ -44,6 +55,8 @@ struct ChannelParams {
         o.c_out = c_out;
         o.scale = scale.data();
         o.bias = bias.data();
+        o.alpha = alpha.data();
+        o.beta = beta.data();
         o.threshold = threshold.data();
         o.dir_pos = dir_pos.data();
         return o;

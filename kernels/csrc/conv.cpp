@@ -7,6 +7,7 @@
 // added back exactly as a per-channel correction (zero for pad_value 0).
 #include <algorithm>
 #include <array>
+#include <cmath>
 #include <utility>
 #include <vector>
 
@@ -123,6 +124,7 @@ void conv2d_tiles(const ConvGeometry &g, const uint64_t *x, const uint64_t *wb, 
                 t.tiles = done == 0 ? pixels / t.mr : 1;
                 t.a = a + done * t.a_pixel_stride;
                 o.out = static_cast<char *>(proto.out) + (first + done * step) * out_pixel_elems;
+                if (proto.residual) o.residual = proto.residual + (first + done * step) * g.c_out;
                 kt.bconv_tile(t, o);
                 done += t.tiles * t.mr;
             }
@@ -190,6 +192,24 @@ void conv2d_float(const ConvGeometry &g, const uint64_t *x, const uint64_t *wb,
     o.out = out;
     o.pixel_stride = g.c_out;
     conv2d_tiles(g, x, wb, o, g.c_out * sizeof(float), threads);
+}
+
+void conv2d_bn_residual(const ConvGeometry &g, const uint64_t *x, const uint64_t *wb,
+                        const float *scale, const float *bias, const float *alpha,
+                        const float *beta, const float *residual, float *out, int threads) {
+    const ChannelParams p = ChannelParams::batchnorm(g.c_out, scale, bias, alpha, beta);
+    TileOut o = p.out(OutKind::bn_residual);
+    o.out = out;
+    o.residual = residual;
+    o.pixel_stride = g.c_out;
+    conv2d_tiles(g, x, wb, o, g.c_out * sizeof(float), threads);
+}
+
+void fma_channels(const float *y, int64_t n, int64_t c_out, const float *alpha, const float *beta,
+                  float *out) {
+    for (int64_t i = 0; i < n; ++i)
+        for (int64_t c = 0; c < c_out; ++c)
+            out[i * c_out + c] = std::fma(y[i * c_out + c], alpha[c], beta[c]);
 }
 
 void conv2d_bits(const ConvGeometry &g, const uint64_t *x, const uint64_t *wb,

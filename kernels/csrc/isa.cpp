@@ -14,7 +14,8 @@ bool supported(const KernelTable &table) {
         return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
                __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq") &&
                __builtin_cpu_supports("avx512vpopcntdq");
-    if (&table == &isa::avx2) return __builtin_cpu_supports("avx2");
+    if (&table == &isa::avx2)
+        return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
 #endif
     (void)table;
     return true;

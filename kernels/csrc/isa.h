@@ -35,21 +35,25 @@ struct Tile {
     int64_t tiles;
 };
 
-enum class OutKind : int { dots, floats, bits };
+enum class OutKind : int { dots, floats, bits, bn_residual };
 
 // The fused epilogue: dot = base - 2 * pc + corr[c] (corr: padded taps, may be null), then
 //   dots:   out[c] = dot (int32)
 //   floats: out[c] = scale[c] * dot + bias[c] (multiply, then add: no FMA, identical everywhere)
 //   bits:   bit c = dot >= threshold[c] if bit (c % 8) of dir_pos[c / 8] is set, else
 //           dot <= threshold[c]; written as byte c / 8 of the packed output (bits >= C_out are 0).
-// Per-channel arrays are padded to a multiple of 8. `out` points at the tile's first pixel;
-// pixel i is at out + i * pixel_stride, in elements (int32 / float) or bytes (bits).
+//   bn_residual: out[c] = fma(scale[c] * dot + bias[c], alpha[c], beta[c]) + residual[c], the
+//           floats output, then an eval BatchNorm as torch computes it (one fused multiply-add)
+//           and a residual add; residual[c] is read at the same offsets as out[c].
+// Per-channel arrays are padded to a multiple of 8. `out` (and `residual`) point at the tile's
+// first pixel; pixel i is at out + i * pixel_stride, in elements (int32 / float) or bytes (bits).
 struct TileOut {
     OutKind kind;
     int64_t c_out;
     int32_t base;
     const int32_t *corr;
     const float *scale, *bias;
+    const float *alpha, *beta, *residual;
     const int32_t *threshold;
     const uint8_t *dir_pos;
     void *out;

@@ -1,7 +1,7 @@
-// AVX2 (Haswell, Zen 1 and later) without a vector popcount: Mula's nibble lookup. Each byte's
+// AVX2 and FMA (Haswell, Zen 1 and later) without a vector popcount: Mula's nibble lookup. Each byte's
 // two nibbles index a 16-entry table with vpshufb; byte counts (at most 8 per word) pile up in
 // byte lanes for up to 31 words, then vpsadbw folds them into 64-bit lanes. This file alone is
-// compiled with -mavx2 (CMakeLists.txt) and only entered after cpuid reported AVX2.
+// compiled with -mavx2 -mfma (CMakeLists.txt) and only entered after cpuid reported both.
 #include <immintrin.h>
 
 #include <algorithm>
@@ -37,7 +37,7 @@ struct Popcount {
 template <OutKind KIND>
 struct BlockOut {
     int64_t c0;
-    __m256i e;       // bits: the pc limit; dots and floats: base + corr
+    __m256i e;       // bits: the pc limit; other kinds: base + corr
     __m256i lanes;   // all ones on channels < C_out
     int unflip = 0;  // bits: channels < C_out with direction +1
 
@@ -70,12 +70,15 @@ struct BlockOut {
         const __m256i dot = _mm256_sub_epi32(e, _mm256_slli_epi32(pc, 1));
         if (KIND == OutKind::dots) {
             _mm256_maskstore_epi32(static_cast<int32_t *>(o.out) + at + c0, lanes, dot);
-        } else {
-            const __m256 prod =
-                _mm256_mul_ps(_mm256_loadu_ps(o.scale + c0), _mm256_cvtepi32_ps(dot));
-            _mm256_maskstore_ps(static_cast<float *>(o.out) + at + c0, lanes,
-                                _mm256_add_ps(prod, _mm256_loadu_ps(o.bias + c0)));
+            return;
         }
+        const __m256 prod = _mm256_mul_ps(_mm256_loadu_ps(o.scale + c0), _mm256_cvtepi32_ps(dot));
+        __m256 y = _mm256_add_ps(prod, _mm256_loadu_ps(o.bias + c0));
+        if (KIND == OutKind::bn_residual)
+            y = _mm256_add_ps(
+                _mm256_fmadd_ps(y, _mm256_loadu_ps(o.alpha + c0), _mm256_loadu_ps(o.beta + c0)),
+                _mm256_maskload_ps(o.residual + at + c0, lanes));
+        _mm256_maskstore_ps(static_cast<float *>(o.out) + at + c0, lanes, y);
     }
 };
 
@@ -142,6 +145,7 @@ void bconv_ukernel_4x8__avx2(const Tile &tile, const TileOut &out) {
         case OutKind::dots: return tile_kind<OutKind::dots>(tile, out);
         case OutKind::floats: return tile_kind<OutKind::floats>(tile, out);
         case OutKind::bits: return tile_kind<OutKind::bits>(tile, out);
+        case OutKind::bn_residual: return tile_kind<OutKind::bn_residual>(tile, out);
     }
 }
 

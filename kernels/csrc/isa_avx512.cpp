@@ -23,7 +23,7 @@ namespace {
 template <OutKind KIND, int NR>
 struct Epilogue {
     __m512i e[NR];       // bits: the pc limit, -1 on channels >= C_out; else base + corr
-    __mmask8 lanes[NR];  // dots and floats: channels < C_out
+    __mmask8 lanes[NR];  // channels < C_out (all kinds but bits)
     uint64_t flip = 0;   // bits: byte j = block j's channels with direction -1 (< C_out)
     int64_t block0;      // the first block; its bits are byte block0 of a pixel
 
@@ -62,12 +62,16 @@ struct Epilogue {
             if (KIND == OutKind::dots) {
                 _mm256_mask_storeu_epi32(static_cast<int32_t *>(o.out) + at + c, lanes[j],
                                          _mm512_cvtepi64_epi32(dot));
-            } else {
-                const __m256 prod =
-                    _mm256_mul_ps(_mm256_loadu_ps(o.scale + c), _mm512_cvtepi64_ps(dot));
-                _mm256_mask_storeu_ps(static_cast<float *>(o.out) + at + c, lanes[j],
-                                      _mm256_add_ps(prod, _mm256_loadu_ps(o.bias + c)));
+                continue;
             }
+            const __m256 prod =
+                _mm256_mul_ps(_mm256_loadu_ps(o.scale + c), _mm512_cvtepi64_ps(dot));
+            __m256 y = _mm256_add_ps(prod, _mm256_loadu_ps(o.bias + c));
+            if (KIND == OutKind::bn_residual)
+                y = _mm256_add_ps(
+                    _mm256_fmadd_ps(y, _mm256_loadu_ps(o.alpha + c), _mm256_loadu_ps(o.beta + c)),
+                    _mm256_maskz_loadu_ps(lanes[j], o.residual + at + c));
+            _mm256_mask_storeu_ps(static_cast<float *>(o.out) + at + c, lanes[j], y);
         }
     }
 };
@@ -116,10 +120,11 @@ constexpr auto table_of(std::integer_sequence<int, MR...>) {
 }
 
 // kUkernels[kind][mr - 1][nr - 1] is the MRx(8*NR) microkernel for that output kind.
-constexpr std::array<std::array<std::array<Ukernel, kNr>, kMr>, 3> kUkernels = {
+constexpr std::array<std::array<std::array<Ukernel, kNr>, kMr>, 4> kUkernels = {
     table_of<OutKind::dots>(std::make_integer_sequence<int, kMr>{}),
     table_of<OutKind::floats>(std::make_integer_sequence<int, kMr>{}),
-    table_of<OutKind::bits>(std::make_integer_sequence<int, kMr>{})};
+    table_of<OutKind::bits>(std::make_integer_sequence<int, kMr>{}),
+    table_of<OutKind::bn_residual>(std::make_integer_sequence<int, kMr>{})};
 
 void bconv_ukernel_6x32__avx512vpopcnt(const Tile &tile, const TileOut &out) {
     kUkernels[static_cast<int>(out.kind)][tile.mr - 1][tile.nr - 1](tile, out);

@@ -3,6 +3,7 @@
 // The SIMD tables keep this epilogue's arithmetic exactly (see TileOut in isa.h).
 #pragma once
 
+#include <cmath>
 #include <cstdint>
 
 #if defined(__SSE2__)
@@ -24,9 +25,13 @@ __attribute__((always_inline)) inline void epilogue(const TileOut &o, int64_t pi
         const int32_t dot = o.base - 2 * pc[l] + (o.corr ? o.corr[c] : 0);
         if (o.kind == OutKind::dots) {
             static_cast<int32_t *>(o.out)[pixel * o.pixel_stride + c] = dot;
-        } else if (o.kind == OutKind::floats) {
+        } else if (o.kind == OutKind::floats || o.kind == OutKind::bn_residual) {
             const float prod = o.scale[c] * static_cast<float>(dot);
-            static_cast<float *>(o.out)[pixel * o.pixel_stride + c] = prod + o.bias[c];
+            float y = prod + o.bias[c];
+            const int64_t at = pixel * o.pixel_stride + c;
+            if (o.kind == OutKind::bn_residual)
+                y = std::fma(y, o.alpha[c], o.beta[c]) + o.residual[at];
+            static_cast<float *>(o.out)[at] = y;
         } else {
             const bool up = (o.dir_pos[c0 / kBlock] >> l) & 1u;
             byte |= unsigned(up ? dot >= o.threshold[c] : dot <= o.threshold[c]) << l;

@@ -37,6 +37,15 @@ void conv2d_dots(const ConvGeometry &g, const uint64_t *x, const uint64_t *wb, i
 // out = scale[co] * dot + bias[co], NHWC float32.
 void conv2d_float(const ConvGeometry &g, const uint64_t *x, const uint64_t *wb, const float *scale,
                   const float *bias, float *out, int threads);
+// out = fma(scale[co] * dot + bias[co], alpha[co], beta[co]) + residual, NHWC float32: the float
+// output, an eval BatchNorm as torch computes it and a residual add (residual: NHWC like out).
+void conv2d_bn_residual(const ConvGeometry &g, const uint64_t *x, const uint64_t *wb,
+                        const float *scale, const float *bias, const float *alpha,
+                        const float *beta, const float *residual, float *out, int threads);
+// out[i, c] = fma(y[i, c], alpha[c], beta[c]) for n rows of c_out floats: the BatchNorm step of
+// conv2d_bn_residual, on given values.
+void fma_channels(const float *y, int64_t n, int64_t c_out, const float *alpha, const float *beta,
+                  float *out);
 // Packed NHWC bits over C_out: bit = direction[co] > 0 ? dot >= threshold[co]
 //                                                      : dot <= threshold[co].
 void conv2d_bits(const ConvGeometry &g, const uint64_t *x, const uint64_t *wb,
