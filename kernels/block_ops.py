@@ -123,26 +123,33 @@ class BinaryConvOp(Op):
         torch computes eval BatchNorm as one multiply-add per value with its own rounding of
         alpha = weight * invstd and beta = bias - mean * alpha. Rather than re-derive that, probe
         it: beta = BN(0), and BN(2^k) - beta = 2^k * alpha exactly once |beta| is under half an
-        ulp of 2^k * alpha. Then check fma on every output scale * d + bias (dot d in [-K, K],
-        rounded as the kernel rounds it), so exactness never rests on the probe.
+        ulp of 2^k * alpha. Then check fma on every output scale * d + bias (every reachable dot
+        d in [-K, K], rounded as the kernel rounds it), so exactness never rests on the probe.
         """
         c, fan_in = self.c_out, self.c_in * self.kernel[0] * self.kernel[1]
 
-        def norm(values: torch.Tensor) -> torch.Tensor:  # (C, L) as a (1, C, L, 1) NCHW map
-            return bn.forward(values.reshape(1, c, -1, 1)).reshape(c, -1)
+        def norm(values: torch.Tensor) -> torch.Tensor:
+            """BN of (L, C) values, seen as an (1, C, L, 1) channels-last map (the layout the
+            block's maps have at run time): (L, C) out, all contiguous, no transposes."""
+            rows = values.reshape(-1, c)
+            out = bn.forward(rows.view(1, -1, 1, c).permute(0, 3, 1, 2))
+            return out.permute(0, 2, 3, 1).reshape(-1, c)
 
-        beta = norm(torch.zeros(c))[:, 0]
+        beta = norm(torch.zeros(c))[0]
         weight = bn.weight if bn.weight is not None else torch.ones(c)
         estimate = (weight.double() * torch.rsqrt(bn.running_var.double() + bn.eps)).abs()
         # 2^k |alpha| >= 2^27 |beta| puts beta under half an ulp of 2^k alpha.
         k = torch.ceil(torch.log2(beta.double().abs() / estimate)) + 27
         power = torch.pow(2.0, torch.nan_to_num(k, nan=0.0, posinf=126.0).clamp(0, 126)).float()
-        alpha = (norm(power)[:, 0] - beta) / power
-        dots = torch.arange(-fan_in, fan_in + 1, dtype=torch.float32)
-        y = dots * torch.from_numpy(self.scale).view(-1, 1) + torch.from_numpy(
-            self.bias).view(-1, 1)  # (C, 2K + 1) outputs, the kernel's multiply then add
-        got = bitops.fma_channels(y.T.contiguous().numpy(), alpha.numpy(), beta.numpy())
-        if not np.array_equal(got.T.view(np.int32), norm(y).numpy().view(np.int32)):
+        alpha = (norm(power)[0] - beta) / power
+        # A dot sums C_in * (taps inside the map) terms of +-1, or all K with +-1 padding: its
+        # parity is K's whenever C_in is even or no tap is zero, so only every other d occurs.
+        step = 2 if self.c_in % 2 == 0 or self.pad_value != 0 else 1
+        dots = torch.arange(-fan_in, fan_in + 1, step, dtype=torch.float32).view(-1, 1)
+        y = dots * torch.from_numpy(self.scale) + torch.from_numpy(
+            self.bias)  # (2K + 1, C) outputs, the kernel's multiply then add
+        got = bitops.fma_channels(y.numpy(), alpha.numpy(), beta.numpy())
+        if not np.array_equal(got.view(np.int32), norm(y).numpy().view(np.int32)):
             return None
         return alpha.numpy(), beta.numpy()
 
