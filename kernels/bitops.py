@@ -99,8 +99,7 @@ def conv2d_dots(
 ) -> np.ndarray:
     """Exact integer dots of a binary conv, int32 (N, OH, OW, C_out)."""
     return ext.conv2d_dots(
-        x, weight, int(channels), _pair(stride, "stride"), _pair(padding, "padding"),
-        _pad_value(pad_value), int(threads), blocked,
+        x, weight, int(channels), *_geometry(stride, padding, pad_value), int(threads), blocked,
     )
 
 
@@ -115,40 +114,26 @@ def conv2d_float(
     pad_value: int = 0,
     threads: int = 1,
     blocked: np.ndarray | None = None,
+    *,
+    batchnorm: tuple[np.ndarray, np.ndarray] | None = None,
+    residual: np.ndarray | None = None,
 ) -> np.ndarray:
-    """scale[c] * dot + bias[c], float32 (N, OH, OW, C_out)."""
-    return ext.conv2d_float(
-        x, weight, int(channels), _pair(stride, "stride"), _pair(padding, "padding"),
-        _pad_value(pad_value), scale, bias, int(threads), blocked,
-    )
+    """scale[c] * dot + bias[c], float32 (N, OH, OW, C_out).
 
-
-def conv2d_bn_residual(
-    x: np.ndarray,
-    weight: np.ndarray,
-    channels: int,
-    scale: np.ndarray,
-    bias: np.ndarray,
-    alpha: np.ndarray,
-    beta: np.ndarray,
-    residual: np.ndarray,
-    stride: Pair = 1,
-    padding: Pair = 0,
-    pad_value: int = 0,
-    threads: int = 1,
-    blocked: np.ndarray | None = None,
-) -> np.ndarray:
-    """fma(scale[c] * dot + bias[c], alpha[c], beta[c]) + residual, float32 (N, OH, OW, C_out):
-    conv2d_float's output through an eval BatchNorm (one fused multiply-add, as torch computes
-    it) and a residual add (float32 NHWC of the output's shape), in one pass."""
-    return ext.conv2d_bn_residual(
-        x, weight, int(channels), _pair(stride, "stride"), _pair(padding, "padding"),
-        _pad_value(pad_value), scale, bias, alpha, beta, residual, int(threads), blocked,
-    )
+    With `batchnorm` = (alpha, beta) and `residual` (float32 NHWC of the output's shape), the
+    same pass goes on to fma(value, alpha[c], beta[c]) + residual: an eval BatchNorm as torch
+    computes it (one fused multiply-add) and a shortcut add.
+    """
+    args = (x, weight, int(channels), *_geometry(stride, padding, pad_value), scale, bias)
+    if (batchnorm is None) != (residual is None):
+        raise ValueError("conv2d_float: give batchnorm and residual together, or neither")
+    if batchnorm is None:
+        return ext.conv2d_float(*args, int(threads), blocked)
+    return ext.conv2d_bn_residual(*args, *batchnorm, residual, int(threads), blocked)
 
 
 def fma_channels(y: np.ndarray, alpha: np.ndarray, beta: np.ndarray) -> np.ndarray:
-    """fma(y[i, c], alpha[c], beta[c]) on float32 (N, C): conv2d_bn_residual's BatchNorm step."""
+    """fma(y[i, c], alpha[c], beta[c]) on float32 (N, C): conv2d_float's BatchNorm step."""
     return ext.fma_channels(y, alpha, beta)
 
 
@@ -166,8 +151,8 @@ def conv2d_bits(
 ) -> np.ndarray:
     """Packed output bits: 1 where direction * dot >= direction * threshold (see thresholds.py)."""
     return ext.conv2d_bits(
-        x, weight, int(channels), _pair(stride, "stride"), _pair(padding, "padding"),
-        _pad_value(pad_value), threshold, direction, int(threads), blocked,
+        x, weight, int(channels), *_geometry(stride, padding, pad_value), threshold,
+        direction, int(threads), blocked,
     )
 
 
@@ -200,6 +185,11 @@ def linear_float(x: np.ndarray, weight: np.ndarray, channels: int, scale: np.nda
                  blocked: np.ndarray | None = None) -> np.ndarray:
     """Binary linear on packed rows (N, C_words) x (C_out, C_words): scale * dot + bias."""
     return ext.linear_float(x, weight, int(channels), scale, bias, int(threads), blocked)
+
+
+def _geometry(stride: Pair, padding: Pair, pad_value: float) -> tuple:
+    """The (stride, padding, pad_value) arguments every conv entry point takes, checked."""
+    return _pair(stride, "stride"), _pair(padding, "padding"), _pad_value(pad_value)
 
 
 def _pad_value(value: float) -> int:

@@ -111,9 +111,9 @@ class BinaryConvOp(Op):
         fused_batchnorm, residual NCHW of the output's shape."""
         # No copy when residual is an NHWC buffer; else numpy transposes faster than torch.
         nhwc = np.ascontiguousarray(residual.to(torch.float32).numpy().transpose(0, 2, 3, 1))
-        y = bitops.conv2d_bn_residual(self._bits(x), self.weight, self.c_in, self.scale,
-                                      self.bias, *bn, nhwc, self.stride, self.padding,
-                                      self.pad_value, threads, blocked=self.blocked)
+        y = bitops.conv2d_float(self._bits(x), self.weight, self.c_in, self.scale, self.bias,
+                                self.stride, self.padding, self.pad_value, threads,
+                                blocked=self.blocked, batchnorm=bn, residual=nhwc)
         return torch.from_numpy(y).permute(0, 3, 1, 2)
 
     def fused_batchnorm(self, bn: BatchNormOp) -> tuple[np.ndarray, np.ndarray] | None:

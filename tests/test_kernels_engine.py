@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from forward_hooks import run_hooked
 from safetensors.numpy import save_file
 from torch import nn
 
@@ -60,15 +61,9 @@ def plain_model(seed: int = 0, in_channels: int = 3, image_size: int = 12,
 def block_inputs(model: BinaryNet, x: torch.Tensor) -> dict[int, torch.Tensor]:
     """torch's binarised activation at each body block's input."""
     seen: dict[int, torch.Tensor] = {}
-    hooks = [block.register_forward_pre_hook(
+    run_hooked(model, x, [block.register_forward_pre_hook(
         lambda _m, args, i=i: seen.__setitem__(i, torch.where(args[0] >= 0, 1.0, -1.0)))
-        for i, block in enumerate(model.body)]
-    try:
-        with torch.no_grad():
-            model(x)
-    finally:
-        for h in hooks:
-            h.remove()
+        for i, block in enumerate(model.body)])
     return seen
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from forward_hooks import run_hooked
 from torch import nn
 
 import kernels
@@ -69,14 +70,9 @@ def family_model(family: str, seed: int = 0, shape: tuple[int, ...] = SHAPE,
 def torch_binary_inputs(model: nn.Module, x: torch.Tensor) -> list[torch.Tensor]:
     """torch's +-1 input of every binary layer, in execution order."""
     seen: list[torch.Tensor] = []
-    hooks = [q.register_forward_hook(lambda _m, _a, out: seen.append(out.detach().clone()))
-             for q in model.modules() if isinstance(q, Quantizer) and q.kind == "activation"]
-    try:
-        with torch.no_grad():
-            model(x)
-    finally:
-        for h in hooks:
-            h.remove()
+    run_hooked(model, x, [
+        q.register_forward_hook(lambda _m, _a, out: seen.append(out.detach().clone()))
+        for q in model.modules() if isinstance(q, Quantizer) and q.kind == "activation"])
     return seen
 
 
@@ -254,13 +250,8 @@ def alphas_on_reachable_values(model: nn.Module, x: torch.Tensor, seed: int) -> 
     g = torch.Generator().manual_seed(seed)
     for q in [m for m in model.body.modules() if hasattr(m, "shifted")]:
         seen: list[torch.Tensor] = []
-        hook = q.register_forward_pre_hook(
-            lambda _m, args, seen=seen: seen.append(args[0].detach()))
-        try:
-            with torch.no_grad():
-                model(x)
-        finally:
-            hook.remove()
+        run_hooked(model, x, [q.register_forward_pre_hook(
+            lambda _m, args, seen=seen: seen.append(args[0].detach()))])
         values = seen[0].transpose(0, 1).flatten(1)  # (C, everything else)
         pick = torch.randint(values.shape[1], (values.shape[0],), generator=g)
         with torch.no_grad():

@@ -79,8 +79,8 @@ def check_conv(seed: int, geometry: dict | None = None) -> None:
             assert tail == 0 or not (got[..., -1] >> np.uint64(tail)).any(), where
             got = kernels.conv2d_float(bits_in, wp, c["c_in"], scale, bias, *geo)
             np.testing.assert_array_equal(got, expected_float, err_msg=where)
-            got = kernels.conv2d_bn_residual(bits_in, wp, c["c_in"], scale, bias, alpha, beta,
-                                             residual, *geo)
+            got = kernels.conv2d_float(bits_in, wp, c["c_in"], scale, bias, *geo,
+                                       batchnorm=(alpha, beta), residual=residual)
             np.testing.assert_array_equal(got, expected_bn, err_msg=where)
 
 

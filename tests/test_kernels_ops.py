@@ -232,6 +232,7 @@ def test_linear_float_matches_torch() -> None:
 X = np.zeros((1, 4, 4, 1), np.uint64)
 W = np.zeros((2, 3, 3, 1), np.uint64)
 TH, DIR = np.zeros(2, np.int32), np.ones(2, np.int8)
+ONES2 = np.ones(2, np.float32)
 
 
 @pytest.mark.parametrize(
@@ -259,6 +260,11 @@ TH, DIR = np.zeros(2, np.int32), np.ones(2, np.int8)
         (lambda: kernels.conv2d_bits(X, W, 3, TH.astype(np.float32), DIR), TypeError, "int32"),
         (lambda: kernels.conv2d_float(X, W, 3, np.ones(3, np.float32), np.ones(2, np.float32)),
          ValueError, "scale"),
+        (lambda: kernels.conv2d_float(X, W, 3, ONES2, ONES2, batchnorm=(ONES2, ONES2)),
+         ValueError, "batchnorm and residual together"),
+        (lambda: kernels.conv2d_float(X, W, 3, ONES2, ONES2, batchnorm=(ONES2, ONES2),
+                                      residual=np.zeros((1, 3, 3, 2), np.float32)),
+         ValueError, "residual"),
         (lambda: kernels.maxpool2d_bits(X, 5, 1, 0), ValueError, "larger than"),
         (lambda: kernels.maxpool2d_bits(X, 2, 2, 2), ValueError, "half the kernel"),
         (lambda: kernels.maxpool2d_float(X, 2), TypeError, "float32"),

@@ -387,29 +387,24 @@ NB_MODULE(_bnnx_kernels, m) {
     }, nb::arg("x"), nb::arg("kernel_size"), nb::arg("stride"), nb::arg("padding"),
        "Max-pool on packed bits (AND of the window).");
 
-    m.def("maxpool2d_float", [](const Array &x, Pair kernel, Pair stride, Pair padding) {
-        const float *p = checked<float>(x, "x", 4, "float NHWC");
-        PoolGeometry g = pool_geometry(x, kernel, stride, padding);
+    // Both float max-pools write NHWC; they differ in the input layout they read.
+    auto float_maxpool = [](const Array &x, Pair kernel, Pair stride, Pair padding, bool nchw) {
+        const float *p = checked<float>(x, "x", 4, nchw ? "float NCHW" : "float NHWC");
+        PoolGeometry g = pool_geometry(x, kernel, stride, padding, nchw);
         auto out = new_array<float>({size_t(g.n), size_t(g.out_h()), size_t(g.out_w()),
                                      size_t(g.c)}, false);
         {
             nb::gil_scoped_release release;
-            maxpool2d_float(g, p, out.data());
+            (nchw ? maxpool2d_float_nchw : maxpool2d_float)(g, p, out.data());
         }
         return out;
+    };
+    m.def("maxpool2d_float", [=](const Array &x, Pair kernel, Pair stride, Pair padding) {
+        return float_maxpool(x, kernel, stride, padding, false);
     }, nb::arg("x"), nb::arg("kernel_size"), nb::arg("stride"), nb::arg("padding"),
        "Max-pool on float32 NHWC.");
-
-    m.def("maxpool2d_float_nchw", [](const Array &x, Pair kernel, Pair stride, Pair padding) {
-        const float *p = checked<float>(x, "x", 4, "float NCHW");
-        PoolGeometry g = pool_geometry(x, kernel, stride, padding, true);
-        auto out = new_array<float>({size_t(g.n), size_t(g.out_h()), size_t(g.out_w()),
-                                     size_t(g.c)}, false);
-        {
-            nb::gil_scoped_release release;
-            maxpool2d_float_nchw(g, p, out.data());
-        }
-        return out;
+    m.def("maxpool2d_float_nchw", [=](const Array &x, Pair kernel, Pair stride, Pair padding) {
+        return float_maxpool(x, kernel, stride, padding, true);
     }, nb::arg("x"), nb::arg("kernel_size"), nb::arg("stride"), nb::arg("padding"),
        "Max-pool on float32 NCHW, written NHWC.");
 
