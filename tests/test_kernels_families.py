@@ -177,6 +177,23 @@ def test_imagenet_stem_is_bit_exact(family, stem, monkeypatch) -> None:
     assert_matches_torch(model, monkeypatch, shape=shape)
 
 
+@pytest.mark.parametrize("gammas", ["non-negative", "mixed"])
+def test_stem_pools_before_batchnorm_only_where_exact(gammas, monkeypatch) -> None:
+    """BN -> max-pool runs as max-pool -> BN (BN on a quarter of the map) when every gamma is
+    >= 0, since then BN is non-decreasing per channel; one negative gamma keeps torch's order."""
+    shape = (3, 29, 29)
+    model = family_model("bireal", seed=9, shape=shape, stem_layout="imagenet")
+    bn = model.stem[2]
+    assert isinstance(bn, nn.BatchNorm2d) and bool((bn.weight < 0).any())  # randomise's mix
+    if gammas == "non-negative":
+        with torch.no_grad():
+            bn.weight.abs_()
+    packed = assert_matches_torch(model, monkeypatch, shape=shape)
+    order = [row.name for row in packed.layers_info()][:4]
+    swapped = ["stem.0", "stem.1", "stem.3", "stem.2"]
+    assert order == (swapped if gammas == "non-negative" else sorted(swapped))
+
+
 @pytest.mark.parametrize("family", FAMILIES)
 @pytest.mark.parametrize("weights", ["xnor", "dorefa", "libra_pb"])
 def test_scaled_weights_match_logits(family, weights, monkeypatch) -> None:

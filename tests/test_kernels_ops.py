@@ -186,17 +186,22 @@ def test_maxpool_on_bits_is_sign_of_maxpool(kernel: int, stride: int, padding: i
                                   pooled.permute(0, 2, 3, 1).numpy())
 
 
+@pytest.mark.parametrize("isa", kernels.available_isas())
+@pytest.mark.parametrize("shape", [(2, 35, 9, 8), (1, 17, 11, 75)])
 @pytest.mark.parametrize("kernel,stride,padding", [(3, 2, 1), (2, 2, 0), (3, 1, 1), (3, 3, 1)])
 def test_maxpool_float_nchw_equals_torch_with_ties_and_nans(kernel: int, stride: int,
-                                                           padding: int) -> None:
-    """NCHW in, NHWC out; +-0 ties keep torch's first tap and NaNs propagate, bit for bit."""
+                                                           padding: int, shape: tuple,
+                                                           isa: str) -> None:
+    """NCHW in, NHWC out; +-0 ties keep torch's first tap and NaNs propagate, bit for bit, on
+    every ISA's row and interleave steps (the wide shape reaches their 16-lane bodies)."""
     rng = np.random.default_rng(kernel * 10 + stride)
-    y = rng.normal(size=(2, 35, 9, 8)).astype(np.float32)
+    y = rng.normal(size=shape).astype(np.float32)
     y[np.abs(y) < 0.4] = 0.0
     y[np.abs(y) > 2.0] = -0.0
     y.reshape(-1)[::53] = np.nan
     expected = F.max_pool2d(torch.from_numpy(y), kernel, stride, padding).permute(0, 2, 3, 1)
-    got = kernels.maxpool2d_float_nchw(y, kernel, stride, padding)
+    with kernels.use_isa(isa):
+        got = kernels.maxpool2d_float_nchw(y, kernel, stride, padding)
     np.testing.assert_array_equal(got.view(np.uint32), expected.numpy().view(np.uint32))
 
 

@@ -191,10 +191,22 @@ void sign_masks(const float *x, int64_t n, uint64_t *out) {
     generic::sign_masks(x + i * 64, n - i * 64, out + i);
 }
 
+// The portable row loop; this file's AVX2 flags let the compiler vectorise what it can.
+void max_row(const float *x, int64_t w, int64_t kw, int64_t stride, int64_t pad, int64_t out_w,
+             float *out) {
+    generic::max_row(x, w, kw, stride, pad, out_w, out);
+}
+
+void interleave_planes(const float *src, int64_t planes, int64_t src_stride, int64_t n,
+                       float *dst, int64_t dst_stride) {
+    generic::interleave_planes(src, planes, src_stride, n, dst, dst_stride);
+}
+
 }  // namespace
 
 namespace isa {
-const KernelTable avx2 = {"avx2", kMr, 4, bconv_ukernel_4x8__avx2, peak_loop, sign_masks};
+const KernelTable avx2 = {"avx2", kMr, 4, bconv_ukernel_4x8__avx2, peak_loop, sign_masks,
+                          max_row, interleave_planes};
 }
 
 }  // namespace bnnx

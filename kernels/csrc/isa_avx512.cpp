@@ -5,11 +5,14 @@
 // broadcasts feed MR * NR independent vpxorq / vpopcntq / vpaddq chains held in registers.
 #include <immintrin.h>
 
+#include <algorithm>
 #include <array>
 #include <cstring>
+#include <limits>
 #include <utility>
 
 #include "isa.h"
+#include "microkernel_generic.h"
 
 #if defined(__x86_64__) || defined(_M_X64)
 
@@ -173,11 +176,99 @@ void sign_masks(const float *x, int64_t n, uint64_t *out) {
     }
 }
 
+// torch's max-pool update on 16 lanes: v wins where it is greater or NaN.
+inline __m512 max_tap16(__m512 m, __m512 v) {
+    const __mmask16 take =
+        _mm512_cmp_ps_mask(v, m, _CMP_GT_OQ) | _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
+    return _mm512_mask_blend_ps(take, m, v);
+}
+
+// Sixteen outputs at a time for strides 1 and 2 (stride 2: the even lanes of 32 consecutive
+// floats); taps outside the row read -inf, which never wins, so every lane folds its taps in
+// order as the scalar loop does. Other strides take the portable loop.
+void max_row(const float *x, int64_t w, int64_t kw, int64_t stride, int64_t pad, int64_t out_w,
+             float *out) {
+    if (stride != 1 && stride != 2) return generic::max_row(x, w, kw, stride, pad, out_w, out);
+    const __m512 lowest = _mm512_set1_ps(-std::numeric_limits<float>::infinity());
+    const __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    const __m512i evens = _mm512_slli_epi32(lane, 1);
+    const __m512i width = _mm512_set1_epi32(static_cast<int>(w));
+    // Lanes whose input index first + lane * step lies in [0, w).
+    const auto inside = [&](int64_t first, int step) {
+        const __m512i i = _mm512_add_epi32(_mm512_set1_epi32(static_cast<int>(first)),
+                                           _mm512_mullo_epi32(lane, _mm512_set1_epi32(step)));
+        return __mmask16(_mm512_cmp_epi32_mask(i, _mm512_setzero_si512(), _MM_CMPINT_NLT) &
+                         _mm512_cmp_epi32_mask(i, width, _MM_CMPINT_LT));
+    };
+    for (int64_t o = 0; o < out_w; o += 16) {
+        const int64_t n = std::min<int64_t>(16, out_w - o);
+        const __mmask16 live = __mmask16((1u << n) - 1);
+        __m512 m = lowest;
+        for (int64_t k = 0; k < kw; ++k) {
+            const int64_t first = o * stride - pad + k;
+            __m512 v;
+            if (n == 16 && first >= 0 && first + 16 * stride <= w)
+                v = stride == 1 ? _mm512_loadu_ps(x + first)
+                                : _mm512_permutex2var_ps(_mm512_loadu_ps(x + first), evens,
+                                                         _mm512_loadu_ps(x + first + 16));
+            else if (stride == 1)
+                v = _mm512_mask_loadu_ps(lowest, live & inside(first, 1), x + first);
+            else
+                v = _mm512_mask_mov_ps(
+                    lowest, live & inside(first, 2),
+                    _mm512_permutex2var_ps(
+                        _mm512_mask_loadu_ps(lowest, inside(first, 1), x + first), evens,
+                        _mm512_mask_loadu_ps(lowest, inside(first + 16, 1), x + first + 16)));
+            m = max_tap16(m, v);
+        }
+        _mm512_mask_storeu_ps(out + o, live, m);
+    }
+}
+
+// Sixteen pixels at a time: 16 plane rows (missing planes read 0, their lanes are not stored)
+// turned into 16 pixel vectors by the usual unpack / shuffle / 128-bit-lane transpose.
+void interleave_planes(const float *src, int64_t planes, int64_t src_stride, int64_t n,
+                       float *dst, int64_t dst_stride) {
+    const __mmask16 lanes = __mmask16((1u << planes) - 1);
+    int64_t p = 0;
+    for (; p + 16 <= n; p += 16) {
+        __m512 r[16], t[16];
+        for (int c = 0; c < 16; ++c)
+            r[c] = c < planes ? _mm512_loadu_ps(src + c * src_stride + p) : _mm512_setzero_ps();
+        for (int c = 0; c < 16; c += 2) {
+            t[c] = _mm512_unpacklo_ps(r[c], r[c + 1]);
+            t[c + 1] = _mm512_unpackhi_ps(r[c], r[c + 1]);
+        }
+        for (int c = 0; c < 16; c += 4)
+            for (int h = 0; h < 2; ++h) {
+                r[c + 2 * h] = _mm512_shuffle_ps(t[c + h], t[c + h + 2], _MM_SHUFFLE(1, 0, 1, 0));
+                r[c + 2 * h + 1] =
+                    _mm512_shuffle_ps(t[c + h], t[c + h + 2], _MM_SHUFFLE(3, 2, 3, 2));
+            }
+        // r[4q + j] now holds, in 128-bit lane L, pixel 4L + j of planes 4q .. 4q + 3.
+        for (int j = 0; j < 4; ++j) {
+            const __m512 a = _mm512_shuffle_f32x4(r[j], r[4 + j], _MM_SHUFFLE(2, 0, 2, 0));
+            const __m512 b = _mm512_shuffle_f32x4(r[8 + j], r[12 + j], _MM_SHUFFLE(2, 0, 2, 0));
+            const __m512 c = _mm512_shuffle_f32x4(r[j], r[4 + j], _MM_SHUFFLE(3, 1, 3, 1));
+            const __m512 d = _mm512_shuffle_f32x4(r[8 + j], r[12 + j], _MM_SHUFFLE(3, 1, 3, 1));
+            const __m512 px[4] = {_mm512_shuffle_f32x4(a, b, _MM_SHUFFLE(2, 0, 2, 0)),
+                                  _mm512_shuffle_f32x4(c, d, _MM_SHUFFLE(2, 0, 2, 0)),
+                                  _mm512_shuffle_f32x4(a, b, _MM_SHUFFLE(3, 1, 3, 1)),
+                                  _mm512_shuffle_f32x4(c, d, _MM_SHUFFLE(3, 1, 3, 1))};
+            for (int l = 0; l < 4; ++l)
+                _mm512_mask_storeu_ps(dst + (p + 4 * l + j) * dst_stride, lanes, px[l]);
+        }
+    }
+    generic::interleave_planes(src + p, planes, src_stride, n - p, dst + p * dst_stride,
+                               dst_stride);
+}
+
 }  // namespace
 
 namespace isa {
 const KernelTable avx512vpopcnt = {"avx512vpopcnt", kMr, kNr, bconv_ukernel_6x32__avx512vpopcnt,
-                                    peak_loop, sign_masks};
+                                    peak_loop, sign_masks, max_row,
+                                    interleave_planes};
 }
 
 }  // namespace bnnx

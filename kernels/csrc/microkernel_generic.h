@@ -5,6 +5,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <limits>
 
 #if defined(__SSE2__)
 #include <emmintrin.h>
@@ -93,6 +94,29 @@ __attribute__((always_inline)) inline void sign_masks(const float *x, int64_t n,
         for (; j < end; ++j) mask |= uint64_t(!(p[j] >= 0.0f)) << j;
         out[i] = mask;
     }
+}
+
+// torch's max-pool update: a later tap wins only if greater or NaN, so ties and NaNs resolve alike.
+__attribute__((always_inline)) inline float max_tap(float m, float v) {
+    return (v > m || v != v) ? v : m;
+}
+
+__attribute__((always_inline)) inline void max_row(const float *x, int64_t w, int64_t kw,
+                                                   int64_t stride, int64_t pad, int64_t out_w,
+                                                   float *out) {
+    for (int64_t o = 0; o < out_w; ++o) {
+        const int64_t i0 = o * stride - pad;
+        float m = -std::numeric_limits<float>::infinity();
+        for (int64_t k = i0 < 0 ? -i0 : 0; k < kw && i0 + k < w; ++k) m = max_tap(m, x[i0 + k]);
+        out[o] = m;
+    }
+}
+
+__attribute__((always_inline)) inline void interleave_planes(const float *src, int64_t planes,
+                                                             int64_t src_stride, int64_t n,
+                                                             float *dst, int64_t dst_stride) {
+    for (int64_t p = 0; p < n; ++p)
+        for (int64_t c = 0; c < planes; ++c) dst[p * dst_stride + c] = src[c * src_stride + p];
 }
 
 }  // namespace generic

@@ -4,13 +4,31 @@
 #include <limits>
 #include <vector>
 
+#include "isa.h"
+#include "microkernel_generic.h"
 #include "ops.h"
 
 namespace bnnx {
 namespace {
 
+// The float pools are plain loops left to the compiler's vectoriser; these clones give it the
+// vector ISA (the library's baseline is SSE2), picked once by the loader from cpuid.
+#if defined(__x86_64__) && defined(__GNUC__)
+#define BNNX_VECTOR_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#define BNNX_INLINE __attribute__((always_inline)) inline
+#else
+#define BNNX_VECTOR_CLONES
+#define BNNX_INLINE inline
+#endif
+
+// m[i] = max_tap(m[i], src[i]) for i < n: the column step of the separable NCHW pool. Always
+// inlined, so each clone of its caller gets a copy built for that clone's ISA.
+BNNX_INLINE void max_taps(float *__restrict m, const float *__restrict src, int64_t n) {
+    for (int64_t i = 0; i < n; ++i) m[i] = generic::max_tap(m[i], src[i]);
+}
+
 template <typename T, typename Reduce>
-void pool2d(const PoolGeometry &g, const T *x, T *out, T init, Reduce &&reduce) {
+BNNX_INLINE void pool2d(const PoolGeometry &g, const T *x, T *out, T init, Reduce &&reduce) {
     const int64_t out_h = g.out_h(), out_w = g.out_w();
     for (int64_t b = 0; b < g.n; ++b)
         for (int64_t oh = 0; oh < out_h; ++oh) {
@@ -30,26 +48,16 @@ void pool2d(const PoolGeometry &g, const T *x, T *out, T init, Reduce &&reduce) 
         }
 }
 
-// torch's update: a later tap wins only if greater or NaN, so ties and NaNs resolve alike.
-inline float max_tap(float m, float v) { return (v > m || v != v) ? v : m; }
-
-// m[i] = max_tap(m[i], src[i * stride]) for i in [lo, hi); a compile-time STRIDE (1, 2: nearly
-// every pool) lets the compiler vectorise the strided loads, 0 takes `stride` at run time.
-template <int STRIDE>
-void max_taps(float *__restrict m, const float *__restrict src, int64_t lo, int64_t hi,
-              int64_t stride) {
-    const int64_t s = STRIDE > 0 ? STRIDE : stride;
-    for (int64_t i = lo; i < hi; ++i) m[i] = max_tap(m[i], src[i * s]);
-}
-
 }  // namespace
 
 void maxpool2d_bits(const PoolGeometry &g, const uint64_t *x, uint64_t *out) {
     pool2d<uint64_t>(g, x, out, ~uint64_t{0}, [](uint64_t a, uint64_t b) { return a & b; });
 }
 
+BNNX_VECTOR_CLONES
 void maxpool2d_float(const PoolGeometry &g, const float *x, float *out) {
-    pool2d<float>(g, x, out, -std::numeric_limits<float>::infinity(), max_tap);
+    pool2d<float>(g, x, out, -std::numeric_limits<float>::infinity(),
+                  [](float m, float v) { return generic::max_tap(m, v); });
 }
 
 // Separable, per channel plane: each input row's horizontal window maxima once, then each output
@@ -57,9 +65,11 @@ void maxpool2d_float(const PoolGeometry &g, const float *x, float *out) {
 // update keeps the first tap equal to the maximum (+-0 ties) or the last NaN, and both survive
 // taking rows first. A group of planes is then stored a group of channels per pixel, so the
 // NHWC output needs no separate transpose of the larger input.
+BNNX_VECTOR_CLONES
 void maxpool2d_float_nchw(const PoolGeometry &g, const float *x, float *out) {
     constexpr int64_t kGroup = 16;
     constexpr float kLowest = -std::numeric_limits<float>::infinity();
+    const KernelTable &kt = active_kernels();
     const int64_t out_h = g.out_h(), out_w = g.out_w(), out_hw = out_h * out_w;
     std::vector<float> rows(static_cast<size_t>(g.h * out_w));
     std::vector<float> pooled(static_cast<size_t>(kGroup * out_hw));
@@ -68,30 +78,20 @@ void maxpool2d_float_nchw(const PoolGeometry &g, const float *x, float *out) {
             const int64_t nc = std::min(kGroup, g.c - c0);
             for (int64_t ci = 0; ci < nc; ++ci) {
                 const float *plane = x + (b * g.c + c0 + ci) * g.h * g.w;
-                std::fill(rows.begin(), rows.end(), kLowest);
-                for (int64_t kw = 0; kw < g.kw; ++kw) {
-                    // Outputs whose tap kw is inside the row: 0 <= ow * s - pad + kw < W.
-                    const int64_t off = kw - g.pad_w, last = g.w - 1 - off;
-                    const int64_t lo = off >= 0 ? 0 : (-off + g.stride_w - 1) / g.stride_w;
-                    const int64_t hi = last < 0 ? 0 : std::min(out_w, last / g.stride_w + 1);
-                    const auto taps = g.stride_w == 1   ? max_taps<1>
-                                      : g.stride_w == 2 ? max_taps<2>
-                                                        : max_taps<0>;
-                    for (int64_t ih = 0; ih < g.h; ++ih)
-                        taps(rows.data() + ih * out_w, plane + ih * g.w + off, lo, hi, g.stride_w);
-                }
+                for (int64_t ih = 0; ih < g.h; ++ih)
+                    kt.max_row(plane + ih * g.w, g.w, g.kw, g.stride_w, g.pad_w, out_w,
+                               rows.data() + ih * out_w);
                 for (int64_t oh = 0; oh < out_h; ++oh) {
                     const int64_t ih0 = oh * g.stride_h - g.pad_h;
                     const int64_t h0 = std::max<int64_t>(0, ih0), h1 = std::min(g.h, ih0 + g.kh);
                     float *m = pooled.data() + ci * out_hw + oh * out_w;
                     std::fill(m, m + out_w, kLowest);
                     for (int64_t ih = h0; ih < h1; ++ih)
-                        max_taps<1>(m, rows.data() + ih * out_w, 0, out_w, 1);
+                        max_taps(m, rows.data() + ih * out_w, out_w);
                 }
             }
-            float *dst = out + b * out_hw * g.c + c0;
-            for (int64_t p = 0; p < out_hw; ++p)
-                for (int64_t ci = 0; ci < nc; ++ci) dst[p * g.c + ci] = pooled[ci * out_hw + p];
+            kt.interleave_planes(pooled.data(), nc, out_hw, out_hw, out + b * out_hw * g.c + c0,
+                                 g.c);
         }
 }
 
