@@ -45,14 +45,24 @@ def teacher(config: Config, data: Dataset, cache: Path | None) -> nn.Module:
     twin = fp_twin(config)
     path = cache / TEACHER_DIR / f"{cache_key(twin, data)}.safetensors" if cache else None
     if path is not None and path.is_file():
-        model = build_model(twin, data.in_channels, data.num_classes, data.image_size,
-                            data.mean, data.std)
-        model.load_state_dict(load_file(str(path)))
-        return model.eval()
+        return load_weights(twin, data, path)
     model = train(twin, data).model
     if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp))
-        os.replace(tmp, path)
+        save_weights(model, path)
     return model
+
+
+def load_weights(config: Config, data: Dataset, path: Path) -> nn.Module:
+    """`config`'s model for `data` with the weights save_weights wrote, in eval mode."""
+    model = build_model(config, data.in_channels, data.num_classes, data.image_size, data.mean,
+                        data.std)
+    model.load_state_dict(load_file(str(path)))
+    return model.eval()
+
+
+def save_weights(model: nn.Module, path: Path) -> None:
+    """`model`'s state as safetensors at `path`, written whole or not at all (temp + rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp))
+    os.replace(tmp, path)

@@ -185,16 +185,20 @@ def stages(t: TrainConfig, steps_per_epoch: int) -> list[Stage]:
 
 def train(config: Config, data: Dataset, accelerator: str = "auto",
           cache: Path | None = None,
-          on_epoch: Callable[[dict], None] | None = None) -> TrainResult:
+          on_epoch: Callable[[dict], None] | None = None,
+          teacher: nn.Module | None = None) -> TrainResult:
     """Build the config's model and train it for config.train.epochs; returns it in eval mode.
 
     `cache` is the folder where distillation teachers are kept between trials; `on_epoch` gets
-    each learning-curve row as its epoch ends (progress lines for long runs).
+    each learning-curve row as its epoch ends (progress lines for long runs). With a distillation
+    weight, `teacher` is the trained model to distil from (default: the cached fp twin).
     """
     from .teacher import teacher as fp_teacher
 
     t = config.train
-    teacher = fp_teacher(config, data, cache) if t.distill_weight > 0 else None
+    if t.distill_weight > 0 and teacher is None:
+        teacher = fp_teacher(config, data, cache)
+    teacher = teacher if t.distill_weight > 0 else None
     torch.manual_seed(config.seed)
     model = build_model(
         config, data.in_channels, data.num_classes, data.image_size, data.mean, data.std

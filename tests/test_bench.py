@@ -1,11 +1,14 @@
-"""The kernel benchmark runs and writes its JSON (a smoke run; speed goals live in the bench)."""
+"""The benchmarks run and write their JSON (smoke runs; speed goals live in the benches)."""
 
 import json
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
+DEBIAN_FASHION = Path("/usr/share/datasets/fashion-mnist")
 
 
 def quick_bench(suite: str, tmp_path: Path) -> tuple[dict, str]:
@@ -37,3 +40,29 @@ def test_bench_networks_quick_writes_json(tmp_path):
     assert all(0 < r["wall_s"] and r["latency_ms"] > 0 for r in report["candidates"])
     assert [len(b["layers"]) for b in report["breakdowns"]] == [23]  # 4 stem, 16 body, 3 head
     assert "goal" in stdout and "met" in stdout
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not DEBIAN_FASHION.is_dir(), reason="needs Debian's dataset-fashion-mnist")
+def test_bench_training_distills_from_the_twin_it_saved(tmp_path):
+    """--models fp-twin saves the twin beside the JSON; --distill then teaches the binary network
+    with that very twin, and refuses clearly when it is missing."""
+    out = tmp_path / "training.json"
+
+    def bench(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, str(ROOT / "bench" / "training.py"), "--families", "plain",
+             "--repeats", "1", "--accuracy", "--epochs", "1", "--subset", "256",
+             "--json", str(out), *args],
+            capture_output=True, text=True, timeout=300, cwd=tmp_path,
+        )
+
+    missing = bench("--models", "binary", "--distill", "0.5")
+    assert missing.returncode != 0 and "--models fp-twin" in missing.stderr
+    assert bench("--models", "fp-twin").returncode == 0
+    assert len(list((tmp_path / "twins").glob("plain-*.safetensors"))) == 1
+    taught = bench("--models", "binary", "--distill", "0.5")
+    assert taught.returncode == 0, taught.stderr
+    [row] = json.loads(out.read_text())["accuracy"]
+    assert (row["model"], row["distill"], row["epochs"]) == ("binary", 0.5, 1)
+    assert 0.0 <= row["test_accuracy"] <= 1.0
