@@ -4,20 +4,23 @@ Prints tables and writes JSON (default runs/bench/kernels.json). Every ratio is 
 peers timed in this very run, never against remembered numbers: torch fp32 conv2d, OpenVINO's
 BinaryConvolution (kernel-only time from its per-node profile, and its whole f32-in/f32-out
 model) when `openvino` is installed, and the register-only XOR/popcount peak of each ISA path
-(`measure_peak_gbmacs`). Batch 1, median of repeats; one thread unless a row says otherwise.
+(`measure_peak_gbmacs`). Batch 1, medians; one thread unless a row says otherwise. The contenders
+of a row are timed interleaved (timing.interleaved_ms), so a shared machine's drifting speed
+reaches all of them alike.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from timing import median_ms  # bench/ is on sys.path (run directly or by app.py)
+from timing import interleaved_ms  # bench/ is on sys.path (run directly or by app.py)
 
 import kernels
 from kernels import bitops
@@ -78,37 +81,40 @@ class Layer:
         self.direction = np.ones(c, np.int8)
         self.scale, self.bias = np.ones(c, np.float32), np.zeros(c, np.float32)
 
-    def torch_ms(self, repeats: int) -> float:
+    def torch_fn(self) -> Callable[[], object]:
+        """torch fp32 conv2d (or linear) on this layer, under inference mode."""
         xt, wt, conv = torch.from_numpy(self.x), torch.from_numpy(self.w), self.conv
-        with torch.inference_mode():
-            if conv.kernel == 0:
-                x2, w2 = xt.reshape(1, -1), wt.reshape(conv.channels, -1)
-                return median_ms(lambda: F.linear(x2, w2), repeats)
-            return median_ms(lambda: F.conv2d(xt, wt, stride=conv.stride, padding=conv.padding),
-                             repeats)
 
-    def bnnx_ms(self, repeats: int, threads: int = 1) -> tuple[float, float]:
-        """(packed bits in and out, float in and out) on the active ISA, called the way the
-        engine's ops call the extension."""
+        def run() -> object:
+            with torch.inference_mode():
+                if conv.kernel == 0:
+                    return F.linear(xt.reshape(1, -1), wt.reshape(conv.channels, -1))
+                return F.conv2d(xt, wt, stride=conv.stride, padding=conv.padding)
+
+        return run
+
+    def bnnx_fns(self, threads: int = 1) -> dict[str, Callable[[], object]]:
+        """{"packed": bits in and out, "float": float in and out} on the active ISA, called the
+        way the engine's ops call the extension (a linear layer ends in floats either way)."""
         conv, c = self.conv, self.conv.channels
         if conv.kernel == 0:
-            def floats():
+            def linear() -> object:
                 rows = ext.pack_nchw(self.x).reshape(1, -1)
-                ext.linear_float(rows, self.wp, c, self.scale, self.bias, threads, self.blocked)
+                return ext.linear_float(rows, self.wp, c, self.scale, self.bias, threads,
+                                        self.blocked)
 
-            t = median_ms(floats, repeats)
-            return t, t  # a linear layer ends in floats either way
+            return {"packed": linear, "float": linear}
         geometry = ((conv.stride,) * 2, (conv.padding,) * 2, 0)
 
-        def packed():
-            ext.conv2d_bits(self.bits, self.wp, c, *geometry, self.threshold, self.direction,
-                            threads, self.blocked)
+        def packed() -> object:
+            return ext.conv2d_bits(self.bits, self.wp, c, *geometry, self.threshold,
+                                   self.direction, threads, self.blocked)
 
-        def floats():
-            ext.conv2d_float(ext.pack_nchw(self.x), self.wp, c, *geometry, self.scale, self.bias,
-                             threads, self.blocked)
+        def floats() -> object:
+            return ext.conv2d_float(ext.pack_nchw(self.x), self.wp, c, *geometry, self.scale,
+                                    self.bias, threads, self.blocked)
 
-        return median_ms(packed, repeats), median_ms(floats, repeats)
+        return {"packed": packed, "float": floats}
 
 
 # -- OpenVINO's BinaryConvolution, the fastest x86 peer measured so far --------------------------
@@ -122,8 +128,10 @@ def openvino_version() -> str | None:
     return openvino.__version__
 
 
-def openvino_ms(layer: Layer, repeats: int) -> tuple[float, float]:
-    """(BinaryConvolution kernel-only, whole f32-in/f32-out model) on 1 CPU thread.
+def openvino_fns(layer: Layer) -> tuple[Callable[[], None], list[float], Callable[[], object]]:
+    """(counted, kernel_seconds, bare): OpenVINO's model of this layer on 1 CPU thread; each call
+    of `counted` appends the BinaryConvolution kernel's own time to `kernel_seconds`, `bare` is
+    the whole f32-in/f32-out model.
 
     FakeQuantize with levels=2 binarises the input in front of BinaryConvolution (xnor-popcount,
     u1 weights: bit 1 = +1, LSB first, pad value +1). It is given in OpenVINO's binarization
@@ -156,42 +164,49 @@ def openvino_ms(layer: Layer, repeats: int) -> tuple[float, float]:
     for request in requests:
         request.set_input_tensor(ov.Tensor(x))
     counted, bare = requests
-    kernel_times: list[float] = []
+    kernel_seconds: list[float] = []
 
-    def infer_counted():
+    def infer_counted() -> None:
         counted.infer()
-        kernel_times.extend(p.real_time.total_seconds() for p in counted.profiling_info
-                            if p.node_type == "BinaryConvolution")
+        kernel_seconds.extend(p.real_time.total_seconds() for p in counted.profiling_info
+                              if p.node_type == "BinaryConvolution")
 
-    median_ms(infer_counted, repeats)
-    return 1e3 * float(np.median(kernel_times[-repeats:])), median_ms(bare.infer, repeats)
+    return infer_counted, kernel_seconds, bare.infer
 
 
 # -- tables --------------------------------------------------------------------------------------
 
 
-def measure(conv: Conv, repeats: int, rng: np.random.Generator, peak: float) -> dict:
+def measure(conv: Conv, repeats: int, rng: np.random.Generator,
+            with_openvino: bool = False) -> dict:
+    """One row: torch, bnnx packed and float io (and OpenVINO's kernel and whole model), timed
+    interleaved in one run (see timing.interleaved_ms)."""
     layer = Layer(conv, rng)
-    t_torch = layer.torch_ms(repeats)
-    t_packed, t_float = layer.bnnx_ms(repeats)
-    gbmacs = conv.macs / (t_packed * 1e-3) / 1e9
-    row = {"op": conv.label, "channels": conv.channels, "size": conv.size, "kernel": conv.kernel,
-           "stride": conv.stride, "isa": kernels.active_isa(), "threads": 1,
-           "torch_fp32_ms": t_torch, "bnnx_packed_ms": t_packed, "bnnx_float_io_ms": t_float,
-           "speedup_packed": t_torch / t_packed, "speedup_float_io": t_torch / t_float,
-           "gbmacs_packed": gbmacs, "pct_peak": 100 * gbmacs / peak,
-           "openvino_kernel_ms": None, "openvino_model_ms": None}
-    return row
+    fns = {"torch": layer.torch_fn(), **layer.bnnx_fns()}
+    kernel_seconds: list[float] = []
+    if with_openvino and conv.kernel > 0:
+        fns["ov_kernel"], kernel_seconds, fns["ov_model"] = openvino_fns(layer)
+    t = interleaved_ms(fns, repeats)
+    ov_kernel = 1e3 * float(np.median(kernel_seconds)) if kernel_seconds else None
+    return {**timed_row(conv, 1, t), "openvino_kernel_ms": ov_kernel,
+            "openvino_model_ms": t.get("ov_model")}
 
 
-def add_openvino(rows: list[dict], convs: list[Conv], repeats: int,
-                 rng: np.random.Generator) -> None:
-    """Fills the OpenVINO columns. Run after every bnnx timing: OpenVINO's own worker threads
-    may keep spinning after an inference and would slow whatever is timed next."""
-    for row, conv in zip(rows, convs, strict=True):
-        if conv.kernel > 0:
-            row["openvino_kernel_ms"], row["openvino_model_ms"] = openvino_ms(Layer(conv, rng),
-                                                                             repeats)
+def timed_row(conv: Conv, threads: int, t: dict[str, float]) -> dict:
+    """A table row from interleaved times {"torch", "packed", "float"}; "% peak" is filled in
+    once the run's last peak measurement is in (add_peak_shares)."""
+    return {"op": conv.label, "channels": conv.channels, "size": conv.size,
+            "kernel": conv.kernel, "stride": conv.stride, "isa": kernels.active_isa(),
+            "threads": threads, "torch_fp32_ms": t["torch"], "bnnx_packed_ms": t["packed"],
+            "bnnx_float_io_ms": t["float"], "speedup_packed": t["torch"] / t["packed"],
+            "speedup_float_io": t["torch"] / t["float"],
+            "gbmacs_packed": conv.macs / (t["packed"] * 1e-3) / 1e9}
+
+
+def add_peak_shares(rows: list[dict], peaks: dict[str, float]) -> None:
+    """% of the one-thread peak of each row's ISA (2 threads can reach 200%)."""
+    for r in rows:
+        r["pct_peak"] = 100 * r["gbmacs_packed"] / peaks[r["isa"]]
 
 
 def print_rows(title: str, rows: list[dict]) -> None:
@@ -209,21 +224,25 @@ def print_rows(title: str, rows: list[dict]) -> None:
               f"{ov}")
 
 
-def thread_row(base: dict, conv: Conv, threads: int, repeats: int,
-               rng: np.random.Generator) -> dict:
-    t_packed, t_float = Layer(conv, rng).bnnx_ms(repeats, threads)
-    return {**base, "threads": threads, "bnnx_packed_ms": t_packed, "bnnx_float_io_ms": t_float,
-            "speedup_packed": base["torch_fp32_ms"] / t_packed,
-            "speedup_float_io": base["torch_fp32_ms"] / t_float,
-            "gbmacs_packed": conv.macs / (t_packed * 1e-3) / 1e9,
-            "pct_peak": base["pct_peak"] * base["bnnx_packed_ms"] / t_packed,
-            "scaling": base["bnnx_packed_ms"] / t_packed,
+def thread_row(conv: Conv, threads: int, repeats: int, rng: np.random.Generator) -> dict:
+    """bnnx on `threads` threads against itself on one and torch on one, interleaved."""
+    layer = Layer(conv, rng)
+    many = layer.bnnx_fns(threads)
+    t = interleaved_ms({"torch": layer.torch_fn(), "one": layer.bnnx_fns()["packed"],
+                        "packed": many["packed"], "float": many["float"]}, repeats)
+    return {**timed_row(conv, threads, t), "scaling": t["one"] / t["packed"],
             "openvino_kernel_ms": None, "openvino_model_ms": None}
+
+
+def measure_peaks() -> dict[str, float]:
+    """Each usable ISA's register-only peak (GbMAC/s), best of three."""
+    return {isa: max(bitops.measure_peak_gbmacs(isa) for _ in range(3))
+            for isa in kernels.available_isas()}
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--repeats", type=int, default=30)
+    p.add_argument("--repeats", type=int, default=60, help="calls per contender")
     p.add_argument("--quick", action="store_true", help="two small shapes, for a smoke run")
     p.add_argument("--json", default="runs/bench/kernels.json")
     args = p.parse_args()
@@ -231,16 +250,14 @@ def main() -> None:
     torch.set_num_threads(1)
     rng = np.random.default_rng(0)
     active = kernels.active_isa()
-    peaks = {isa: max(bitops.measure_peak_gbmacs(isa) for _ in range(3))
-             for isa in kernels.available_isas()}
+    peaks = measure_peaks()
     ov_version = None if args.quick else openvino_version()
-    print("bnnx kernels, batch 1, C_in = C_out; peaks (register-only XOR/popcount, GbMAC/s): "
-          + ", ".join(f"{isa} {v:.0f}" for isa, v in peaks.items()))
     if not args.quick and ov_version is None:
         print("OpenVINO not installed (pip install openvino): its columns are skipped")
 
     shapes = [Conv(c, hw) for c, hw in (QUICK_SHAPES if args.quick else SHAPES)]
-    rows = [measure(conv, args.repeats, rng, peaks[active]) for conv in shapes]
+    with_ov = ov_version is not None
+    rows = [measure(conv, args.repeats, rng, with_ov) for conv in shapes]
     report = {"isa": active, "threads": 1, "peak_gbmacs": peaks, "openvino": ov_version,
               "rows": rows, "isa_rows": [], "variant_rows": [], "thread_rows": []}
     if not args.quick:
@@ -248,16 +265,21 @@ def main() -> None:
             if isa == active:
                 continue
             with kernels.use_isa(isa):
-                report["isa_rows"] += [measure(conv, args.repeats, rng, peaks[isa])
-                                       for conv in shapes]
-        report["variant_rows"] = [measure(conv, args.repeats, rng, peaks[active])
+                report["isa_rows"] += [measure(conv, args.repeats, rng) for conv in shapes]
+        report["variant_rows"] = [measure(conv, args.repeats, rng, with_ov)
                                   for conv in VARIANTS]
-        by_shape = {(r["channels"], r["size"]): r for r in rows}
-        report["thread_rows"] = [thread_row(by_shape[s], Conv(*s), 2, args.repeats, rng)
+        report["thread_rows"] = [thread_row(Conv(*s), 2, args.repeats, rng)
                                  for s in THREAD_SHAPES]
-        if ov_version is not None:
-            add_openvino(rows, shapes, args.repeats, rng)
-            add_openvino(report["variant_rows"], VARIANTS, args.repeats, rng)
+    # A slow spell during the first peak measurement would inflate every "% peak": the peak is
+    # the best of the measurements at the start and at the end of the run.
+    peaks = {isa: max(v, again) for (isa, v), again in zip(peaks.items(),
+                                                           measure_peaks().values(), strict=True)}
+    report["peak_gbmacs"] = peaks
+    for key in ("rows", "isa_rows", "variant_rows", "thread_rows"):
+        add_peak_shares(report[key], peaks)
+    print("bnnx kernels, batch 1, C_in = C_out; contenders timed interleaved; peaks (register-only "
+          "XOR/popcount, GbMAC/s, best of run start and end): "
+          + ", ".join(f"{isa} {v:.0f}" for isa, v in peaks.items()))
     print_rows(f"3x3 s1 p1, {active}, 1 thread; OpenVINO {ov_version or 'absent'}", rows)
     if not args.quick:
         print_rows("3x3 s1 p1, other ISA paths (BNNX_ISA / kernels.use_isa)", report["isa_rows"])
