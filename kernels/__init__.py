@@ -5,6 +5,7 @@ from . import binary_ops as _binary_ops  # noqa: F401 - registers the packed ops
 from . import block_ops as _block_ops  # noqa: F401 - registers the residual-family block ops
 from . import float_ops as _float_ops  # noqa: F401 - registers the float ops
 from .bitops import (
+    UnitActivation,
     active_isa,
     available_isas,
     conv2d_bits,
@@ -40,6 +41,7 @@ __all__ = [
     "PackedModel",
     "PackedModelError",
     "Profile",
+    "UnitActivation",
     "UnsupportedLayerError",
     "active_isa",
     "available_isas",

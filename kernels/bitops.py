@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import NamedTuple
 
 import numpy as np
 
@@ -103,6 +104,17 @@ def conv2d_dots(
     )
 
 
+class UnitActivation(NamedTuple):
+    """The activation closing a fused unit, computed per value as torch computes it:
+    "prelu": y > 0 ? y : slope[c] * y; "rprelu" (ReActNet): the same on y - gamma[c], plus
+    zeta[c]. Per-channel float32 arrays of C_out."""
+
+    kind: str
+    slope: np.ndarray
+    gamma: np.ndarray | None = None
+    zeta: np.ndarray | None = None
+
+
 def conv2d_float(
     x: np.ndarray,
     weight: np.ndarray,
@@ -117,19 +129,23 @@ def conv2d_float(
     *,
     batchnorm: tuple[np.ndarray, np.ndarray] | None = None,
     residual: np.ndarray | None = None,
+    activation: UnitActivation | None = None,
 ) -> np.ndarray:
     """scale[c] * dot + bias[c], float32 (N, OH, OW, C_out).
 
-    With `batchnorm` = (alpha, beta) and `residual` (float32 NHWC of the output's shape), the
-    same pass goes on to fma(value, alpha[c], beta[c]) + residual: an eval BatchNorm as torch
-    computes it (one fused multiply-add) and a shortcut add.
+    With `batchnorm` = (alpha, beta) the same pass goes on as a residual unit's tail:
+    fma(value, alpha[c], beta[c]) (an eval BatchNorm as torch computes it, one fused
+    multiply-add), + `residual` (float32 NHWC of the output's shape) when given, then
+    `activation` when given.
     """
     args = (x, weight, int(channels), *_geometry(stride, padding, pad_value), scale, bias)
-    if (batchnorm is None) != (residual is None):
-        raise ValueError("conv2d_float: give batchnorm and residual together, or neither")
     if batchnorm is None:
+        if residual is not None or activation is not None:
+            raise ValueError("conv2d_float: residual and activation need batchnorm=(alpha, beta)")
         return ext.conv2d_float(*args, int(threads), blocked)
-    return ext.conv2d_bn_residual(*args, *batchnorm, residual, int(threads), blocked)
+    kind, slope, gamma, zeta = activation or ("none", None, None, None)
+    return ext.conv2d_unit(*args, *batchnorm, residual, kind, gamma, slope, zeta, int(threads),
+                           blocked)
 
 
 def fma_channels(y: np.ndarray, alpha: np.ndarray, beta: np.ndarray) -> np.ndarray:

@@ -5,13 +5,16 @@ A block op is a composite: named chains of existing ops (binary convs here, Batc
 1x1 shortcut convs and activations from float_ops) that its `forward` wires exactly as the torch
 block's forward does. The float parts call the same torch functions on the same values, and the
 binary convs produce exact dots, so bits and logits match torch (see tests/test_kernels_*). The
-one exception, a Bi-Real unit's BatchNorm and residual add fused into its conv's output pass, is
-used only where it was checked at load to give torch's values on every output the conv can make.
+one exception, a residual unit's tail (BatchNorm, shortcut add, PReLU or RPReLU) fused into its
+binary conv's output pass, is used only where its BatchNorm was checked at load to give torch's
+values on every output the conv can make; the add and the activation are torch's own per-value
+float steps, done in the same order.
 """
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from collections.abc import Callable
+from typing import Any, ClassVar, NamedTuple
 
 import numpy as np
 import torch
@@ -30,8 +33,12 @@ from .binary_ops import (
 )
 from .compiler import _flatten
 from .errors import UnsupportedLayerError
-from .float_ops import BatchNormOp, FloatOp
+from .float_ops import BatchNormOp, FloatOp, PReLUOp
 from .graph import OPS, Bits, Encoding, Op, Value, as_float, pair, register_op, to_numpy
+
+# A unit's shortcut map, given the unit conv's output channels (ReActNet duplicates its input
+# when the 1x1 conv doubles the width).
+Shortcut = Callable[[int], torch.Tensor]
 
 
 @register_op
@@ -105,15 +112,17 @@ class BinaryConvOp(Op):
                                 blocked=self.blocked)
         return torch.from_numpy(y).permute(0, 3, 1, 2)  # NCHW view of the NHWC result
 
-    def run_bn_residual(self, x: Value, bn: tuple[np.ndarray, np.ndarray],
-                        residual: torch.Tensor, threads: int) -> torch.Tensor:
-        """fma(run(x), alpha_c, beta_c) + residual in one kernel pass; bn = (alpha, beta) from
-        fused_batchnorm, residual NCHW of the output's shape."""
+    def run_unit(self, x: Value, unit: Unit, residual: torch.Tensor | None,
+                 threads: int) -> torch.Tensor:
+        """A residual unit's tail in one kernel pass: act(fma(run(x), alpha_c, beta_c)
+        [+ residual]), `residual` NCHW of the output's shape (see fuse_unit)."""
         # No copy when residual is an NHWC buffer; else numpy transposes faster than torch.
-        nhwc = np.ascontiguousarray(residual.to(torch.float32).numpy().transpose(0, 2, 3, 1))
+        nhwc = None if residual is None else np.ascontiguousarray(
+            residual.to(torch.float32).numpy().transpose(0, 2, 3, 1))
         y = bitops.conv2d_float(self._bits(x), self.weight, self.c_in, self.scale, self.bias,
                                 self.stride, self.padding, self.pad_value, threads,
-                                blocked=self.blocked, batchnorm=bn, residual=nhwc)
+                                blocked=self.blocked, batchnorm=unit.batchnorm, residual=nhwc,
+                                activation=unit.activation)
         return torch.from_numpy(y).permute(0, 3, 1, 2)
 
     def fused_batchnorm(self, bn: BatchNormOp) -> tuple[np.ndarray, np.ndarray] | None:
@@ -161,6 +170,14 @@ def _prod(shape: tuple[int, ...]) -> int:
     return int(np.prod(shape)) if shape else 1
 
 
+class Unit(NamedTuple):
+    """What a binary conv's output pass does after scale * dot + bias in a fused residual unit:
+    BatchNorm as fma(y, alpha_c, beta_c), then (shortcut add and) the activation, if any."""
+
+    batchnorm: tuple[np.ndarray, np.ndarray]
+    activation: bitops.UnitActivation | None
+
+
 @register_op
 class RPReLUOp(FloatOp):
     """ReActNet RPReLU: PReLU(x - gamma_c) + zeta_c, the module's own arithmetic."""
@@ -186,6 +203,39 @@ class RPReLUOp(FloatOp):
         return F.prelu(x - self.gamma.view(1, -1, 1, 1), self.weight) + self.zeta.view(1, -1, 1, 1)
 
 
+def fuse_unit(conv: list[Op], bn: list[Op], act: list[Op]) -> Unit | None:
+    """The fused tail of the chains conv -> bn [-> + shortcut] -> act: one binary conv, one
+    BatchNorm the conv's output pass reproduces exactly (fused_batchnorm) and no activation,
+    a PReLU or an RPReLU. None otherwise (other activations run as torch chains)."""
+    if not (len(conv) == len(bn) == 1 and len(act) <= 1 and isinstance(conv[0], BinaryConvOp)
+            and isinstance(bn[0], BatchNormOp)):
+        return None
+    activation = _unit_activation(act[0], conv[0].c_out) if act else None
+    if act and activation is None:
+        return None
+    batchnorm = conv[0].fused_batchnorm(bn[0])
+    return None if batchnorm is None else Unit(batchnorm, activation)
+
+
+def _unit_activation(op: Op, channels: int) -> bitops.UnitActivation | None:
+    """A PReLU (one slope or one per channel) or RPReLU op as per-channel kernel parameters."""
+    def per_channel(t: torch.Tensor) -> np.ndarray | None:
+        v = t.detach().to(torch.float32).numpy()
+        return np.full(channels, v[0], np.float32) if v.shape == (1,) else (
+            np.ascontiguousarray(v) if v.shape == (channels,) else None)
+
+    if isinstance(op, RPReLUOp):
+        params = [per_channel(t) for t in (op.weight, op.gamma, op.zeta)]
+        kind = "rprelu"
+    elif isinstance(op, PReLUOp):
+        params, kind = [per_channel(op.weight), None, None], "prelu"
+    else:
+        return None
+    if params[0] is None or (kind == "rprelu" and any(p is None for p in params)):
+        return None
+    return bitops.UnitActivation(kind, *params)
+
+
 # -- composite blocks ------------------------------------------------------------------------
 
 
@@ -198,6 +248,7 @@ class BlockOp(Op):
     """
 
     parts: ClassVar[tuple[str, ...]] = ()
+    units_of: ClassVar[tuple[str, ...]] = ()  # suffixes n of conv{n} -> bn{n} -> act{n} units
 
     def __init__(self, name: str, params: dict[str, Any], tensors: dict[str, np.ndarray]) -> None:
         super().__init__(name, params, tensors)
@@ -211,6 +262,10 @@ class BlockOp(Op):
             if not isinstance(entries, list):
                 raise ValueError(f"{name}: chain {part!r} must be a list")
             self.chains[part] = [self._sub_op(part, i, e) for i, e in enumerate(entries)]
+        # Residual units ("" for conv/bn/act, "1" for conv1/bn1/act1, ...) fused where exact.
+        self.units: dict[str, Unit | None] = {
+            n: fuse_unit(*(self.chains[f"{p}{n}"] for p in ("conv", "bn", "act")))
+            for n in self.units_of}
 
     def _sub_op(self, part: str, index: int, entry: Any) -> Op:
         if not isinstance(entry, dict) or entry.get("kind") not in OPS:
@@ -256,6 +311,23 @@ class BlockOp(Op):
         self._shapes[part] = (tuple(before.shape[1:]), tuple(x.shape[1:]))
         return x
 
+    def unit(self, n: str, x: torch.Tensor, shortcut: Shortcut | None,
+             block_input: torch.Tensor) -> torch.Tensor:
+        """act{n}(bn{n}(conv{n}(x)) [+ shortcut(C_out)]): one fused pass where self.units[n]
+        holds a Unit (fuse_unit), else the chains as the torch block runs them."""
+        conv = f"conv{n}"
+        fused = self.units.get(n)
+        if fused is None:
+            y = self.chain(f"bn{n}", self.chain(conv, x))
+            if shortcut is not None:
+                y = _residual(y, shortcut(y.shape[1]), block_input)
+            return self.chain(f"act{n}", y)
+        op = self.chains[conv][0]
+        assert isinstance(op, BinaryConvOp)  # fuse_unit's guarantee
+        y = op.run_unit(x, fused, None if shortcut is None else shortcut(op.c_out), self.threads)
+        self._shapes[conv] = (tuple(x.shape[1:]), tuple(y.shape[1:]))
+        return y
+
     def run(self, x: Value, threads: int) -> Value:
         self.threads = threads
         return self.forward(x)
@@ -289,42 +361,26 @@ class ResNetBlockOp(BlockOp):
     kind = "resnet_block"
     handles = ("ResNetBlock",)
     parts = ("conv1", "bn1", "act1", "conv2", "bn2", "shortcut", "act2")
+    units_of = ("1", "2")
 
     def forward(self, x: Value) -> Value:
         x = as_float(x)
-        y = self.chain("act1", self.chain("bn1", self.chain("conv1", x)))
-        z = self.chain("bn2", self.chain("conv2", y))
-        return self.chain("act2", _residual(z, self.chain("shortcut", x), x))
+        y = self.unit("1", x, None, x)
+        return self.unit("2", y, lambda _: self.chain("shortcut", x), x)
 
 
 @register_op
 class BiRealBlockOp(BlockOp):
-    """BiRealBlock: act(bn(conv(x)) + shortcut(x)).
-
-    With no activation (Bi-Real's own unit), BatchNorm and the add run in the conv's output
-    pass when fused_batchnorm proves the fused arithmetic equals torch's; otherwise, and for
-    other activations, the chains run as the torch block does.
-    """
+    """BiRealBlock: act(bn(conv(x)) + shortcut(x)), one fused pass where `units` allows."""
 
     kind = "bireal_block"
     handles = ("BiRealBlock",)
     parts = ("conv", "bn", "shortcut", "act")
-
-    def __init__(self, name: str, params: dict[str, Any], tensors: dict[str, np.ndarray]) -> None:
-        super().__init__(name, params, tensors)
-        conv, bn, act = self.chains["conv"], self.chains["bn"], self.chains["act"]
-        self.fused = None
-        if (len(conv) == len(bn) == 1 and not act and isinstance(conv[0], BinaryConvOp)
-                and isinstance(bn[0], BatchNormOp)):
-            self.fused = conv[0].fused_batchnorm(bn[0])
+    units_of = ("",)
 
     def forward(self, x: Value) -> Value:
         x = as_float(x)
-        if self.fused is not None:
-            return self.chains["conv"][0].run_bn_residual(
-                x, self.fused, self.chain("shortcut", x), self.threads)
-        y = self.chain("bn", self.chain("conv", x))
-        return self.chain("act", _residual(y, self.chain("shortcut", x), x))
+        return self.unit("", x, lambda _: self.chain("shortcut", x), x)
 
 
 @register_op
@@ -334,14 +390,12 @@ class ReActBlockOp(BlockOp):
     kind = "reactnet_block"
     handles = ("ReActBlock",)
     parts = ("conv1", "bn1", "shortcut", "act1", "conv2", "bn2", "act2")
+    units_of = ("1", "2")
 
     def forward(self, x: Value) -> Value:
         x = as_float(x)
-        z = self.chain("bn1", self.chain("conv1", x))
-        y = self.chain("act1", _residual(z, self.chain("shortcut", x), x))
-        z = self.chain("bn2", self.chain("conv2", y))
-        return self.chain("act2", _residual(
-            z, y if z.shape[1] == y.shape[1] else torch.cat([y, y], 1), y))
+        y = self.unit("1", x, lambda _: self.chain("shortcut", x), x)
+        return self.unit("2", y, lambda c: y if c == y.shape[1] else torch.cat([y, y], 1), y)
 
 
 @register_op

@@ -15,7 +15,7 @@ from torch import nn
 
 import kernels
 import spaces
-from kernels.block_ops import BinaryConvOp, BiRealBlockOp
+from kernels.block_ops import BinaryConvOp, BiRealBlockOp, BlockOp
 from kernels.float_ops import BatchNormOp
 from kernels.graph import Bits
 from spaces.quantizers import Quantizer
@@ -216,19 +216,41 @@ def test_block_ops_save_and_load(family: str, tmp_path: Path) -> None:
     assert info["body.0"].binary_macs > 0 and info["body.0"].kind.endswith("_block")
 
 
-@pytest.mark.parametrize("downsample", ["avgpool_conv", "strided_conv"])
-def test_bireal_batchnorm_and_add_run_fused(downsample, monkeypatch, tmp_path) -> None:
-    """Bi-Real units without an activation run BN and the add in the conv's output pass, bit
-    exact with identity and downsampling shortcuts, and again after a save and load."""
-    model = family_model("bireal", seed=6, activation="none", downsample=downsample)
+def residual_blocks(packed: kernels.PackedModel) -> list[BlockOp]:
+    return [op for op in packed.ops if isinstance(op, BlockOp) and op.units]
+
+
+@pytest.mark.parametrize("family, options", [
+    ("bireal", {"downsample": "avgpool_conv"}),
+    ("bireal", {"downsample": "strided_conv", "activation": "prelu"}),
+    ("bireal", {"activation": "rprelu", "input_quantizer": "rsign"}),
+    ("resnet", {"downsample": "avgpool_conv", "activation": "rprelu"}),
+    ("resnet", {"downsample": "strided_conv", "activation": "none"}),
+    ("reactnet", {"activation": "rprelu", "input_quantizer": "rsign"}),
+    ("reactnet", {"activation": "prelu", "kernel_size": 5}),
+])
+def test_residual_units_run_fused(family, options, monkeypatch, tmp_path) -> None:
+    """Every conv -> BN [-> + shortcut] -> PReLU / RPReLU / no activation unit runs in its
+    conv's output pass, bit exact with identity, downsampling and duplicating shortcuts, and
+    again after a save and load."""
+    model = family_model(family, seed=6, **options)
     packed = assert_matches_torch(model, monkeypatch)
-    blocks = [op for op in packed.ops if isinstance(op, BiRealBlockOp)]
-    assert len(blocks) == 6 and all(op.fused is not None for op in blocks)
+    blocks = residual_blocks(packed)
+    assert len(blocks) == 6 and all(u is not None for op in blocks for u in op.units.values())
     packed.save(tmp_path / "m.bnnx")
     loaded = kernels.load(tmp_path / "m.bnnx")
-    assert all(op.fused is not None for op in loaded.ops if isinstance(op, BiRealBlockOp))
+    assert all(u is not None for op in residual_blocks(loaded) for u in op.units.values())
     x = sample()
     np.testing.assert_array_equal(loaded(x), packed(x))
+
+
+@pytest.mark.parametrize("family", FAMILIES[1:])
+def test_hardtanh_units_stay_composite(family, monkeypatch) -> None:
+    """An activation the output pass does not implement keeps the torch chains."""
+    packed = assert_matches_torch(family_model(family, seed=6, activation="hardtanh"),
+                                  monkeypatch)
+    blocks = residual_blocks(packed)
+    assert blocks and all(u is None for op in blocks for u in op.units.values())
 
 
 def test_bireal_batchnorm_not_reproduced_stays_composite(monkeypatch) -> None:
@@ -238,7 +260,7 @@ def test_bireal_batchnorm_not_reproduced_stays_composite(monkeypatch) -> None:
         forward(self, x), torch.tensor(float("inf"))))
     packed = kernels.compile(family_model("bireal", seed=6, activation="none"), SHAPE)
     blocks = [op for op in packed.ops if isinstance(op, BiRealBlockOp)]
-    assert blocks and all(op.fused is None for op in blocks)
+    assert blocks and all(op.units[""] is None for op in blocks)
 
 
 def test_block_macs_count_every_binary_conv() -> None:

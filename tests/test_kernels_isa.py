@@ -3,7 +3,8 @@
 Random geometry (channels off multiples of 8/64, odd sizes, kernel 1/3/5, stride 1/2, padding up
 to past kernel // 2, pad_value 0/+-1, batch, threads) for each output form: int dots, packed
 threshold bits, float scale * dot + bias (float32 multiply then add, so equal bits too) and that
-followed by a fused multiply-add BatchNorm and a residual add.
+followed by a residual unit's tail: a fused multiply-add BatchNorm, a residual add and a PReLU or
+RPReLU, against torch's own ops.
 BNNX_FUZZ_CASES sets the number of cases (default 240; `make fuzz` runs 10,000). Paths this CPU
 lacks are not listed by available_isas, so they are skipped rather than failed.
 """
@@ -41,6 +42,29 @@ def pm1(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
     return np.where(rng.random(shape) < 0.5, -1.0, 1.0).astype(np.float32)
 
 
+def unit_activation(rng: np.random.Generator, c_out: int) -> kernels.UnitActivation:
+    """A random PReLU (one shared or per-channel slope) or RPReLU, slopes of both signs and 0."""
+    def vector() -> np.ndarray:
+        v = rng.normal(size=c_out).astype(np.float32)
+        v[::5] = 0.0
+        return v
+
+    if rng.random() < 0.5:
+        slope = vector() if rng.random() < 0.5 else np.full(c_out, rng.normal(), np.float32)
+        return kernels.UnitActivation("prelu", slope)
+    return kernels.UnitActivation("rprelu", vector(), vector(), vector())
+
+
+def torch_activation(act: kernels.UnitActivation, y: torch.Tensor) -> torch.Tensor:
+    """What spaces.blocks.RPReLU / nn.PReLU compute on an NCHW map."""
+    def view(v: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(v).view(1, -1, 1, 1)
+
+    if act.kind == "prelu":
+        return F.prelu(y, torch.from_numpy(act.slope))
+    return F.prelu(y - view(act.gamma), torch.from_numpy(act.slope)) + view(act.zeta)
+
+
 def check_conv(seed: int, geometry: dict | None = None) -> None:
     rng = np.random.default_rng(seed)
     c = random_conv(rng) if geometry is None else geometry
@@ -61,8 +85,14 @@ def check_conv(seed: int, geometry: dict | None = None) -> None:
     beta = rng.normal(size=c["c_out"]).astype(np.float32)
     residual = rng.normal(size=expected_float.shape).astype(np.float32)
     flat = np.ascontiguousarray(expected_float).reshape(-1, c["c_out"])
-    expected_bn = bitops.fma_channels(flat, alpha, beta)
-    expected_bn = expected_bn.reshape(expected_float.shape) + residual
+    expected_bn = bitops.fma_channels(flat, alpha, beta).reshape(expected_float.shape)
+    # Then the unit's activation, torch's own RPReLU / PReLU on the NCHW map, with or without
+    # the residual add.
+    activation = unit_activation(rng, c["c_out"])
+    with_residual = bool(rng.random() < 0.5)
+    expected_unit = torch.from_numpy(expected_bn + residual if with_residual else expected_bn)
+    expected_unit = torch_activation(activation, expected_unit.permute(0, 3, 1, 2))
+    expected_unit = expected_unit.permute(0, 2, 3, 1).numpy()
 
     bits_in, wp = kernels.pack_nchw(x), kernels.pack_weight(wt)
     blocked = bitops.block_weight(wp) if rng.random() < 0.5 else None
@@ -81,7 +111,13 @@ def check_conv(seed: int, geometry: dict | None = None) -> None:
             np.testing.assert_array_equal(got, expected_float, err_msg=where)
             got = kernels.conv2d_float(bits_in, wp, c["c_in"], scale, bias, *geo,
                                        batchnorm=(alpha, beta), residual=residual)
-            np.testing.assert_array_equal(got, expected_bn, err_msg=where)
+            np.testing.assert_array_equal(got, expected_bn + residual, err_msg=where)
+            got = kernels.conv2d_float(bits_in, wp, c["c_in"], scale, bias, *geo,
+                                       batchnorm=(alpha, beta),
+                                       residual=residual if with_residual else None,
+                                       activation=activation)
+            np.testing.assert_array_equal(got.view(np.int32), expected_unit.view(np.int32),
+                                          err_msg=where)
 
 
 def check_linear(seed: int) -> None:

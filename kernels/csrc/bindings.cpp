@@ -312,33 +312,66 @@ NB_MODULE(_bnnx_kernels, m) {
        nb::arg("threads") = 1, nb::arg("blocked") = nb::none(),
        "Binary conv2d -> float32 NHWC scale * dot + bias.");
 
-    m.def("conv2d_bn_residual", [](const Array &x, const Array &w, int64_t channels, Pair stride,
-                                   Pair padding, int pad_value, const Array &scale,
-                                   const Array &bias, const Array &alpha, const Array &beta,
-                                   const Array &residual, int threads, const Optional &blocked) {
+    m.def("conv2d_unit", [](const Array &x, const Array &w, int64_t channels, Pair stride,
+                            Pair padding, int pad_value, const Array &scale, const Array &bias,
+                            const Array &alpha, const Array &beta, const Optional &residual,
+                            const std::string &activation, const Optional &gamma,
+                            const Optional &slope, const Optional &zeta, int threads,
+                            const Optional &blocked) {
         ConvArgs a = conv_args(x, w, channels, stride, padding, pad_value, threads, blocked);
-        const float *s = per_channel<float>(scale, "scale", a.g.c_out);
-        const float *b = per_channel<float>(bias, "bias", a.g.c_out);
-        const float *al = per_channel<float>(alpha, "alpha", a.g.c_out);
-        const float *be = per_channel<float>(beta, "beta", a.g.c_out);
-        const float *r = checked<float>(residual, "residual", 4, "float NHWC");
+        const int64_t c = a.g.c_out;
+        const float *s = per_channel<float>(scale, "scale", c);
+        const float *b = per_channel<float>(bias, "bias", c);
+        const float *al = per_channel<float>(alpha, "alpha", c);
+        const float *be = per_channel<float>(beta, "beta", c);
         const std::vector<size_t> shape = {size_t(a.g.n), size_t(a.g.out_h()),
-                                           size_t(a.g.out_w()), size_t(a.g.c_out)};
-        for (size_t i = 0; i < 4; ++i)
-            if (residual.shape(i) != shape[i])
-                value_error("residual has shape " + shape_str(residual) +
-                            ", expected the output's (N, OH, OW, C_out)");
+                                           size_t(a.g.out_w()), size_t(c)};
+        const float *r = nullptr;
+        if (residual) {
+            r = checked<float>(*residual, "residual", 4, "float NHWC");
+            for (size_t i = 0; i < 4; ++i)
+                if (residual->shape(i) != shape[i])
+                    value_error("residual has shape " + shape_str(*residual) +
+                                ", expected the output's (N, OH, OW, C_out)");
+        }
+        UnitAct act;
+        // The parameters `kind` needs: present and C_out long; the others must be absent.
+        auto params = [&](Act kind, bool with_shift) {
+            act.act = kind;
+            const std::pair<const Optional *, const char *> all[] = {
+                {&gamma, "gamma"}, {&slope, "slope"}, {&zeta, "zeta"}};
+            const float **dst[] = {&act.gamma, &act.slope, &act.zeta};
+            for (int i = 0; i < 3; ++i) {
+                const bool wanted = i == 1 || with_shift;
+                if (wanted != all[i].first->has_value())
+                    value_error(std::string("activation ") + activation +
+                                (wanted ? " needs " : " takes no ") + all[i].second);
+                if (wanted) *dst[i] = per_channel<float>(**all[i].first, all[i].second, c);
+            }
+        };
+        if (activation == "none") {
+            if (gamma || slope || zeta) value_error("activation none takes no gamma, slope or zeta");
+        } else if (activation == "prelu") {
+            params(Act::prelu, false);
+        } else if (activation == "rprelu") {
+            params(Act::rprelu, true);
+        } else {
+            value_error("unknown activation '" + activation + "'; allowed: none, prelu, rprelu");
+        }
         auto out = new_array<float>(shape, false);
         {
             nb::gil_scoped_release release;
-            conv2d_bn_residual(a.g, a.x, a.wb.data, s, b, al, be, r, out.data(), threads);
+            conv2d_unit(a.g, a.x, a.wb.data, s, b, al, be, r, act, out.data(), threads);
         }
         return out;
     }, nb::arg("x"), nb::arg("weight"), nb::arg("channels"), nb::arg("stride"),
        nb::arg("padding"), nb::arg("pad_value"), nb::arg("scale"), nb::arg("bias"),
-       nb::arg("alpha"), nb::arg("beta"), nb::arg("residual"), nb::arg("threads") = 1,
+       nb::arg("alpha"), nb::arg("beta"), nb::arg("residual") = nb::none(),
+       nb::arg("activation") = "none", nb::arg("gamma") = nb::none(),
+       nb::arg("slope") = nb::none(), nb::arg("zeta") = nb::none(), nb::arg("threads") = 1,
        nb::arg("blocked") = nb::none(),
-       "Binary conv2d -> float32 NHWC fma(scale * dot + bias, alpha, beta) + residual.");
+       "Binary conv2d -> float32 NHWC act(fma(scale * dot + bias, alpha, beta) [+ residual]): "
+       "a residual unit's BatchNorm, shortcut add and (R)PReLU in the conv's output pass.");
 
     m.def("fma_channels", [](const Array &y, const Array &alpha, const Array &beta) {
         const float *p = checked<float>(y, "y", 2, "(N, C)");
@@ -349,7 +382,7 @@ NB_MODULE(_bnnx_kernels, m) {
         fma_channels(p, n, c, al, be, out.data());
         return out;
     }, nb::arg("y"), nb::arg("alpha"), nb::arg("beta"),
-       "fma(y[i, c], alpha[c], beta[c]): conv2d_bn_residual's BatchNorm step on given values.");
+       "fma(y[i, c], alpha[c], beta[c]): conv2d_unit's BatchNorm step on given values.");
 
     m.def("conv2d_bits", [](const Array &x, const Array &w, int64_t channels, Pair stride,
                             Pair padding, int pad_value, const Array &threshold,

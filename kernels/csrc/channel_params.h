@@ -2,16 +2,19 @@
 // load full vectors; the padding lanes are never stored.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <vector>
 
 #include "isa.h"
+#include "ops.h"
 
 namespace bnnx {
 
 struct ChannelParams {
     int64_t c_out = 0;
-    std::vector<float> scale, bias, alpha, beta;
+    std::vector<float> scale, bias, alpha, beta, gamma, slope, zeta;
+    Act act = Act::none;
     std::vector<int32_t> threshold;
     std::vector<uint8_t> dir_pos;  // bit l of entry b: direction of channel 8 b + l is +1
 
@@ -25,14 +28,16 @@ struct ChannelParams {
         return p;
     }
 
-    // The affine output followed by a BatchNorm fma(y, alpha, beta).
-    static ChannelParams batchnorm(int64_t c_out, const float *scale, const float *bias,
-                                   const float *alpha, const float *beta) {
+    // The affine output followed by a BatchNorm fma(y, alpha, beta) and the activation `act`.
+    static ChannelParams unit(int64_t c_out, const float *scale, const float *bias,
+                              const float *alpha, const float *beta, const UnitAct &act) {
         ChannelParams p = affine(c_out, scale, bias);
-        p.alpha.assign(alpha, alpha + c_out);
-        p.beta.assign(beta, beta + c_out);
-        p.alpha.resize(p.scale.size(), 0.0f);
-        p.beta.resize(p.scale.size(), 0.0f);
+        p.act = act.act;
+        p.alpha = padded(alpha, c_out);
+        p.beta = padded(beta, c_out);
+        p.gamma = padded(act.gamma, c_out);
+        p.slope = padded(act.slope, c_out);
+        p.zeta = padded(act.zeta, c_out);
         return p;
     }
 
@@ -48,6 +53,13 @@ struct ChannelParams {
         return p;
     }
 
+    // c_out values (zeros if v is null) padded with zeros to whole blocks.
+    static std::vector<float> padded(const float *v, int64_t c_out) {
+        std::vector<float> out(static_cast<size_t>(blocks_for(c_out) * kBlock), 0.0f);
+        if (v) std::copy(v, v + c_out, out.begin());
+        return out;
+    }
+
     // A TileOut with these parameters; the caller sets base, corr, out and pixel_stride.
     TileOut out(OutKind kind) const {
         TileOut o{};
@@ -57,6 +69,10 @@ struct ChannelParams {
         o.bias = bias.data();
         o.alpha = alpha.data();
         o.beta = beta.data();
+        o.act = act;
+        o.gamma = gamma.data();
+        o.slope = slope.data();
+        o.zeta = zeta.data();
         o.threshold = threshold.data();
         o.dir_pos = dir_pos.data();
         return o;

@@ -194,11 +194,11 @@ void conv2d_float(const ConvGeometry &g, const uint64_t *x, const uint64_t *wb,
     conv2d_tiles(g, x, wb, o, g.c_out * sizeof(float), threads);
 }
 
-void conv2d_bn_residual(const ConvGeometry &g, const uint64_t *x, const uint64_t *wb,
-                        const float *scale, const float *bias, const float *alpha,
-                        const float *beta, const float *residual, float *out, int threads) {
-    const ChannelParams p = ChannelParams::batchnorm(g.c_out, scale, bias, alpha, beta);
-    TileOut o = p.out(OutKind::bn_residual);
+void conv2d_unit(const ConvGeometry &g, const uint64_t *x, const uint64_t *wb, const float *scale,
+                 const float *bias, const float *alpha, const float *beta, const float *residual,
+                 const UnitAct &act, float *out, int threads) {
+    const ChannelParams p = ChannelParams::unit(g.c_out, scale, bias, alpha, beta, act);
+    TileOut o = p.out(OutKind::unit);
     o.out = out;
     o.residual = residual;
     o.pixel_stride = g.c_out;

@@ -35,16 +35,22 @@ struct Tile {
     int64_t tiles;
 };
 
-enum class OutKind : int { dots, floats, bits, bn_residual };
+enum class OutKind : int { dots, floats, bits, unit };
+
+// The activation closing a fused residual unit, as torch computes it per value:
+//   prelu:  y > 0 ? y : slope[c] * y
+//   rprelu: t = y - gamma[c]; (t > 0 ? t : slope[c] * t) + zeta[c]   (ReActNet's RPReLU)
+enum class Act : int { none, prelu, rprelu };
 
 // The fused epilogue: dot = base - 2 * pc + corr[c] (corr: padded taps, may be null), then
 //   dots:   out[c] = dot (int32)
 //   floats: out[c] = scale[c] * dot + bias[c] (multiply, then add: no FMA, identical everywhere)
 //   bits:   bit c = dot >= threshold[c] if bit (c % 8) of dir_pos[c / 8] is set, else
 //           dot <= threshold[c]; written as byte c / 8 of the packed output (bits >= C_out are 0).
-//   bn_residual: out[c] = fma(scale[c] * dot + bias[c], alpha[c], beta[c]) + residual[c], the
-//           floats output, then an eval BatchNorm as torch computes it (one fused multiply-add)
-//           and a residual add; residual[c] is read at the same offsets as out[c].
+//   unit:   out[c] = act(fma(scale[c] * dot + bias[c], alpha[c], beta[c]) [+ residual[c]]), the
+//           floats output, then an eval BatchNorm as torch computes it (one fused multiply-add),
+//           a residual add when `residual` is set (read at the same offsets as out[c]) and the
+//           activation `act` (per-channel gamma, slope, zeta; see Act).
 // Per-channel arrays are padded to a multiple of 8. `out` (and `residual`) point at the tile's
 // first pixel; pixel i is at out + i * pixel_stride, in elements (int32 / float) or bytes (bits).
 struct TileOut {
@@ -54,6 +60,8 @@ struct TileOut {
     const int32_t *corr;
     const float *scale, *bias;
     const float *alpha, *beta, *residual;
+    Act act;
+    const float *gamma, *slope, *zeta;
     const int32_t *threshold;
     const uint8_t *dir_pos;
     void *out;

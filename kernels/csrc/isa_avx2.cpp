@@ -31,6 +31,15 @@ struct Popcount {
     }
 };
 
+// Act on 8 channels from c: the scalar recipe of Act, lane by lane (y > 0 false for NaN).
+inline __m256 activate(const TileOut &o, int64_t c, __m256 y) {
+    const bool shifted = o.act == Act::rprelu;
+    if (shifted) y = _mm256_sub_ps(y, _mm256_loadu_ps(o.gamma + c));
+    const __m256 scaled = _mm256_mul_ps(_mm256_loadu_ps(o.slope + c), y);
+    y = _mm256_blendv_ps(scaled, y, _mm256_cmp_ps(y, _mm256_setzero_ps(), _CMP_GT_OQ));
+    return shifted ? _mm256_add_ps(y, _mm256_loadu_ps(o.zeta + c)) : y;
+}
+
 // The TileOut epilogue on the 8 channels of one block as int32 lanes, its per-block constants
 // set up once per call. Bits: bit = (pc <= limit) XOR flip with limit as in isa_avx512.cpp, and
 // INT32_MAX on channels >= C_out, so they read 0.
@@ -74,10 +83,11 @@ struct BlockOut {
         }
         const __m256 prod = _mm256_mul_ps(_mm256_loadu_ps(o.scale + c0), _mm256_cvtepi32_ps(dot));
         __m256 y = _mm256_add_ps(prod, _mm256_loadu_ps(o.bias + c0));
-        if (KIND == OutKind::bn_residual)
-            y = _mm256_add_ps(
-                _mm256_fmadd_ps(y, _mm256_loadu_ps(o.alpha + c0), _mm256_loadu_ps(o.beta + c0)),
-                _mm256_maskload_ps(o.residual + at + c0, lanes));
+        if (KIND == OutKind::unit) {
+            y = _mm256_fmadd_ps(y, _mm256_loadu_ps(o.alpha + c0), _mm256_loadu_ps(o.beta + c0));
+            if (o.residual) y = _mm256_add_ps(y, _mm256_maskload_ps(o.residual + at + c0, lanes));
+            if (o.act != Act::none) y = activate(o, c0, y);
+        }
         _mm256_maskstore_ps(static_cast<float *>(o.out) + at + c0, lanes, y);
     }
 };
@@ -145,7 +155,7 @@ void bconv_ukernel_4x8__avx2(const Tile &tile, const TileOut &out) {
         case OutKind::dots: return tile_kind<OutKind::dots>(tile, out);
         case OutKind::floats: return tile_kind<OutKind::floats>(tile, out);
         case OutKind::bits: return tile_kind<OutKind::bits>(tile, out);
-        case OutKind::bn_residual: return tile_kind<OutKind::bn_residual>(tile, out);
+        case OutKind::unit: return tile_kind<OutKind::unit>(tile, out);
     }
 }
 

@@ -23,6 +23,15 @@ namespace {
 // e = base + corr - threshold, dot >= threshold <=> pc <= e >> 1 and
 // dot <= threshold <=> !(pc <= (e - 1) >> 1), so an output bit is one compare, and the flips of
 // a pixel's NR blocks are one XOR of their NR bytes, stored at once.
+// Act on 8 channels from c: the scalar recipe of Act, lane by lane (y > 0 false for NaN).
+inline __m256 activate(const TileOut &o, int64_t c, __m256 y) {
+    const bool shifted = o.act == Act::rprelu;
+    if (shifted) y = _mm256_sub_ps(y, _mm256_loadu_ps(o.gamma + c));
+    const __m256 scaled = _mm256_mul_ps(_mm256_loadu_ps(o.slope + c), y);
+    y = _mm256_mask_blend_ps(_mm256_cmp_ps_mask(y, _mm256_setzero_ps(), _CMP_GT_OQ), scaled, y);
+    return shifted ? _mm256_add_ps(y, _mm256_loadu_ps(o.zeta + c)) : y;
+}
+
 template <OutKind KIND, int NR>
 struct Epilogue {
     __m512i e[NR];       // bits: the pc limit, -1 on channels >= C_out; else base + corr
@@ -70,10 +79,12 @@ struct Epilogue {
             const __m256 prod =
                 _mm256_mul_ps(_mm256_loadu_ps(o.scale + c), _mm512_cvtepi64_ps(dot));
             __m256 y = _mm256_add_ps(prod, _mm256_loadu_ps(o.bias + c));
-            if (KIND == OutKind::bn_residual)
-                y = _mm256_add_ps(
-                    _mm256_fmadd_ps(y, _mm256_loadu_ps(o.alpha + c), _mm256_loadu_ps(o.beta + c)),
-                    _mm256_maskz_loadu_ps(lanes[j], o.residual + at + c));
+            if (KIND == OutKind::unit) {
+                y = _mm256_fmadd_ps(y, _mm256_loadu_ps(o.alpha + c), _mm256_loadu_ps(o.beta + c));
+                if (o.residual)
+                    y = _mm256_add_ps(y, _mm256_maskz_loadu_ps(lanes[j], o.residual + at + c));
+                if (o.act != Act::none) y = activate(o, c, y);
+            }
             _mm256_mask_storeu_ps(static_cast<float *>(o.out) + at + c, lanes[j], y);
         }
     }
@@ -127,7 +138,7 @@ constexpr std::array<std::array<std::array<Ukernel, kNr>, kMr>, 4> kUkernels = {
     table_of<OutKind::dots>(std::make_integer_sequence<int, kMr>{}),
     table_of<OutKind::floats>(std::make_integer_sequence<int, kMr>{}),
     table_of<OutKind::bits>(std::make_integer_sequence<int, kMr>{}),
-    table_of<OutKind::bn_residual>(std::make_integer_sequence<int, kMr>{})};
+    table_of<OutKind::unit>(std::make_integer_sequence<int, kMr>{})};
 
 void bconv_ukernel_6x32__avx512vpopcnt(const Tile &tile, const TileOut &out) {
     kUkernels[static_cast<int>(out.kind)][tile.mr - 1][tile.nr - 1](tile, out);

@@ -16,6 +16,13 @@
 namespace bnnx {
 namespace generic {
 
+// Act on channel c's value y (TileOut::act; no contraction: each step rounds as torch's does).
+__attribute__((always_inline)) inline float activate(const TileOut &o, int64_t c, float y) {
+    if (o.act == Act::rprelu) y -= o.gamma[c];
+    y = y > 0.0f ? y : o.slope[c] * y;
+    return o.act == Act::rprelu ? y + o.zeta[c] : y;
+}
+
 // Writes one pixel's outputs for the 8-channel block starting at channel c0 from its popcount
 // sums pc[0..8).
 __attribute__((always_inline)) inline void epilogue(const TileOut &o, int64_t pixel, int64_t c0,
@@ -26,12 +33,15 @@ __attribute__((always_inline)) inline void epilogue(const TileOut &o, int64_t pi
         const int32_t dot = o.base - 2 * pc[l] + (o.corr ? o.corr[c] : 0);
         if (o.kind == OutKind::dots) {
             static_cast<int32_t *>(o.out)[pixel * o.pixel_stride + c] = dot;
-        } else if (o.kind == OutKind::floats || o.kind == OutKind::bn_residual) {
+        } else if (o.kind == OutKind::floats || o.kind == OutKind::unit) {
             const float prod = o.scale[c] * static_cast<float>(dot);
             float y = prod + o.bias[c];
             const int64_t at = pixel * o.pixel_stride + c;
-            if (o.kind == OutKind::bn_residual)
-                y = std::fma(y, o.alpha[c], o.beta[c]) + o.residual[at];
+            if (o.kind == OutKind::unit) {
+                y = std::fma(y, o.alpha[c], o.beta[c]);
+                if (o.residual) y += o.residual[at];
+                if (o.act != Act::none) y = activate(o, c, y);
+            }
             static_cast<float *>(o.out)[at] = y;
         } else {
             const bool up = (o.dir_pos[c0 / kBlock] >> l) & 1u;

@@ -11,6 +11,8 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "isa.h"
+
 namespace bnnx {
 
 inline int64_t words_for(int64_t channels) { return (channels + 63) / 64; }
@@ -37,13 +39,22 @@ void conv2d_dots(const ConvGeometry &g, const uint64_t *x, const uint64_t *wb, i
 // out = scale[co] * dot + bias[co], NHWC float32.
 void conv2d_float(const ConvGeometry &g, const uint64_t *x, const uint64_t *wb, const float *scale,
                   const float *bias, float *out, int threads);
-// out = fma(scale[co] * dot + bias[co], alpha[co], beta[co]) + residual, NHWC float32: the float
-// output, an eval BatchNorm as torch computes it and a residual add (residual: NHWC like out).
-void conv2d_bn_residual(const ConvGeometry &g, const uint64_t *x, const uint64_t *wb,
-                        const float *scale, const float *bias, const float *alpha,
-                        const float *beta, const float *residual, float *out, int threads);
+// The activation closing a fused unit (Act in isa.h) and its C_out-long parameters: slope for
+// prelu, gamma, slope and zeta for rprelu; unused ones may be null.
+struct UnitAct {
+    Act act = Act::none;
+    const float *gamma = nullptr, *slope = nullptr, *zeta = nullptr;
+};
+
+// A residual unit's tail in the conv's output pass, NHWC float32:
+// out = act(fma(scale[co] * dot + bias[co], alpha[co], beta[co]) [+ residual]), the float output,
+// an eval BatchNorm as torch computes it, a residual add when residual (NHWC like out) is not
+// null, and the activation.
+void conv2d_unit(const ConvGeometry &g, const uint64_t *x, const uint64_t *wb, const float *scale,
+                 const float *bias, const float *alpha, const float *beta, const float *residual,
+                 const UnitAct &act, float *out, int threads);
 // out[i, c] = fma(y[i, c], alpha[c], beta[c]) for n rows of c_out floats: the BatchNorm step of
-// conv2d_bn_residual, on given values.
+// conv2d_unit, on given values.
 void fma_channels(const float *y, int64_t n, int64_t c_out, const float *alpha, const float *beta,
                   float *out);
 // Packed NHWC bits over C_out: bit = direction[co] > 0 ? dot >= threshold[co]
