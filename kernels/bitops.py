@@ -107,12 +107,14 @@ def conv2d_dots(
 class UnitActivation(NamedTuple):
     """The activation closing a fused unit, computed per value as torch computes it:
     "prelu": y > 0 ? y : slope[c] * y; "rprelu" (ReActNet): the same on y - gamma[c], plus
-    zeta[c]. Per-channel float32 arrays of C_out."""
+    zeta[c]; "hardtanh": y clamped to `bounds` (NaN stays NaN). Per-channel float32 arrays of
+    C_out."""
 
     kind: str
-    slope: np.ndarray
+    slope: np.ndarray | None = None
     gamma: np.ndarray | None = None
     zeta: np.ndarray | None = None
+    bounds: tuple[float, float] = (-1.0, 1.0)
 
 
 def conv2d_float(
@@ -143,9 +145,9 @@ def conv2d_float(
         if residual is not None or activation is not None:
             raise ValueError("conv2d_float: residual and activation need batchnorm=(alpha, beta)")
         return ext.conv2d_float(*args, int(threads), blocked)
-    kind, slope, gamma, zeta = activation or ("none", None, None, None)
-    return ext.conv2d_unit(*args, *batchnorm, residual, kind, gamma, slope, zeta, int(threads),
-                           blocked)
+    act = activation or UnitActivation("none")
+    return ext.conv2d_unit(*args, *batchnorm, residual, act.kind, act.gamma, act.slope, act.zeta,
+                           act.bounds, int(threads), blocked)
 
 
 def fma_channels(y: np.ndarray, alpha: np.ndarray, beta: np.ndarray) -> np.ndarray:

@@ -33,7 +33,7 @@ from .binary_ops import (
 )
 from .compiler import _flatten
 from .errors import UnsupportedLayerError
-from .float_ops import BatchNormOp, FloatOp, PReLUOp
+from .float_ops import BatchNormOp, FloatOp, HardtanhOp, PReLUOp
 from .graph import OPS, Bits, Encoding, Op, Value, as_float, pair, register_op, to_numpy
 
 # A unit's shortcut map, given the unit conv's output channels (ReActNet duplicates its input
@@ -206,7 +206,7 @@ class RPReLUOp(FloatOp):
 def fuse_unit(conv: list[Op], bn: list[Op], act: list[Op]) -> Unit | None:
     """The fused tail of the chains conv -> bn [-> + shortcut] -> act: one binary conv, one
     BatchNorm the conv's output pass reproduces exactly (fused_batchnorm) and no activation,
-    a PReLU or an RPReLU. None otherwise (other activations run as torch chains)."""
+    a PReLU, an RPReLU or a hardtanh. None otherwise (those chains run as torch's)."""
     if not (len(conv) == len(bn) == 1 and len(act) <= 1 and isinstance(conv[0], BinaryConvOp)
             and isinstance(bn[0], BatchNormOp)):
         return None
@@ -218,7 +218,7 @@ def fuse_unit(conv: list[Op], bn: list[Op], act: list[Op]) -> Unit | None:
 
 
 def _unit_activation(op: Op, channels: int) -> bitops.UnitActivation | None:
-    """A PReLU (one slope or one per channel) or RPReLU op as per-channel kernel parameters."""
+    """A PReLU (one slope or one per channel), RPReLU or hardtanh op as kernel parameters."""
     def per_channel(t: torch.Tensor) -> np.ndarray | None:
         v = t.detach().to(torch.float32).numpy()
         return np.full(channels, v[0], np.float32) if v.shape == (1,) else (
@@ -229,6 +229,8 @@ def _unit_activation(op: Op, channels: int) -> bitops.UnitActivation | None:
         kind = "rprelu"
     elif isinstance(op, PReLUOp):
         params, kind = [per_channel(op.weight), None, None], "prelu"
+    elif isinstance(op, HardtanhOp):
+        return bitops.UnitActivation("hardtanh", bounds=(op.min_val, op.max_val))
     else:
         return None
     if params[0] is None or (kind == "rprelu" and any(p is None for p in params)):

@@ -43,23 +43,29 @@ def pm1(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
 
 
 def unit_activation(rng: np.random.Generator, c_out: int) -> kernels.UnitActivation:
-    """A random PReLU (one shared or per-channel slope) or RPReLU, slopes of both signs and 0."""
+    """A random PReLU (one shared or per-channel slope), RPReLU (slopes of both signs and 0) or
+    hardtanh (torch's default bounds or ReLU6's, which clamps at 0)."""
     def vector() -> np.ndarray:
         v = rng.normal(size=c_out).astype(np.float32)
         v[::5] = 0.0
         return v
 
-    if rng.random() < 0.5:
+    pick = rng.random()
+    if pick < 0.2:
+        return kernels.UnitActivation("hardtanh", bounds=(-1.0, 1.0) if pick < 0.1 else (0.0, 6.0))
+    if pick < 0.6:
         slope = vector() if rng.random() < 0.5 else np.full(c_out, rng.normal(), np.float32)
         return kernels.UnitActivation("prelu", slope)
     return kernels.UnitActivation("rprelu", vector(), vector(), vector())
 
 
 def torch_activation(act: kernels.UnitActivation, y: torch.Tensor) -> torch.Tensor:
-    """What spaces.blocks.RPReLU / nn.PReLU compute on an NCHW map."""
+    """What spaces.blocks.RPReLU / nn.PReLU / nn.Hardtanh compute on an NCHW map."""
     def view(v: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(v).view(1, -1, 1, 1)
 
+    if act.kind == "hardtanh":
+        return F.hardtanh(y, *act.bounds)
     if act.kind == "prelu":
         return F.prelu(y, torch.from_numpy(act.slope))
     return F.prelu(y - view(act.gamma), torch.from_numpy(act.slope)) + view(act.zeta)

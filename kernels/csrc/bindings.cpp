@@ -316,7 +316,8 @@ NB_MODULE(_bnnx_kernels, m) {
                             Pair padding, int pad_value, const Array &scale, const Array &bias,
                             const Array &alpha, const Array &beta, const Optional &residual,
                             const std::string &activation, const Optional &gamma,
-                            const Optional &slope, const Optional &zeta, int threads,
+                            const Optional &slope, const Optional &zeta,
+                            std::pair<float, float> bounds, int threads,
                             const Optional &blocked) {
         ConvArgs a = conv_args(x, w, channels, stride, padding, pad_value, threads, blocked);
         const int64_t c = a.g.c_out;
@@ -349,14 +350,24 @@ NB_MODULE(_bnnx_kernels, m) {
                 if (wanted) *dst[i] = per_channel<float>(**all[i].first, all[i].second, c);
             }
         };
-        if (activation == "none") {
-            if (gamma || slope || zeta) value_error("activation none takes no gamma, slope or zeta");
+        if (activation == "none" || activation == "hardtanh") {
+            if (gamma || slope || zeta)
+                value_error("activation " + activation + " takes no gamma, slope or zeta");
+            if (activation == "hardtanh") {
+                act.act = Act::hardtanh;
+                act.low = bounds.first;
+                act.high = bounds.second;
+                if (!(act.low <= act.high))
+                    value_error("hardtanh bounds must be ordered numbers, got (" +
+                                std::to_string(act.low) + ", " + std::to_string(act.high) + ")");
+            }
         } else if (activation == "prelu") {
             params(Act::prelu, false);
         } else if (activation == "rprelu") {
             params(Act::rprelu, true);
         } else {
-            value_error("unknown activation '" + activation + "'; allowed: none, prelu, rprelu");
+            value_error("unknown activation '" + activation +
+                        "'; allowed: none, prelu, rprelu, hardtanh");
         }
         auto out = new_array<float>(shape, false);
         {
@@ -368,10 +379,11 @@ NB_MODULE(_bnnx_kernels, m) {
        nb::arg("padding"), nb::arg("pad_value"), nb::arg("scale"), nb::arg("bias"),
        nb::arg("alpha"), nb::arg("beta"), nb::arg("residual") = nb::none(),
        nb::arg("activation") = "none", nb::arg("gamma") = nb::none(),
-       nb::arg("slope") = nb::none(), nb::arg("zeta") = nb::none(), nb::arg("threads") = 1,
+       nb::arg("slope") = nb::none(), nb::arg("zeta") = nb::none(),
+       nb::arg("bounds") = std::make_pair(-1.0f, 1.0f), nb::arg("threads") = 1,
        nb::arg("blocked") = nb::none(),
        "Binary conv2d -> float32 NHWC act(fma(scale * dot + bias, alpha, beta) [+ residual]): "
-       "a residual unit's BatchNorm, shortcut add and (R)PReLU in the conv's output pass.");
+       "a residual unit's BatchNorm, shortcut add and activation in the conv's output pass.");
 
     m.def("fma_channels", [](const Array &y, const Array &alpha, const Array &beta) {
         const float *p = checked<float>(y, "y", 2, "(N, C)");

@@ -15,6 +15,7 @@ struct ChannelParams {
     int64_t c_out = 0;
     std::vector<float> scale, bias, alpha, beta, gamma, slope, zeta;
     Act act = Act::none;
+    float low = -1.0f, high = 1.0f;
     std::vector<int32_t> threshold;
     std::vector<uint8_t> dir_pos;  // bit l of entry b: direction of channel 8 b + l is +1
 
@@ -33,6 +34,8 @@ struct ChannelParams {
                               const float *alpha, const float *beta, const UnitAct &act) {
         ChannelParams p = affine(c_out, scale, bias);
         p.act = act.act;
+        p.low = act.low;
+        p.high = act.high;
         p.alpha = padded(alpha, c_out);
         p.beta = padded(beta, c_out);
         p.gamma = padded(act.gamma, c_out);
@@ -70,6 +73,8 @@ struct ChannelParams {
         o.alpha = alpha.data();
         o.beta = beta.data();
         o.act = act;
+        o.low = low;
+        o.high = high;
         o.gamma = gamma.data();
         o.slope = slope.data();
         o.zeta = zeta.data();

@@ -40,7 +40,8 @@ enum class OutKind : int { dots, floats, bits, unit };
 // The activation closing a fused residual unit, as torch computes it per value:
 //   prelu:  y > 0 ? y : slope[c] * y
 //   rprelu: t = y - gamma[c]; (t > 0 ? t : slope[c] * t) + zeta[c]   (ReActNet's RPReLU)
-enum class Act : int { none, prelu, rprelu };
+//   hardtanh: t = y < low ? low : y; t > high ? high : t   (torch's clamp; NaN stays NaN)
+enum class Act : int { none, prelu, rprelu, hardtanh };
 
 // The fused epilogue: dot = base - 2 * pc + corr[c] (corr: padded taps, may be null), then
 //   dots:   out[c] = dot (int32)
@@ -62,6 +63,7 @@ struct TileOut {
     const float *alpha, *beta, *residual;
     Act act;
     const float *gamma, *slope, *zeta;
+    float low, high;  // hardtanh's bounds
     const int32_t *threshold;
     const uint8_t *dir_pos;
     void *out;

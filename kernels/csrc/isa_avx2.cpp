@@ -33,6 +33,11 @@ struct Popcount {
 
 // Act on 8 channels from c: the scalar recipe of Act, lane by lane (y > 0 false for NaN).
 inline __m256 activate(const TileOut &o, int64_t c, __m256 y) {
+    if (o.act == Act::hardtanh) {
+        const __m256 low = _mm256_set1_ps(o.low), high = _mm256_set1_ps(o.high);
+        y = _mm256_blendv_ps(y, low, _mm256_cmp_ps(y, low, _CMP_LT_OQ));
+        return _mm256_blendv_ps(y, high, _mm256_cmp_ps(y, high, _CMP_GT_OQ));
+    }
     const bool shifted = o.act == Act::rprelu;
     if (shifted) y = _mm256_sub_ps(y, _mm256_loadu_ps(o.gamma + c));
     const __m256 scaled = _mm256_mul_ps(_mm256_loadu_ps(o.slope + c), y);

@@ -25,6 +25,11 @@ namespace {
 // a pixel's NR blocks are one XOR of their NR bytes, stored at once.
 // Act on 8 channels from c: the scalar recipe of Act, lane by lane (y > 0 false for NaN).
 inline __m256 activate(const TileOut &o, int64_t c, __m256 y) {
+    if (o.act == Act::hardtanh) {
+        const __m256 low = _mm256_set1_ps(o.low), high = _mm256_set1_ps(o.high);
+        y = _mm256_mask_blend_ps(_mm256_cmp_ps_mask(y, low, _CMP_LT_OQ), y, low);
+        return _mm256_mask_blend_ps(_mm256_cmp_ps_mask(y, high, _CMP_GT_OQ), y, high);
+    }
     const bool shifted = o.act == Act::rprelu;
     if (shifted) y = _mm256_sub_ps(y, _mm256_loadu_ps(o.gamma + c));
     const __m256 scaled = _mm256_mul_ps(_mm256_loadu_ps(o.slope + c), y);

@@ -18,6 +18,10 @@ namespace generic {
 
 // Act on channel c's value y (TileOut::act; no contraction: each step rounds as torch's does).
 __attribute__((always_inline)) inline float activate(const TileOut &o, int64_t c, float y) {
+    if (o.act == Act::hardtanh) {
+        y = y < o.low ? o.low : y;
+        return y > o.high ? o.high : y;
+    }
     if (o.act == Act::rprelu) y -= o.gamma[c];
     y = y > 0.0f ? y : o.slope[c] * y;
     return o.act == Act::rprelu ? y + o.zeta[c] : y;

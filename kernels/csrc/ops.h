@@ -39,11 +39,12 @@ void conv2d_dots(const ConvGeometry &g, const uint64_t *x, const uint64_t *wb, i
 // out = scale[co] * dot + bias[co], NHWC float32.
 void conv2d_float(const ConvGeometry &g, const uint64_t *x, const uint64_t *wb, const float *scale,
                   const float *bias, float *out, int threads);
-// The activation closing a fused unit (Act in isa.h) and its C_out-long parameters: slope for
-// prelu, gamma, slope and zeta for rprelu; unused ones may be null.
+// The activation closing a fused unit (Act in isa.h) and its parameters: C_out-long slope for
+// prelu, gamma, slope and zeta for rprelu (unused ones may be null); low and high for hardtanh.
 struct UnitAct {
     Act act = Act::none;
     const float *gamma = nullptr, *slope = nullptr, *zeta = nullptr;
+    float low = -1.0f, high = 1.0f;
 };
 
 // A residual unit's tail in the conv's output pass, NHWC float32:
