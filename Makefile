@@ -23,9 +23,12 @@ run: setup
 	$(PY) app.py
 
 # Browser tests need Debian's chromium and chromium-driver, the real-data test Debian's
-# dataset-fashion-mnist; installed here when missing (root only).
+# dataset-fashion-mnist, the NEON kernel test a cross compiler and qemu; installed here when
+# missing (root only).
 SYSTEM_PKGS = $(if $(shell command -v chromedriver),,chromium chromium-driver) \
-              $(if $(wildcard /usr/share/datasets/fashion-mnist),,dataset-fashion-mnist)
+              $(if $(wildcard /usr/share/datasets/fashion-mnist),,dataset-fashion-mnist) \
+              $(if $(shell command -v aarch64-linux-gnu-g++),,g++-aarch64-linux-gnu) \
+              $(if $(shell command -v qemu-aarch64),,qemu-user)
 system-deps:
 	@pkgs="$(strip $(SYSTEM_PKGS))"; [ -z "$$pkgs" ] || { \
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -q && apt-get install -y -q $$pkgs; \

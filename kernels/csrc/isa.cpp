@@ -28,6 +28,9 @@ const KernelTable *const kCandidates[] = {
     &isa::avx2,
     &isa::popcnt,
 #endif
+#if defined(__aarch64__)
+    &isa::neon,
+#endif
     &isa::scalar,
 };
 constexpr size_t kNumCandidates = sizeof(kCandidates) / sizeof(kCandidates[0]);

@@ -1,5 +1,5 @@
 // Runtime ISA dispatch point: every hot loop calls through the active KernelTable, so a new
-// microkernel (e.g. NEON) is one new isa_*.cpp plus one entry in isa.cpp.
+// microkernel is one new isa_*.cpp plus one entry in isa.cpp.
 //
 // Weights reach the microkernels "blocked": (ceil(C_out / 8), K, 8) uint64, i.e. for every block
 // of 8 output channels and every weight word k < K (K = KH * KW * C_words, or C_words for a
@@ -109,6 +109,9 @@ extern const KernelTable scalar;
 extern const KernelTable popcnt;
 extern const KernelTable avx512vpopcnt;
 extern const KernelTable avx2;
+#endif
+#if defined(__aarch64__)
+extern const KernelTable neon;  // Advanced SIMD is baseline on AArch64: no runtime check
 #endif
 }  // namespace isa
 

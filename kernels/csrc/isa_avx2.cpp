@@ -2,8 +2,6 @@
 // two nibbles index a 16-entry table with vpshufb; byte counts (at most 8 per word) pile up in
 // byte lanes for up to 31 words, then vpsadbw folds them into 64-bit lanes. This file alone is
 // compiled with -mavx2 -mfma (CMakeLists.txt) and only entered after cpuid reported both.
-#include <immintrin.h>
-
 #include <algorithm>
 #include <cstdint>
 
@@ -11,6 +9,8 @@
 #include "microkernel_generic.h"
 
 #if defined(__x86_64__) || defined(_M_X64)
+
+#include <immintrin.h>
 
 namespace bnnx {
 namespace {

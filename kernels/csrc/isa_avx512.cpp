@@ -3,8 +3,6 @@
 //
 // Tile MR pixels x NR blocks: per weight word, NR vector loads (8 channels each) and MR scalar
 // broadcasts feed MR * NR independent vpxorq / vpopcntq / vpaddq chains held in registers.
-#include <immintrin.h>
-
 #include <algorithm>
 #include <array>
 #include <cstring>
@@ -15,6 +13,8 @@
 #include "microkernel_generic.h"
 
 #if defined(__x86_64__) || defined(_M_X64)
+
+#include <immintrin.h>
 
 namespace bnnx {
 namespace {

@@ -1,0 +1,120 @@
+// AArch64 Advanced SIMD (NEON, baseline on every AArch64 CPU): byte popcounts (cnt) of the XOR,
+// pairwise-accumulated into 16-bit lanes (uadalp). One q register holds one weight word of two
+// channels, so a block of 8 channels is 4 registers and a tile is MR pixels x 4 of them. The
+// 16-bit lanes take at most 16 per word; they are widened into 64-bit sums before they could
+// overflow. The epilogue is the portable one (microkernel_generic.h), so every output kind is
+// the scalar table's arithmetic exactly.
+#include "isa.h"
+#include "microkernel_generic.h"
+
+#if defined(__aarch64__)
+
+#include <arm_neon.h>
+
+#include <algorithm>
+
+namespace bnnx {
+namespace {
+
+constexpr int kMr = 4;                  // pixels per tile, one 8-channel block at a time
+constexpr int64_t kMaxWordRun = 4095;   // 4095 * 16 < 2^16: 16-bit lanes cannot overflow
+
+// Pixels pixel0 .. pixel0 + MR - 1 of the call, block `block` (8 channels).
+template <int MR>
+void tile_block(const Tile &t, const TileOut &o, int64_t block, int64_t pixel0) {
+    const uint64_t *w0 = t.w + block * t.w_block_stride * kBlock;
+    uint16x8_t part[MR][4];
+    uint64x2_t acc[MR][4];
+    for (int i = 0; i < MR; ++i)
+        for (int q = 0; q < 4; ++q) part[i][q] = vdupq_n_u16(0), acc[i][q] = vdupq_n_u64(0);
+    auto flush = [&] {
+        for (int i = 0; i < MR; ++i)
+            for (int q = 0; q < 4; ++q) {
+                acc[i][q] = vpadalq_u32(acc[i][q], vpaddlq_u16(part[i][q]));
+                part[i][q] = vdupq_n_u16(0);
+            }
+    };
+    int64_t pending = 0;  // words summed in part
+    for (int64_t r = 0; r < t.nrows; ++r) {
+        const uint64_t *a = t.a + pixel0 * t.a_pixel_stride + t.a_row_off[r];
+        const uint64_t *w = w0 + t.w_row_off[r] * kBlock;
+        for (int64_t k0 = 0; k0 < t.run; k0 += kMaxWordRun) {
+            const int64_t k1 = std::min(t.run, k0 + kMaxWordRun);
+            if (pending + k1 - k0 > kMaxWordRun) flush(), pending = 0;
+            pending += k1 - k0;
+            for (int64_t k = k0; k < k1; ++k) {
+                uint64x2_t wv[4];
+                for (int q = 0; q < 4; ++q) wv[q] = vld1q_u64(w + k * kBlock + 2 * q);
+                for (int i = 0; i < MR; ++i) {
+                    const uint64x2_t b = vdupq_n_u64(a[i * t.a_pixel_stride + k]);
+                    for (int q = 0; q < 4; ++q)
+                        part[i][q] = vpadalq_u8(
+                            part[i][q], vcntq_u8(vreinterpretq_u8_u64(veorq_u64(b, wv[q]))));
+                }
+            }
+        }
+    }
+    flush();
+    for (int i = 0; i < MR; ++i) {
+        int32_t pc[kBlock];
+        for (int q = 0; q < 4; ++q) {
+            pc[2 * q] = static_cast<int32_t>(vgetq_lane_u64(acc[i][q], 0));
+            pc[2 * q + 1] = static_cast<int32_t>(vgetq_lane_u64(acc[i][q], 1));
+        }
+        generic::epilogue(o, pixel0 + i, block * kBlock, pc);
+    }
+}
+
+void bconv_ukernel_4x8__neon(const Tile &t, const TileOut &o) {
+    static void (*const kByMr[kMr])(const Tile &, const TileOut &, int64_t, int64_t) = {
+        tile_block<1>, tile_block<2>, tile_block<3>, tile_block<4>};
+    for (int j = 0; j < t.nr; ++j)
+        for (int64_t tt = 0; tt < t.tiles; ++tt) kByMr[t.mr - 1](t, o, t.block0 + j, tt * t.mr);
+}
+
+// The tile's recipe (eor, cnt, uadalp) on registers only: 4 broadcasts x 4 weight registers.
+uint64_t peak_loop(int64_t iters, uint64_t *checksum) {
+    uint64x2_t w[4];
+    for (int q = 0; q < 4; ++q) w[q] = vdupq_n_u64(0x9e3779b97f4a7c15ull * (q + 1));
+    uint16x8_t part[kMr][4];
+    for (int i = 0; i < kMr; ++i)
+        for (int q = 0; q < 4; ++q) part[i][q] = vdupq_n_u16(0);
+    uint64x2_t a0 = vdupq_n_u64(1), a1 = vdupq_n_u64(2), a2 = vdupq_n_u64(3), a3 = vdupq_n_u64(4);
+    for (int64_t it = 0; it < iters; ++it) {
+        // Empty asm "changes" the broadcasts each iteration, so nothing is hoisted.
+        asm volatile("" : "+w"(a0), "+w"(a1), "+w"(a2), "+w"(a3));
+        const uint64x2_t a[kMr] = {a0, a1, a2, a3};
+        for (int i = 0; i < kMr; ++i)
+            for (int q = 0; q < 4; ++q)
+                part[i][q] =
+                    vpadalq_u8(part[i][q], vcntq_u8(vreinterpretq_u8_u64(veorq_u64(a[i], w[q]))));
+    }
+    uint64_t sum = 0;  // wrapped 16-bit lanes are fine: the sum only keeps the work observable
+    for (int i = 0; i < kMr; ++i)
+        for (int q = 0; q < 4; ++q) sum += vaddlvq_u16(part[i][q]);
+    *checksum += sum;
+    return static_cast<uint64_t>(iters) * kMr * 4 * 128;
+}
+
+void sign_masks(const float *x, int64_t n, uint64_t *out) { generic::sign_masks(x, n, out); }
+
+void max_row(const float *x, int64_t w, int64_t kw, int64_t stride, int64_t pad, int64_t out_w,
+             float *out) {
+    generic::max_row(x, w, kw, stride, pad, out_w, out);
+}
+
+void interleave_planes(const float *src, int64_t planes, int64_t src_stride, int64_t n,
+                       float *dst, int64_t dst_stride) {
+    generic::interleave_planes(src, planes, src_stride, n, dst, dst_stride);
+}
+
+}  // namespace
+
+namespace isa {
+const KernelTable neon = {"neon", kMr, 4, bconv_ukernel_4x8__neon, peak_loop, sign_masks,
+                          max_row, interleave_planes};
+}
+
+}  // namespace bnnx
+
+#endif
