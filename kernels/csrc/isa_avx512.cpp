@@ -19,78 +19,100 @@
 namespace bnnx {
 namespace {
 
-// The TileOut epilogue's per-block constants, the same for every tile of a call. With
+// Act on the 16 channels from c (lanes m): the scalar recipe of Act, lane by lane (y > 0 is
+// false for NaN).
+inline __m512 activate(const TileOut &o, int64_t c, __mmask16 m, __m512 y) {
+    if (o.act == Act::hardtanh) {
+        const __m512 low = _mm512_set1_ps(o.low), high = _mm512_set1_ps(o.high);
+        y = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(y, low, _CMP_LT_OQ), y, low);
+        return _mm512_mask_blend_ps(_mm512_cmp_ps_mask(y, high, _CMP_GT_OQ), y, high);
+    }
+    const bool shifted = o.act == Act::rprelu;
+    if (shifted) y = _mm512_sub_ps(y, _mm512_maskz_loadu_ps(m, o.gamma + c));
+    const __m512 scaled = _mm512_mul_ps(_mm512_maskz_loadu_ps(m, o.slope + c), y);
+    y = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(y, _mm512_setzero_ps(), _CMP_GT_OQ), scaled, y);
+    return shifted ? _mm512_add_ps(y, _mm512_maskz_loadu_ps(m, o.zeta + c)) : y;
+}
+
+// Blocks j and j + 1 (zeros past the tile's NR) as one vector of 16 int32 lanes, channel order:
+// the low halves of their 64-bit lanes (sums and limits all fit in 32 bits).
+template <int NR>
+inline __m512i pair_of(const __m512i *v, int j, __m512i missing) {
+    const __m512i low_halves =
+        _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    return _mm512_permutex2var_epi32(v[j], low_halves, j + 1 < NR ? v[j + 1] : missing);
+}
+
+// The TileOut epilogue's per-block constants, the same for every tile of a call, held for block
+// pairs: one 512-bit register covers 16 channels, so the float arithmetic runs full width. With
 // e = base + corr - threshold, dot >= threshold <=> pc <= e >> 1 and
 // dot <= threshold <=> !(pc <= (e - 1) >> 1), so an output bit is one compare, and the flips of
 // a pixel's NR blocks are one XOR of their NR bytes, stored at once.
-// Act on 8 channels from c: the scalar recipe of Act, lane by lane (y > 0 false for NaN).
-inline __m256 activate(const TileOut &o, int64_t c, __m256 y) {
-    if (o.act == Act::hardtanh) {
-        const __m256 low = _mm256_set1_ps(o.low), high = _mm256_set1_ps(o.high);
-        y = _mm256_mask_blend_ps(_mm256_cmp_ps_mask(y, low, _CMP_LT_OQ), y, low);
-        return _mm256_mask_blend_ps(_mm256_cmp_ps_mask(y, high, _CMP_GT_OQ), y, high);
-    }
-    const bool shifted = o.act == Act::rprelu;
-    if (shifted) y = _mm256_sub_ps(y, _mm256_loadu_ps(o.gamma + c));
-    const __m256 scaled = _mm256_mul_ps(_mm256_loadu_ps(o.slope + c), y);
-    y = _mm256_mask_blend_ps(_mm256_cmp_ps_mask(y, _mm256_setzero_ps(), _CMP_GT_OQ), scaled, y);
-    return shifted ? _mm256_add_ps(y, _mm256_loadu_ps(o.zeta + c)) : y;
-}
-
 template <OutKind KIND, int NR>
 struct Epilogue {
-    __m512i e[NR];       // bits: the pc limit, -1 on channels >= C_out; else base + corr
-    __mmask8 lanes[NR];  // channels < C_out (all kinds but bits)
-    uint64_t flip = 0;   // bits: byte j = block j's channels with direction -1 (< C_out)
-    int64_t block0;      // the first block; its bits are byte block0 of a pixel
+    static constexpr int kPairs = (NR + 1) / 2;
+    __m512i e[kPairs];        // bits: the pc limit, -1 on channels >= C_out; else base + corr
+    __mmask16 lanes[kPairs];  // channels < C_out
+    uint64_t flip = 0;        // bits: byte j = block j's channels with direction -1 (< C_out)
+    int64_t block0;           // the first block; its bits are byte block0 of a pixel
 
     Epilogue(const TileOut &o, int64_t first) : block0(first) {
+        __m512i wide[NR];
         for (int j = 0; j < NR; ++j) {
             const int64_t c = (block0 + j) * kBlock;
-            lanes[j] = o.c_out - c < kBlock ? __mmask8((1u << (o.c_out - c)) - 1) : 0xff;
-            e[j] = _mm512_set1_epi64(o.base);
+            const __mmask8 valid =
+                o.c_out - c < kBlock ? __mmask8((1u << (o.c_out - c)) - 1) : 0xff;
+            if (j % 2 == 0) lanes[j / 2] = valid;
+            else lanes[j / 2] = __mmask16(lanes[j / 2] | (unsigned(valid) << 8));
+            wide[j] = _mm512_set1_epi64(o.base);
             if (o.corr)
-                e[j] = _mm512_add_epi64(e[j], _mm512_cvtepi32_epi64(_mm256_loadu_si256(
-                                                  (const __m256i *)(o.corr + c))));
+                wide[j] = _mm512_add_epi64(wide[j], _mm512_cvtepi32_epi64(_mm256_loadu_si256(
+                                                        (const __m256i *)(o.corr + c))));
             if (KIND != OutKind::bits) continue;
-            const __mmask8 f = __mmask8(~o.dir_pos[block0 + j] & lanes[j]);
+            const __mmask8 f = __mmask8(~o.dir_pos[block0 + j] & valid);
             flip |= uint64_t(f) << (8 * j);
-            const __m512i d = _mm512_sub_epi64(e[j], _mm512_cvtepi32_epi64(_mm256_loadu_si256(
-                                                         (const __m256i *)(o.threshold + c))));
+            const __m512i d = _mm512_sub_epi64(wide[j], _mm512_cvtepi32_epi64(_mm256_loadu_si256(
+                                                            (const __m256i *)(o.threshold + c))));
             const __m512i limit =
                 _mm512_srai_epi64(_mm512_mask_sub_epi64(d, f, d, _mm512_set1_epi64(1)), 1);
-            e[j] = _mm512_mask_mov_epi64(_mm512_set1_epi64(-1), lanes[j], limit);
+            wide[j] = _mm512_mask_mov_epi64(_mm512_set1_epi64(-1), valid, limit);
         }
+        for (int j = 0; j < NR; j += 2) e[j / 2] = pair_of<NR>(wide, j, _mm512_set1_epi64(-1));
     }
 
     // Writes pixel `pixel`'s outputs from its NR popcount sums.
     void store(const TileOut &o, int64_t pixel, const __m512i *pc) const {
         const int64_t at = pixel * o.pixel_stride;
+        const __m512i none = _mm512_setzero_si512();
         if (KIND == OutKind::bits) {
             uint64_t bits = flip;
-            for (int j = 0; j < NR; ++j)
-                bits ^= uint64_t(_mm512_cmple_epi64_mask(pc[j], e[j])) << (8 * j);
+            for (int j = 0; j < NR; j += 2)
+                bits ^= uint64_t(_mm512_cmple_epi32_mask(pair_of<NR>(pc, j, none), e[j / 2]))
+                        << (8 * j);
             std::memcpy(static_cast<uint8_t *>(o.out) + at + block0, &bits, NR);
             return;
         }
-        for (int j = 0; j < NR; ++j) {
+        for (int j = 0; j < NR; j += 2) {
             const int64_t c = (block0 + j) * kBlock;
-            const __m512i dot = _mm512_sub_epi64(e[j], _mm512_slli_epi64(pc[j], 1));
+            const __mmask16 m = lanes[j / 2];
+            const __m512i dot =
+                _mm512_sub_epi32(e[j / 2], _mm512_slli_epi32(pair_of<NR>(pc, j, none), 1));
             if (KIND == OutKind::dots) {
-                _mm256_mask_storeu_epi32(static_cast<int32_t *>(o.out) + at + c, lanes[j],
-                                         _mm512_cvtepi64_epi32(dot));
+                _mm512_mask_storeu_epi32(static_cast<int32_t *>(o.out) + at + c, m, dot);
                 continue;
             }
-            const __m256 prod =
-                _mm256_mul_ps(_mm256_loadu_ps(o.scale + c), _mm512_cvtepi64_ps(dot));
-            __m256 y = _mm256_add_ps(prod, _mm256_loadu_ps(o.bias + c));
+            // Per-channel arrays hold whole blocks: lanes of a missing block j + 1 read past
+            // them, so those loads are masked too.
+            const __m512 prod =
+                _mm512_mul_ps(_mm512_maskz_loadu_ps(m, o.scale + c), _mm512_cvtepi32_ps(dot));
+            __m512 y = _mm512_add_ps(prod, _mm512_maskz_loadu_ps(m, o.bias + c));
             if (KIND == OutKind::unit) {
-                y = _mm256_fmadd_ps(y, _mm256_loadu_ps(o.alpha + c), _mm256_loadu_ps(o.beta + c));
-                if (o.residual)
-                    y = _mm256_add_ps(y, _mm256_maskz_loadu_ps(lanes[j], o.residual + at + c));
-                if (o.act != Act::none) y = activate(o, c, y);
+                y = _mm512_fmadd_ps(y, _mm512_maskz_loadu_ps(m, o.alpha + c),
+                                    _mm512_maskz_loadu_ps(m, o.beta + c));
+                if (o.residual) y = _mm512_add_ps(y, _mm512_maskz_loadu_ps(m, o.residual + at + c));
+                if (o.act != Act::none) y = activate(o, c, m, y);
             }
-            _mm256_mask_storeu_ps(static_cast<float *>(o.out) + at + c, lanes[j], y);
+            _mm512_mask_storeu_ps(static_cast<float *>(o.out) + at + c, m, y);
         }
     }
 };
