@@ -6,6 +6,7 @@ twin is the same `spaces.build_model` architecture with quantizers "none", timed
 under torch.inference_mode with the same thread count. Rows:
   - Binary VGG-Small at 32x32 (plain family), goal >= 8x faster than its fp32 twin on 1 thread;
   - Bi-Real-Net-18 shaped (bireal family) at 224x224, goal < 8 ms on 1 thread;
+  - a ReActNet (RPReLU) network at 32x32, no goal: a residual family's float share in the ratio;
   - compile + profile wall time of typical search candidates, goal <= 1 s.
 """
 
@@ -62,6 +63,11 @@ BIREAL = Net("bireal-18", {"family": "bireal", "width": 64, "depth": 4, "blocks_
              (3, 224, 224), 1000, "fp 7x7/2 conv 3->64 + BN + 3x3/2 max-pool stem, 16 Bi-Real "
              "1-conv units 64/128/256/512 at 56/28/14/7, avgpool+fp1x1 shortcuts, "
              "fp linear 512->1000")
+REACTNET = Net("reactnet-32", {"family": "reactnet", "width": 128, "depth": 3,
+                              "blocks_per_stage": 2, "activation": "rprelu"},
+               (3, 32, 32), 10, "fp 3x3 conv 3->128 + BN stem, 6 ReActNet blocks (binary 3x3 + "
+               "1x1 units, each BN + shortcut + RPReLU fused into its conv) 128/256/512 at "
+               "32/16/8, fp linear 512->10; no goal: shows a residual family's float share")
 CANDIDATES = [
     Net("quick mid", {"family": "plain", "width": 32, "depth": 2, "blocks_per_stage": 2},
         (1, 8, 8), 10, "quick preset mid config on digits"),
@@ -158,12 +164,11 @@ def print_report(networks: list[dict], candidates: list[dict], breakdowns: list[
     for r in networks + candidates:
         if r["threads"] == 1:
             print(f"  {r['name']}: {r['built']}")
-    if len(breakdowns) == 2:
-        (a, b), ta, tb = breakdowns, breakdowns[0]["total_ms"], breakdowns[1]["total_ms"]
-        print(f"\nper layer, 1 thread (median ms, share of total): {a['name']} | {b['name']}")
-        for la, lb in zip(a["layers"], b["layers"], strict=True):
-            print(f"  {la['name']:<12} {la['kind']:<26} {la['ms']:>9.3f} "
-                  f"{100 * la['ms'] / ta:>5.1f}% | {lb['ms']:>8.3f} {100 * lb['ms'] / tb:>5.1f}%")
+    for b in breakdowns:
+        print(f"\nper layer, {b['name']}, 1 thread (median ms, share of the total)")
+        for layer in b["layers"]:
+            print(f"  {layer['name']:<12} {layer['kind']:<26} {layer['ms']:>9.3f} "
+                  f"{100 * layer['ms'] / b['total_ms']:>5.1f}%")
 
 
 def _load() -> float | None:
@@ -183,16 +188,18 @@ def main() -> None:
 
     torch.set_num_threads(1)
     torch.manual_seed(0)
-    vgg, bireal = VGG, BIREAL
+    vgg, bireal, reactnet = VGG, BIREAL, REACTNET
     candidates = CANDIDATES
     if args.quick:
         vgg, bireal = quick_net(VGG, 16, 16), quick_net(BIREAL, 8, 32)
+        reactnet = quick_net(REACTNET, 16, 16)
         candidates, args.repeats = CANDIDATES[:1], min(args.repeats, 5)
     load = _load()
     big = max(3, args.repeats // 4)  # the 224x224 net takes ~0.4 s (bnnx) to ~1 s (torch) a run
     networks, breakdowns = [], []
     for net, repeats, warmup, goal in ((vgg, args.repeats, 3, speedup_goal),
-                                       (bireal, big, 1, latency_goal)):
+                                       (bireal, big, 1, latency_goal),
+                                       (reactnet, args.repeats, 3, None)):
         rows, layers = time_network(net, [1, 2], repeats, warmup, goal)
         networks += rows
         if net is not vgg:
