@@ -145,9 +145,38 @@ def conv2d_float(
         if residual is not None or activation is not None:
             raise ValueError("conv2d_float: residual and activation need batchnorm=(alpha, beta)")
         return ext.conv2d_float(*args, int(threads), blocked)
+    return conv2d_unit(x, weight, channels, scale, bias, stride, padding, pad_value, threads,
+                       blocked, batchnorm=batchnorm, residual=residual, activation=activation)[0]
+
+
+def conv2d_unit(
+    x: np.ndarray,
+    weight: np.ndarray,
+    channels: int,
+    scale: np.ndarray,
+    bias: np.ndarray,
+    stride: Pair = 1,
+    padding: Pair = 0,
+    pad_value: int = 0,
+    threads: int = 1,
+    blocked: np.ndarray | None = None,
+    *,
+    batchnorm: tuple[np.ndarray, np.ndarray],
+    residual: np.ndarray | None = None,
+    activation: UnitActivation | None = None,
+    signs: bool = False,
+    sign_shift: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """A residual unit's tail in the conv's output pass (see conv2d_float), and with
+    `signs` the next binary layer's input from the same pass: the packed NHWC bits
+    !(y - sign_shift[c] >= 0) (its RSign; a plain sign without sign_shift), as that layer's
+    pack computes them. Returns (y, bits or None)."""
     act = activation or UnitActivation("none")
-    return ext.conv2d_unit(*args, *batchnorm, residual, act.kind, act.gamma, act.slope, act.zeta,
-                           act.bounds, int(threads), blocked)
+    y, bits = ext.conv2d_unit(
+        x, weight, int(channels), *_geometry(stride, padding, pad_value), scale, bias, *batchnorm,
+        residual, act.kind, act.gamma, act.slope, act.zeta, act.bounds, bool(signs), sign_shift,
+        int(threads), blocked)
+    return y, bits
 
 
 def fma_channels(y: np.ndarray, alpha: np.ndarray, beta: np.ndarray) -> np.ndarray:

@@ -3,8 +3,8 @@
 Random geometry (channels off multiples of 8/64, odd sizes, kernel 1/3/5, stride 1/2, padding up
 to past kernel // 2, pad_value 0/+-1, batch, threads) for each output form: int dots, packed
 threshold bits, float scale * dot + bias (float32 multiply then add, so equal bits too) and that
-followed by a residual unit's tail: a fused multiply-add BatchNorm, a residual add and a PReLU or
-RPReLU, against torch's own ops.
+followed by a residual unit's tail: a fused multiply-add BatchNorm, a residual add and a PReLU,
+RPReLU or hardtanh, against torch's own ops, and the packed signs of that tail's output.
 BNNX_FUZZ_CASES sets the number of cases (default 240; `make fuzz` runs 10,000). Paths this CPU
 lacks are not listed by available_isas, so they are skipped rather than failed.
 """
@@ -99,6 +99,11 @@ def check_conv(seed: int, geometry: dict | None = None) -> None:
     expected_unit = torch.from_numpy(expected_bn + residual if with_residual else expected_bn)
     expected_unit = torch_activation(activation, expected_unit.permute(0, 3, 1, 2))
     expected_unit = expected_unit.permute(0, 2, 3, 1).numpy()
+    # The next layer's input from the same pass: the sign of the unit's output minus an RSign
+    # shift (or a plain sign), packed as kernels.pack_nhwc packs it.
+    sign_shift = rng.normal(size=c["c_out"]).astype(np.float32) if rng.random() < 0.5 else None
+    expected_signs = kernels.pack_nhwc(np.ascontiguousarray(
+        expected_unit if sign_shift is None else expected_unit - sign_shift))
 
     bits_in, wp = kernels.pack_nchw(x), kernels.pack_weight(wt)
     blocked = bitops.block_weight(wp) if rng.random() < 0.5 else None
@@ -124,6 +129,14 @@ def check_conv(seed: int, geometry: dict | None = None) -> None:
                                        activation=activation)
             np.testing.assert_array_equal(got.view(np.int32), expected_unit.view(np.int32),
                                           err_msg=where)
+            got, signs = bitops.conv2d_unit(bits_in, wp, c["c_in"], scale, bias, *geo,
+                                            batchnorm=(alpha, beta),
+                                            residual=residual if with_residual else None,
+                                            activation=activation, signs=True,
+                                            sign_shift=sign_shift)
+            np.testing.assert_array_equal(got.view(np.int32), expected_unit.view(np.int32),
+                                          err_msg=where)
+            np.testing.assert_array_equal(signs, expected_signs, err_msg=where)
 
 
 def check_linear(seed: int) -> None:

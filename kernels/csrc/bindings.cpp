@@ -317,8 +317,8 @@ NB_MODULE(_bnnx_kernels, m) {
                             const Array &alpha, const Array &beta, const Optional &residual,
                             const std::string &activation, const Optional &gamma,
                             const Optional &slope, const Optional &zeta,
-                            std::pair<float, float> bounds, int threads,
-                            const Optional &blocked) {
+                            std::pair<float, float> bounds, bool signs,
+                            const Optional &sign_shift, int threads, const Optional &blocked) {
         ConvArgs a = conv_args(x, w, channels, stride, padding, pad_value, threads, blocked);
         const int64_t c = a.g.c_out;
         const float *s = per_channel<float>(scale, "scale", c);
@@ -369,21 +369,29 @@ NB_MODULE(_bnnx_kernels, m) {
             value_error("unknown activation '" + activation +
                         "'; allowed: none, prelu, rprelu, hardtanh");
         }
+        if (sign_shift && !signs) value_error("sign_shift is only used with signs=True");
+        const float *shift = sign_shift ? per_channel<float>(*sign_shift, "sign_shift", c) : nullptr;
         auto out = new_array<float>(shape, false);
+        std::optional<nb::ndarray<nb::numpy, uint64_t>> bits;
+        if (signs)
+            bits = new_array<uint64_t>({shape[0], shape[1], shape[2], size_t(words_for(c))});
         {
             nb::gil_scoped_release release;
-            conv2d_unit(a.g, a.x, a.wb.data, s, b, al, be, r, act, out.data(), threads);
+            conv2d_unit(a.g, a.x, a.wb.data, s, b, al, be, r, act, out.data(), shift,
+                        bits ? bits->data() : nullptr, threads);
         }
-        return out;
+        return std::make_pair(out, bits);
     }, nb::arg("x"), nb::arg("weight"), nb::arg("channels"), nb::arg("stride"),
        nb::arg("padding"), nb::arg("pad_value"), nb::arg("scale"), nb::arg("bias"),
        nb::arg("alpha"), nb::arg("beta"), nb::arg("residual") = nb::none(),
        nb::arg("activation") = "none", nb::arg("gamma") = nb::none(),
        nb::arg("slope") = nb::none(), nb::arg("zeta") = nb::none(),
-       nb::arg("bounds") = std::make_pair(-1.0f, 1.0f), nb::arg("threads") = 1,
+       nb::arg("bounds") = std::make_pair(-1.0f, 1.0f), nb::arg("signs") = false,
+       nb::arg("sign_shift") = nb::none(), nb::arg("threads") = 1,
        nb::arg("blocked") = nb::none(),
-       "Binary conv2d -> float32 NHWC act(fma(scale * dot + bias, alpha, beta) [+ residual]): "
-       "a residual unit's BatchNorm, shortcut add and activation in the conv's output pass.");
+       "Binary conv2d -> (float32 NHWC act(fma(scale * dot + bias, alpha, beta) [+ residual]), "
+       "packed signs of it minus sign_shift or None): a residual unit's BatchNorm, shortcut add "
+       "and activation in the conv's output pass, and the next binary layer's input bits.");
 
     m.def("fma_channels", [](const Array &y, const Array &alpha, const Array &beta) {
         const float *p = checked<float>(y, "y", 2, "(N, C)");

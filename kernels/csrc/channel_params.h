@@ -13,7 +13,7 @@ namespace bnnx {
 
 struct ChannelParams {
     int64_t c_out = 0;
-    std::vector<float> scale, bias, alpha, beta, gamma, slope, zeta;
+    std::vector<float> scale, bias, alpha, beta, gamma, slope, zeta, sign_shift;
     Act act = Act::none;
     float low = -1.0f, high = 1.0f;
     std::vector<int32_t> threshold;
@@ -29,9 +29,11 @@ struct ChannelParams {
         return p;
     }
 
-    // The affine output followed by a BatchNorm fma(y, alpha, beta) and the activation `act`.
+    // The affine output followed by a BatchNorm fma(y, alpha, beta) and the activation `act`;
+    // sign_shift (may be null) for the packed signs of the result.
     static ChannelParams unit(int64_t c_out, const float *scale, const float *bias,
-                              const float *alpha, const float *beta, const UnitAct &act) {
+                              const float *alpha, const float *beta, const UnitAct &act,
+                              const float *sign_shift) {
         ChannelParams p = affine(c_out, scale, bias);
         p.act = act.act;
         p.low = act.low;
@@ -41,6 +43,7 @@ struct ChannelParams {
         p.gamma = padded(act.gamma, c_out);
         p.slope = padded(act.slope, c_out);
         p.zeta = padded(act.zeta, c_out);
+        if (sign_shift) p.sign_shift = padded(sign_shift, c_out);
         return p;
     }
 
@@ -78,6 +81,7 @@ struct ChannelParams {
         o.gamma = gamma.data();
         o.slope = slope.data();
         o.zeta = zeta.data();
+        o.sign_shift = sign_shift.empty() ? nullptr : sign_shift.data();
         o.threshold = threshold.data();
         o.dir_pos = dir_pos.data();
         return o;

@@ -125,6 +125,10 @@ void conv2d_tiles(const ConvGeometry &g, const uint64_t *x, const uint64_t *wb, 
                 t.a = a + done * t.a_pixel_stride;
                 o.out = static_cast<char *>(proto.out) + (first + done * step) * out_pixel_elems;
                 if (proto.residual) o.residual = proto.residual + (first + done * step) * g.c_out;
+                if (proto.signs) {
+                    o.signs = proto.signs + (first + done * step) * words_for(g.c_out) * 8;
+                    o.signs_stride = proto.signs_stride * step;
+                }
                 kt.bconv_tile(t, o);
                 done += t.tiles * t.mr;
             }
@@ -196,9 +200,12 @@ void conv2d_float(const ConvGeometry &g, const uint64_t *x, const uint64_t *wb,
 
 void conv2d_unit(const ConvGeometry &g, const uint64_t *x, const uint64_t *wb, const float *scale,
                  const float *bias, const float *alpha, const float *beta, const float *residual,
-                 const UnitAct &act, float *out, int threads) {
-    const ChannelParams p = ChannelParams::unit(g.c_out, scale, bias, alpha, beta, act);
+                 const UnitAct &act, float *out, const float *sign_shift, uint64_t *signs,
+                 int threads) {
+    const ChannelParams p = ChannelParams::unit(g.c_out, scale, bias, alpha, beta, act, sign_shift);
     TileOut o = p.out(OutKind::unit);
+    o.signs = reinterpret_cast<uint8_t *>(signs);
+    o.signs_stride = words_for(g.c_out) * 8;
     o.out = out;
     o.residual = residual;
     o.pixel_stride = g.c_out;

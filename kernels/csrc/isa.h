@@ -51,7 +51,11 @@ enum class Act : int { none, prelu, rprelu, hardtanh };
 //   unit:   out[c] = act(fma(scale[c] * dot + bias[c], alpha[c], beta[c]) [+ residual[c]]), the
 //           floats output, then an eval BatchNorm as torch computes it (one fused multiply-add),
 //           a residual add when `residual` is set (read at the same offsets as out[c]) and the
-//           activation `act` (per-channel gamma, slope, zeta; see Act).
+//           activation `act` (per-channel gamma, slope, zeta; see Act). With `signs` set, the
+//           same pass also packs the next binary layer's input: bit c of that pixel's words is
+//           !(out[c] - sign_shift[c] >= 0) (no subtraction where sign_shift is null), the
+//           float subtraction and sign the consumer's pack would do; byte c / 8 at
+//           signs + i * signs_stride for pixel i (bytes past C_out are left alone).
 // Per-channel arrays are padded to a multiple of 8. `out` (and `residual`) point at the tile's
 // first pixel; pixel i is at out + i * pixel_stride, in elements (int32 / float) or bytes (bits).
 struct TileOut {
@@ -64,6 +68,9 @@ struct TileOut {
     Act act;
     const float *gamma, *slope, *zeta;
     float low, high;  // hardtanh's bounds
+    uint8_t *signs;
+    int64_t signs_stride;
+    const float *sign_shift;
     const int32_t *threshold;
     const uint8_t *dir_pos;
     void *out;

@@ -92,6 +92,14 @@ struct BlockOut {
             y = _mm256_fmadd_ps(y, _mm256_loadu_ps(o.alpha + c0), _mm256_loadu_ps(o.beta + c0));
             if (o.residual) y = _mm256_add_ps(y, _mm256_maskload_ps(o.residual + at + c0, lanes));
             if (o.act != Act::none) y = activate(o, c0, y);
+            if (o.signs) {
+                const __m256 t =
+                    o.sign_shift ? _mm256_sub_ps(y, _mm256_loadu_ps(o.sign_shift + c0)) : y;
+                const int negative =
+                    _mm256_movemask_ps(_mm256_cmp_ps(t, _mm256_setzero_ps(), _CMP_NGE_UQ)) &
+                    _mm256_movemask_ps(_mm256_castsi256_ps(lanes));
+                o.signs[pixel * o.signs_stride + c0 / kBlock] = static_cast<uint8_t>(negative);
+            }
         }
         _mm256_maskstore_ps(static_cast<float *>(o.out) + at + c0, lanes, y);
     }

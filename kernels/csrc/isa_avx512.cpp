@@ -92,6 +92,7 @@ struct Epilogue {
             std::memcpy(static_cast<uint8_t *>(o.out) + at + block0, &bits, NR);
             return;
         }
+        uint64_t signs = 0;  // unit: the packed signs of the NR blocks, byte j = block j
         for (int j = 0; j < NR; j += 2) {
             const int64_t c = (block0 + j) * kBlock;
             const __mmask16 m = lanes[j / 2];
@@ -111,9 +112,19 @@ struct Epilogue {
                                     _mm512_maskz_loadu_ps(m, o.beta + c));
                 if (o.residual) y = _mm512_add_ps(y, _mm512_maskz_loadu_ps(m, o.residual + at + c));
                 if (o.act != Act::none) y = activate(o, c, m, y);
+                if (o.signs) {
+                    const __m512 t = o.sign_shift
+                                         ? _mm512_sub_ps(y, _mm512_maskz_loadu_ps(m, o.sign_shift + c))
+                                         : y;
+                    signs |= uint64_t(_mm512_mask_cmp_ps_mask(m, t, _mm512_setzero_ps(),
+                                                              _CMP_NGE_UQ))
+                             << (8 * j);
+                }
             }
             _mm512_mask_storeu_ps(static_cast<float *>(o.out) + at + c, m, y);
         }
+        if (KIND == OutKind::unit && o.signs)
+            std::memcpy(o.signs + pixel * o.signs_stride + block0, &signs, NR);
     }
 };
 

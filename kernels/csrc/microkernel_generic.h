@@ -31,7 +31,7 @@ __attribute__((always_inline)) inline float activate(const TileOut &o, int64_t c
 // sums pc[0..8).
 __attribute__((always_inline)) inline void epilogue(const TileOut &o, int64_t pixel, int64_t c0,
                                                     const int32_t *pc) {
-    unsigned byte = 0;
+    unsigned byte = 0, signs = 0;
     for (int64_t l = 0; l < kBlock && c0 + l < o.c_out; ++l) {
         const int64_t c = c0 + l;
         const int32_t dot = o.base - 2 * pc[l] + (o.corr ? o.corr[c] : 0);
@@ -45,6 +45,10 @@ __attribute__((always_inline)) inline void epilogue(const TileOut &o, int64_t pi
                 y = std::fma(y, o.alpha[c], o.beta[c]);
                 if (o.residual) y += o.residual[at];
                 if (o.act != Act::none) y = activate(o, c, y);
+                if (o.signs) {
+                    const float t = o.sign_shift ? y - o.sign_shift[c] : y;
+                    signs |= unsigned(!(t >= 0.0f)) << l;
+                }
             }
             static_cast<float *>(o.out)[at] = y;
         } else {
@@ -55,6 +59,8 @@ __attribute__((always_inline)) inline void epilogue(const TileOut &o, int64_t pi
     if (o.kind == OutKind::bits)
         static_cast<uint8_t *>(o.out)[pixel * o.pixel_stride + c0 / kBlock] =
             static_cast<uint8_t>(byte);
+    if (o.kind == OutKind::unit && o.signs)
+        o.signs[pixel * o.signs_stride + c0 / kBlock] = static_cast<uint8_t>(signs);
 }
 
 // One pixel and one 8-channel block at a time: the 8 lanes are 8 independent popcount chains.

@@ -50,10 +50,13 @@ struct UnitAct {
 // A residual unit's tail in the conv's output pass, NHWC float32:
 // out = act(fma(scale[co] * dot + bias[co], alpha[co], beta[co]) [+ residual]), the float output,
 // an eval BatchNorm as torch computes it, a residual add when residual (NHWC like out) is not
-// null, and the activation.
+// null, and the activation. With `signs` (packed NHWC over C_out, zeroed by the caller), the
+// pass also writes the next binary layer's input bits: !(out - sign_shift >= 0), per channel,
+// sign_shift may be null (a plain sign).
 void conv2d_unit(const ConvGeometry &g, const uint64_t *x, const uint64_t *wb, const float *scale,
                  const float *bias, const float *alpha, const float *beta, const float *residual,
-                 const UnitAct &act, float *out, int threads);
+                 const UnitAct &act, float *out, const float *sign_shift, uint64_t *signs,
+                 int threads);
 // out[i, c] = fma(y[i, c], alpha[c], beta[c]) for n rows of c_out floats: the BatchNorm step of
 // conv2d_unit, on given values.
 void fma_channels(const float *y, int64_t n, int64_t c_out, const float *alpha, const float *beta,

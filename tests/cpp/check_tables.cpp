@@ -1,7 +1,8 @@
 // Every kernel table this build has against the scalar table, byte for byte, on random layers:
-// conv2d dots / bits / floats / unit (BatchNorm, residual, each activation), binary linear, the
-// sign packing and both float max-pools. Built and run by tests/test_kernels_cross.py for a CPU
-// the test machine lacks (AArch64 NEON under qemu); the Python suite covers the native tables.
+// conv2d dots / bits / floats / unit (BatchNorm, residual, each activation, the packed signs of
+// its output), binary linear, the sign packing and both float max-pools. Built and run by
+// tests/test_kernels_cross.py for a CPU the test machine lacks (AArch64 NEON under qemu); the
+// Python suite covers the native tables.
 // Prints one line per table and exits 1 on the first mismatch.
 #include <cmath>
 #include <cstdint>
@@ -59,9 +60,9 @@ struct ConvCase {
     std::vector<uint64_t> x, wb;
     std::vector<int32_t> threshold;
     std::vector<int8_t> direction;
-    std::vector<float> scale, bias, alpha, beta, residual, gamma, slope, zeta;
+    std::vector<float> scale, bias, alpha, beta, residual, gamma, slope, zeta, sign_shift;
     UnitAct act;
-    bool with_residual;
+    bool with_residual, shifted_signs;
     int threads;
 
     explicit ConvCase(int64_t seed) {
@@ -83,7 +84,8 @@ struct ConvCase {
             direction.push_back(uniform(0, 1) ? 1 : -1);
         }
         scale = normals(c), bias = normals(c), alpha = normals(c), beta = normals(c);
-        gamma = normals(c), slope = normals(c, 0.2f), zeta = normals(c);
+        gamma = normals(c), slope = normals(c, 0.2f), zeta = normals(c), sign_shift = normals(c);
+        shifted_signs = uniform(0, 1);
         residual = normals(static_cast<size_t>(g.n * g.out_h() * g.out_w() * c));
         with_residual = uniform(0, 1);
         const Act kinds[] = {Act::none, Act::prelu, Act::rprelu, Act::hardtanh};
@@ -97,14 +99,16 @@ struct ConvCase {
         std::vector<int32_t> dots(static_cast<size_t>(out_pixels * c));
         std::vector<uint64_t> bits(static_cast<size_t>(out_pixels * words_for(c)));
         std::vector<float> floats(dots.size()), unit(dots.size());
+        std::vector<uint64_t> signs(bits.size());
         conv2d_dots(g, x.data(), wb.data(), dots.data(), threads);
         conv2d_bits(g, x.data(), wb.data(), threshold.data(), direction.data(), bits.data(),
                     threads);
         conv2d_float(g, x.data(), wb.data(), scale.data(), bias.data(), floats.data(), threads);
         conv2d_unit(g, x.data(), wb.data(), scale.data(), bias.data(), alpha.data(), beta.data(),
-                    with_residual ? residual.data() : nullptr, act, unit.data(), threads);
+                    with_residual ? residual.data() : nullptr, act, unit.data(),
+                    shifted_signs ? sign_shift.data() : nullptr, signs.data(), threads);
         Outputs o;
-        o.add(dots), o.add(bits), o.add(floats), o.add(unit);
+        o.add(dots), o.add(bits), o.add(floats), o.add(unit), o.add(signs);
         return o;
     }
 };
