@@ -34,7 +34,19 @@ from .binary_ops import (
 from .compiler import _flatten
 from .errors import UnsupportedLayerError
 from .float_ops import BatchNormOp, FloatOp, HardtanhOp, PReLUOp
-from .graph import OPS, Bits, Encoding, Op, Value, as_float, pair, register_op, to_numpy
+from .graph import (
+    OPS,
+    Bits,
+    Encoding,
+    Op,
+    Signed,
+    SignRequest,
+    Value,
+    as_float,
+    pair,
+    register_op,
+    to_numpy,
+)
 
 # A unit's shortcut map, given the unit conv's output channels (ReActNet duplicates its input
 # when the 1x1 conv doubles the width).
@@ -100,8 +112,12 @@ class BinaryConvOp(Op):
         """The binary input: bit = (x - alpha_c) < 0, i.e. torch's sign of the conv's input."""
         return self.packer.run(x, 1)
 
+    def sign_request(self) -> SignRequest:
+        """What this conv packs a float input into: the sign of x minus its RSign shift."""
+        return SignRequest(self.packer.tensors.get("shift"))
+
     def _bits(self, x: Value) -> np.ndarray:
-        bits = x if isinstance(x, Bits) else self.pack(x)
+        bits = x.bits if isinstance(x, Signed) else x if isinstance(x, Bits) else self.pack(x)
         if bits.channels != self.c_in:
             raise ValueError(f"{self.name}: expects {self.c_in} channels, got {bits.channels}")
         return bits.data
@@ -112,18 +128,21 @@ class BinaryConvOp(Op):
                                 blocked=self.blocked)
         return torch.from_numpy(y).permute(0, 3, 1, 2)  # NCHW view of the NHWC result
 
-    def run_unit(self, x: Value, unit: Unit, residual: torch.Tensor | None,
-                 threads: int) -> torch.Tensor:
+    def run_unit(self, x: Value, unit: Unit, residual: torch.Tensor | None, threads: int,
+                 signs: SignRequest | None = None) -> torch.Tensor | Signed:
         """A residual unit's tail in one kernel pass: act(fma(run(x), alpha_c, beta_c)
-        [+ residual]), `residual` NCHW of the output's shape (see fuse_unit)."""
+        [+ residual]), `residual` NCHW of the output's shape (see fuse_unit); with `signs`, a
+        Signed map carrying the packed signs the next conv takes, from the same pass."""
         # No copy when residual is an NHWC buffer; else numpy transposes faster than torch.
         nhwc = None if residual is None else np.ascontiguousarray(
             residual.to(torch.float32).numpy().transpose(0, 2, 3, 1))
-        y = bitops.conv2d_float(self._bits(x), self.weight, self.c_in, self.scale, self.bias,
-                                self.stride, self.padding, self.pad_value, threads,
-                                blocked=self.blocked, batchnorm=unit.batchnorm, residual=nhwc,
-                                activation=unit.activation)
-        return torch.from_numpy(y).permute(0, 3, 1, 2)
+        y, bits = bitops.conv2d_unit(
+            self._bits(x), self.weight, self.c_in, self.scale, self.bias, self.stride,
+            self.padding, self.pad_value, threads, blocked=self.blocked,
+            batchnorm=unit.batchnorm, residual=nhwc, activation=unit.activation,
+            signs=signs is not None, sign_shift=None if signs is None else signs.shift)
+        out = torch.from_numpy(y).permute(0, 3, 1, 2)  # NCHW view of the NHWC result
+        return out if bits is None else Signed(out, Bits(bits, self.c_out))
 
     def fused_batchnorm(self, bn: BatchNormOp) -> tuple[np.ndarray, np.ndarray] | None:
         """Per-channel (alpha, beta) with fma(y, alpha_c, beta_c) equal, bit for bit, to torch's
@@ -268,6 +287,7 @@ class BlockOp(Op):
         self.units: dict[str, Unit | None] = {
             n: fuse_unit(*(self.chains[f"{p}{n}"] for p in ("conv", "bn", "act")))
             for n in self.units_of}
+        self.signs_out: SignRequest | None = None  # the consumer's input bits (emit_signs)
 
     def _sub_op(self, part: str, index: int, entry: Any) -> Op:
         if not isinstance(entry, dict) or entry.get("kind") not in OPS:
@@ -313,10 +333,29 @@ class BlockOp(Op):
         self._shapes[part] = (tuple(before.shape[1:]), tuple(x.shape[1:]))
         return x
 
-    def unit(self, n: str, x: torch.Tensor, shortcut: Shortcut | None,
-             block_input: torch.Tensor) -> torch.Tensor:
+    def _packs_input(self, n: str) -> SignRequest | None:
+        """What unit n's conv packs its float input into, when that conv is one binary conv."""
+        chain = self.chains[f"conv{n}"]
+        return (chain[0].sign_request() if len(chain) == 1 and isinstance(chain[0], BinaryConvOp)
+                else None)
+
+    def wants_signs(self) -> SignRequest | None:
+        """The first unit's binary conv packs the block's input: a producer may hand it over."""
+        return self._packs_input(self.units_of[0]) if self.units_of else None
+
+    def emit_signs(self, request: SignRequest) -> bool:
+        """The last unit's fused pass can write its consumer's input bits too."""
+        if not self.units_of or self.units[self.units_of[-1]] is None:
+            return False
+        self.signs_out = request
+        return True
+
+    def unit(self, n: str, x: Value, shortcut: Shortcut | None,
+             block_input: torch.Tensor) -> torch.Tensor | Signed:
         """act{n}(bn{n}(conv{n}(x)) [+ shortcut(C_out)]): one fused pass where self.units[n]
-        holds a Unit (fuse_unit), else the chains as the torch block runs them."""
+        holds a Unit (fuse_unit), else the chains as the torch block runs them. A fused unit
+        also packs its consumer's input: the next unit's conv, or after the last unit the
+        next op's when it asked (emit_signs)."""
         conv = f"conv{n}"
         fused = self.units.get(n)
         if fused is None:
@@ -326,7 +365,11 @@ class BlockOp(Op):
             return self.chain(f"act{n}", y)
         op = self.chains[conv][0]
         assert isinstance(op, BinaryConvOp)  # fuse_unit's guarantee
-        y = op.run_unit(x, fused, None if shortcut is None else shortcut(op.c_out), self.threads)
+        # Each unit's output is the next unit's conv input (the block's output: its consumer's).
+        later = self.units_of[self.units_of.index(n) + 1:]
+        signs = self._packs_input(later[0]) if later else self.signs_out
+        y = op.run_unit(x, fused, None if shortcut is None else shortcut(op.c_out), self.threads,
+                        signs)
         self._shapes[conv] = (tuple(x.shape[1:]), tuple(y.shape[1:]))
         return y
 
@@ -366,9 +409,9 @@ class ResNetBlockOp(BlockOp):
     units_of = ("1", "2")
 
     def forward(self, x: Value) -> Value:
-        x = as_float(x)
-        y = self.unit("1", x, None, x)
-        return self.unit("2", y, lambda _: self.chain("shortcut", x), x)
+        block_input = as_float(x)
+        y = self.unit("1", x, None, block_input)
+        return self.unit("2", y, lambda _: self.chain("shortcut", block_input), block_input)
 
 
 @register_op
@@ -381,8 +424,8 @@ class BiRealBlockOp(BlockOp):
     units_of = ("",)
 
     def forward(self, x: Value) -> Value:
-        x = as_float(x)
-        return self.unit("", x, lambda _: self.chain("shortcut", x), x)
+        block_input = as_float(x)
+        return self.unit("", x, lambda _: self.chain("shortcut", block_input), block_input)
 
 
 @register_op
@@ -395,9 +438,11 @@ class ReActBlockOp(BlockOp):
     units_of = ("1", "2")
 
     def forward(self, x: Value) -> Value:
-        x = as_float(x)
-        y = self.unit("1", x, lambda _: self.chain("shortcut", x), x)
-        return self.unit("2", y, lambda c: y if c == y.shape[1] else torch.cat([y, y], 1), y)
+        block_input = as_float(x)
+        y = self.unit("1", x, lambda _: self.chain("shortcut", block_input), block_input)
+        y_map = as_float(y)
+        return self.unit("2", y, lambda c: y_map if c == y_map.shape[1]
+                         else torch.cat([y_map, y_map], 1), y_map)
 
 
 @register_op

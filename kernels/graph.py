@@ -8,7 +8,7 @@ a block type means writing one Op subclass decorated with `@register_op`.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, NamedTuple
 
 import numpy as np
 import torch
@@ -37,10 +37,33 @@ class Bits:
         return torch.from_numpy(unpack_nhwc(self.data, self.channels)).permute(0, 3, 1, 2)
 
 
-Value = torch.Tensor | Bits
+@dataclass(frozen=True)
+class Signed:
+    """A float map with the packed signs its consumer's first binary conv takes (that conv's
+    RSign shift already subtracted), written by the producer in the same pass as the map, so
+    the consumer skips its own pack (see Op.wants_signs)."""
+
+    map: torch.Tensor
+    bits: Bits
+
+    @property
+    def shape(self) -> torch.Size:
+        return self.map.shape
+
+
+class SignRequest(NamedTuple):
+    """The bits a float-input op packs its input into first: sign(x - shift_c), or sign(x)
+    where shift is None."""
+
+    shift: np.ndarray | None
+
+
+Value = torch.Tensor | Bits | Signed
 
 
 def as_float(value: Value) -> torch.Tensor:
+    if isinstance(value, Signed):
+        return value.map
     return value.to_torch() if isinstance(value, Bits) else value
 
 
@@ -88,6 +111,17 @@ class Op:
 
     def run(self, x: Value, threads: int) -> Value:
         raise NotImplementedError
+
+    def wants_signs(self) -> SignRequest | None:
+        """The packed signs this float-input op computes from its input first, which it takes
+        ready made from a producer's Signed output; None if it packs nothing."""
+        return None
+
+    def emit_signs(self, request: SignRequest) -> bool:
+        """Have run() return Signed outputs with the signs `request` describes, when this op
+        can write them in its own output pass; True if it will (PackedModel links each op to
+        its consumer's request)."""
+        return False
 
     def macs(self, in_shape: tuple[int, ...], out_shape: tuple[int, ...]) -> tuple[int, int]:
         """(binary, float) multiply-accumulates for one sample; shapes exclude the batch."""

@@ -39,6 +39,11 @@ class PackedModel:
         self.ops = list(ops)
         self.input_shape = tuple(int(s) for s in input_shape)
         self.threads = _threads(threads)
+        # Producers whose output pass can also pack their consumer's input do so.
+        for producer, consumer in zip(self.ops[:-1], self.ops[1:], strict=True):
+            request = consumer.wants_signs()
+            if request is not None:
+                producer.emit_signs(request)
         # A dry run fixes every layer's shapes and proves the graph is consistent.
         value: Value = torch.zeros((1, *self.input_shape))
         self._shapes: list[tuple[tuple[int, ...], tuple[int, ...]]] = []

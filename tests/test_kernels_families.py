@@ -80,14 +80,17 @@ def packed_binary_inputs(packed: kernels.PackedModel, x: torch.Tensor,
                          monkeypatch: pytest.MonkeyPatch) -> list[torch.Tensor]:
     """The packed bits every binary layer consumes, unpacked to +-1, in execution order."""
     seen: list[torch.Tensor] = []
-    pack = BinaryConvOp.pack
+    take_bits = BinaryConvOp._bits
 
-    def recording_pack(self: BinaryConvOp, value: torch.Tensor) -> Bits:
-        bits = pack(self, value)
-        seen.append(bits.to_torch().clone())
-        return bits
+    def recording_bits(self: BinaryConvOp, value) -> np.ndarray:
+        """The bits a float input became, packed here or handed over by the producer (Signed);
+        packed inputs are recorded by the bits-input op that received them, below."""
+        data = take_bits(self, value)
+        if not isinstance(value, Bits):
+            seen.append(Bits(data, self.c_in).to_torch().clone())
+        return data
 
-    monkeypatch.setattr(BinaryConvOp, "pack", recording_pack)
+    monkeypatch.setattr(BinaryConvOp, "_bits", recording_bits)
     for op in packed.ops:
         if op.input_encoding == "bits":  # plain blocks take the previous op's bits
             def run(value, threads, _run=op.run):
@@ -244,6 +247,25 @@ def test_residual_units_run_fused(family, options, monkeypatch, tmp_path) -> Non
     assert all(u is not None for op in residual_blocks(loaded) for u in op.units.values())
     x = sample()
     np.testing.assert_array_equal(loaded(x), packed(x))
+
+
+@pytest.mark.parametrize("family", FAMILIES[1:])
+def test_fused_units_pack_their_consumers_input(family, monkeypatch) -> None:
+    """Each fused unit writes the packed signs its consumer takes (RSign shift subtracted) in
+    its own pass, to the next unit's conv or the next block's: only the first conv packs."""
+    model = family_model(family, seed=6, activation="rprelu", input_quantizer="rsign")
+    packed = assert_matches_torch(model, monkeypatch)
+    monkeypatch.undo()
+    blocks = residual_blocks(packed)
+    assert all(b.signs_out is not None for b in blocks[:-1]) and blocks[-1].signs_out is None
+    packs: list[str] = []
+    pack = BinaryConvOp.pack
+    monkeypatch.setattr(BinaryConvOp, "pack",
+                        lambda self, x: packs.append(self.name) or pack(self, x))
+    x = sample()
+    with torch.no_grad():
+        np.testing.assert_allclose(packed(x), model(x).numpy(), rtol=1e-4, atol=1e-4)
+    assert packs == [f"body.0.conv{blocks[0].units_of[0]}"]
 
 
 def test_bireal_batchnorm_not_reproduced_stays_composite(monkeypatch) -> None:
