@@ -128,25 +128,10 @@ def conv2d_float(
     pad_value: int = 0,
     threads: int = 1,
     blocked: np.ndarray | None = None,
-    *,
-    batchnorm: tuple[np.ndarray, np.ndarray] | None = None,
-    residual: np.ndarray | None = None,
-    activation: UnitActivation | None = None,
 ) -> np.ndarray:
-    """scale[c] * dot + bias[c], float32 (N, OH, OW, C_out).
-
-    With `batchnorm` = (alpha, beta) the same pass goes on as a residual unit's tail:
-    fma(value, alpha[c], beta[c]) (an eval BatchNorm as torch computes it, one fused
-    multiply-add), + `residual` (float32 NHWC of the output's shape) when given, then
-    `activation` when given.
-    """
-    args = (x, weight, int(channels), *_geometry(stride, padding, pad_value), scale, bias)
-    if batchnorm is None:
-        if residual is not None or activation is not None:
-            raise ValueError("conv2d_float: residual and activation need batchnorm=(alpha, beta)")
-        return ext.conv2d_float(*args, int(threads), blocked)
-    return conv2d_unit(x, weight, channels, scale, bias, stride, padding, pad_value, threads,
-                       blocked, batchnorm=batchnorm, residual=residual, activation=activation)[0]
+    """scale[c] * dot + bias[c], float32 (N, OH, OW, C_out)."""
+    return ext.conv2d_float(x, weight, int(channels), *_geometry(stride, padding, pad_value),
+                            scale, bias, int(threads), blocked)
 
 
 def conv2d_unit(
@@ -167,10 +152,12 @@ def conv2d_unit(
     signs: bool = False,
     sign_shift: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray | None]:
-    """A residual unit's tail in the conv's output pass (see conv2d_float), and with
-    `signs` the next binary layer's input from the same pass: the packed NHWC bits
-    !(y - sign_shift[c] >= 0) (its RSign; a plain sign without sign_shift), as that layer's
-    pack computes them. Returns (y, bits or None)."""
+    """A residual unit's tail in the conv's output pass: y = conv2d_float's output, then
+    fma(y, alpha[c], beta[c]) for `batchnorm` = (alpha, beta) (an eval BatchNorm as torch
+    computes it, one fused multiply-add), + `residual` (float32 NHWC of the output's shape) when
+    given, then `activation` when given. With `signs`, the next binary layer's input from the
+    same pass: the packed NHWC bits !(y - sign_shift[c] >= 0) (its RSign; a plain sign without
+    sign_shift), as that layer's pack computes them. Returns (y, bits or None)."""
     act = activation or UnitActivation("none")
     y, bits = ext.conv2d_unit(
         x, weight, int(channels), *_geometry(stride, padding, pad_value), scale, bias, *batchnorm,

@@ -2,7 +2,6 @@
 // two nibbles index a 16-entry table with vpshufb; byte counts (at most 8 per word) pile up in
 // byte lanes for up to 31 words, then vpsadbw folds them into 64-bit lanes. This file alone is
 // compiled with -mavx2 -mfma (CMakeLists.txt) and only entered after cpuid reported both.
-#include <algorithm>
 #include <cstdint>
 
 #include "isa.h"
@@ -122,27 +121,17 @@ void tile_block(const Tile &t, const TileOut &o, const BlockOut<KIND> &out, int6
                 part[i][h] = _mm256_setzero_si256();
             }
     };
-    int64_t pending = 0;  // words summed in part
-    for (int64_t r = 0; r < t.nrows; ++r) {
-        const uint64_t *a = t.a + pixel0 * t.a_pixel_stride + t.a_row_off[r];
-        const uint64_t *w = w0 + t.w_row_off[r] * kBlock;
-        for (int64_t k0 = 0; k0 < t.run; k0 += kMaxByteRun) {
-            const int64_t k1 = std::min(t.run, k0 + kMaxByteRun);
-            if (pending + k1 - k0 > kMaxByteRun) flush(), pending = 0;
-            pending += k1 - k0;
-            for (int64_t k = k0; k < k1; ++k) {
-                const __m256i w_lo = _mm256_loadu_si256((const __m256i *)(w + k * kBlock));
-                const __m256i w_hi = _mm256_loadu_si256((const __m256i *)(w + k * kBlock + 4));
-                for (int i = 0; i < MR; ++i) {
-                    const __m256i b = _mm256_set1_epi64x(
-                        static_cast<long long>(a[i * t.a_pixel_stride + k]));
-                    part[i][0] = _mm256_add_epi8(part[i][0], pc.bytes(_mm256_xor_si256(b, w_lo)));
-                    part[i][1] = _mm256_add_epi8(part[i][1], pc.bytes(_mm256_xor_si256(b, w_hi)));
-                }
-            }
+    generic::for_each_word(t, pixel0, w0, kMaxByteRun, [&](const uint64_t *a, const uint64_t *w,
+                                                           int64_t k) {
+        const __m256i w_lo = _mm256_loadu_si256((const __m256i *)(w + k * kBlock));
+        const __m256i w_hi = _mm256_loadu_si256((const __m256i *)(w + k * kBlock + 4));
+        for (int i = 0; i < MR; ++i) {
+            const __m256i b =
+                _mm256_set1_epi64x(static_cast<long long>(a[i * t.a_pixel_stride + k]));
+            part[i][0] = _mm256_add_epi8(part[i][0], pc.bytes(_mm256_xor_si256(b, w_lo)));
+            part[i][1] = _mm256_add_epi8(part[i][1], pc.bytes(_mm256_xor_si256(b, w_hi)));
         }
-    }
-    flush();
+    }, flush);
     // Channels 0-3 and 4-7 are 64-bit lanes of two registers (sums < 2^32): interleave their
     // low halves, then order them 0..7.
     const __m256i order = _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7);

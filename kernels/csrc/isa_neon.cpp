@@ -11,8 +11,6 @@
 
 #include <arm_neon.h>
 
-#include <algorithm>
-
 namespace bnnx {
 namespace {
 
@@ -34,27 +32,17 @@ void tile_block(const Tile &t, const TileOut &o, int64_t block, int64_t pixel0) 
                 part[i][q] = vdupq_n_u16(0);
             }
     };
-    int64_t pending = 0;  // words summed in part
-    for (int64_t r = 0; r < t.nrows; ++r) {
-        const uint64_t *a = t.a + pixel0 * t.a_pixel_stride + t.a_row_off[r];
-        const uint64_t *w = w0 + t.w_row_off[r] * kBlock;
-        for (int64_t k0 = 0; k0 < t.run; k0 += kMaxWordRun) {
-            const int64_t k1 = std::min(t.run, k0 + kMaxWordRun);
-            if (pending + k1 - k0 > kMaxWordRun) flush(), pending = 0;
-            pending += k1 - k0;
-            for (int64_t k = k0; k < k1; ++k) {
-                uint64x2_t wv[4];
-                for (int q = 0; q < 4; ++q) wv[q] = vld1q_u64(w + k * kBlock + 2 * q);
-                for (int i = 0; i < MR; ++i) {
-                    const uint64x2_t b = vdupq_n_u64(a[i * t.a_pixel_stride + k]);
-                    for (int q = 0; q < 4; ++q)
-                        part[i][q] = vpadalq_u8(
-                            part[i][q], vcntq_u8(vreinterpretq_u8_u64(veorq_u64(b, wv[q]))));
-                }
-            }
+    generic::for_each_word(t, pixel0, w0, kMaxWordRun, [&](const uint64_t *a, const uint64_t *w,
+                                                           int64_t k) {
+        uint64x2_t wv[4];
+        for (int q = 0; q < 4; ++q) wv[q] = vld1q_u64(w + k * kBlock + 2 * q);
+        for (int i = 0; i < MR; ++i) {
+            const uint64x2_t b = vdupq_n_u64(a[i * t.a_pixel_stride + k]);
+            for (int q = 0; q < 4; ++q)
+                part[i][q] =
+                    vpadalq_u8(part[i][q], vcntq_u8(vreinterpretq_u8_u64(veorq_u64(b, wv[q]))));
         }
-    }
-    flush();
+    }, flush);
     for (int i = 0; i < MR; ++i) {
         int32_t pc[kBlock];
         for (int q = 0; q < 4; ++q) {
@@ -96,23 +84,12 @@ uint64_t peak_loop(int64_t iters, uint64_t *checksum) {
     return static_cast<uint64_t>(iters) * kMr * 4 * 128;
 }
 
-void sign_masks(const float *x, int64_t n, uint64_t *out) { generic::sign_masks(x, n, out); }
-
-void max_row(const float *x, int64_t w, int64_t kw, int64_t stride, int64_t pad, int64_t out_w,
-             float *out) {
-    generic::max_row(x, w, kw, stride, pad, out_w, out);
-}
-
-void interleave_planes(const float *src, int64_t planes, int64_t src_stride, int64_t n,
-                       float *dst, int64_t dst_stride) {
-    generic::interleave_planes(src, planes, src_stride, n, dst, dst_stride);
-}
-
 }  // namespace
 
 namespace isa {
-const KernelTable neon = {"neon", kMr, 4, bconv_ukernel_4x8__neon, peak_loop, sign_masks,
-                          max_row, interleave_planes};
+// The float helpers need no target of their own here: the portable ones, as they are.
+const KernelTable neon = {"neon", kMr, 4, bconv_ukernel_4x8__neon, peak_loop,
+                          generic::sign_masks, generic::max_row, generic::interleave_planes};
 }
 
 }  // namespace bnnx

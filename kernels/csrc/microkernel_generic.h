@@ -63,6 +63,27 @@ __attribute__((always_inline)) inline void epilogue(const TileOut &o, int64_t pi
         o.signs[pixel * o.signs_stride + c0 / kBlock] = static_cast<uint8_t>(signs);
 }
 
+// The word loop of a tile whose counters are narrow (bytes, 16-bit lanes): word(a, w, k) for
+// every weight word k of every kernel row (a: the tile's first pixel's row, w: the block's
+// weight row), with flush() before the counters could take more than max_run words.
+template <typename Word, typename Flush>
+__attribute__((always_inline)) inline void for_each_word(const Tile &t, int64_t pixel0,
+                                                         const uint64_t *w0, int64_t max_run,
+                                                         Word &&word, Flush &&flush) {
+    int64_t pending = 0;  // words summed since the last flush
+    for (int64_t r = 0; r < t.nrows; ++r) {
+        const uint64_t *a = t.a + pixel0 * t.a_pixel_stride + t.a_row_off[r];
+        const uint64_t *w = w0 + t.w_row_off[r] * kBlock;
+        for (int64_t k0 = 0; k0 < t.run; k0 += max_run) {
+            const int64_t k1 = t.run < k0 + max_run ? t.run : k0 + max_run;
+            if (pending + k1 - k0 > max_run) flush(), pending = 0;
+            pending += k1 - k0;
+            for (int64_t k = k0; k < k1; ++k) word(a, w, k);
+        }
+    }
+    flush();
+}
+
 // One pixel and one 8-channel block at a time: the 8 lanes are 8 independent popcount chains.
 __attribute__((always_inline)) inline void bconv_tile(const Tile &t, const TileOut &o) {
     for (int64_t i = 0; i < t.tiles * t.mr; ++i) {
