@@ -199,19 +199,21 @@ def maxpool2d_bits(x: np.ndarray, kernel_size: Pair, stride: Pair | None = None,
 
 
 def maxpool2d_float(x: np.ndarray, kernel_size: Pair, stride: Pair | None = None,
-                    padding: Pair = 0) -> np.ndarray:
-    """Max-pool on float32 NHWC (padded taps are skipped)."""
+                    padding: Pair = 0, lower: np.ndarray | None = None) -> np.ndarray:
+    """Max-pool on float32 NHWC (padded taps are skipped); channels where the uint8 mask
+    `lower` is set take the minimum instead (-maxpool(-x), sign flips exact for NaN and 0)."""
     k = _pair(kernel_size, "kernel_size")
     s = k if stride is None else _pair(stride, "stride")
-    return ext.maxpool2d_float(x, k, s, _pair(padding, "padding"))
+    return ext.maxpool2d_float(x, k, s, _pair(padding, "padding"), lower)
 
 
 def maxpool2d_float_nchw(x: np.ndarray, kernel_size: Pair, stride: Pair | None = None,
-                         padding: Pair = 0) -> np.ndarray:
-    """Max-pool on float32 NCHW, written NHWC (N, OH, OW, C): no transpose of the larger input."""
+                         padding: Pair = 0, lower: np.ndarray | None = None) -> np.ndarray:
+    """Max-pool on float32 NCHW, written NHWC (N, OH, OW, C): no transpose of the larger input.
+    `lower` as in maxpool2d_float."""
     k = _pair(kernel_size, "kernel_size")
     s = k if stride is None else _pair(stride, "stride")
-    return ext.maxpool2d_float_nchw(x, k, s, _pair(padding, "padding"))
+    return ext.maxpool2d_float_nchw(x, k, s, _pair(padding, "padding"), lower)
 
 
 def linear_float(x: np.ndarray, weight: np.ndarray, channels: int, scale: np.ndarray,

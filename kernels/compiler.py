@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 
+import numpy as np
 import torch
 from torch import nn
 
 from .binary_ops import PackOp
 from .errors import UnsupportedLayerError
+from .float_ops import MaxPool2dOp
 from .graph import MODULE_OPS, PASSTHROUGH_MODULES, Op
 from .packed_model import PackedModel
 
@@ -33,7 +35,7 @@ def compile(model: nn.Module, input_shape: Sequence[int], threads: int = 1) -> P
                 "models made of stem, body and head (spaces.BinaryNet)"
             )
         entries.extend(_flatten(section, part))
-    entries = _pool_before_batchnorm(entries)
+    entries, lowered = _pool_before_batchnorm(entries)
 
     ops: list[Op] = []
     encoding = "float"
@@ -46,6 +48,8 @@ def compile(model: nn.Module, input_shape: Sequence[int], threads: int = 1) -> P
             consumer = entries[i + 1][2] if i + 1 < len(entries) else None
             emit_bits = consumer is not None and consumer.input_encoding == "bits"
             op = op_cls.from_module(path, module, emit_bits, shifts[i + 1] if emit_bits else None)
+            if isinstance(op, MaxPool2dOp) and path in lowered:
+                op = op.with_lower(lowered[path])
             ops.append(op)
             encoding = op.output_encoding
     return PackedModel(ops, shape, threads=threads)
@@ -68,18 +72,27 @@ def _flatten(path: str, module: nn.Module) -> Iterator[Entry]:
         )
 
 
-def _pool_before_batchnorm(entries: list[Entry]) -> list[Entry]:
-    """BatchNorm2d -> MaxPool2d becomes MaxPool2d -> BatchNorm2d where every channel's BN is
-    non-decreasing (weight >= 0, or none): then BN(max(x)) = max(BN(x)) value for value, since
-    rounding is monotone too, and BN runs on the pooled map (a quarter of it for the ImageNet
-    stem's 3x3/2 pool). A channel with a negative weight would need a min-pool: order kept."""
-    out = list(entries)
+def _pool_before_batchnorm(entries: list[Entry]) -> tuple[list[Entry], dict[str, np.ndarray]]:
+    """BatchNorm2d -> MaxPool2d becomes MaxPool2d -> BatchNorm2d, so BN runs on the pooled map (a
+    quarter of it for the ImageNet stem's 3x3/2 pool). Exact value for value: eval BN is
+    monotone per channel, rounding included, so max(BN(x)) = BN(max(x)) where gamma >= 0 and
+    = BN(min(x)) where gamma < 0. Returns the entries and, per moved pool, the uint8 mask of the
+    channels it must min-pool (bnnx's pool does that; torch's dilated or ceil-mode one cannot,
+    so those keep torch's order unless every gamma is >= 0)."""
+    out, lowered = list(entries), {}
     for i in range(len(out) - 1):
-        (_, bn, _), (_, pool, _) = out[i], out[i + 1]
-        if (type(bn).__name__ == "BatchNorm2d" and type(pool).__name__ == "MaxPool2d"
-                and (bn.weight is None or bool((bn.weight >= 0).all()))):
-            out[i], out[i + 1] = out[i + 1], out[i]
-    return out
+        (_, bn, _), (pool_path, pool, _) = out[i], out[i + 1]
+        if type(bn).__name__ != "BatchNorm2d" or type(pool).__name__ != "MaxPool2d":
+            continue
+        lower = (np.zeros(bn.num_features, np.uint8) if bn.weight is None
+                 else (bn.weight.detach() < 0).numpy().astype(np.uint8))
+        on_bnnx = pool.dilation in (1, (1, 1)) and not pool.ceil_mode
+        if lower.any() and not on_bnnx:
+            continue
+        out[i], out[i + 1] = out[i + 1], out[i]
+        if lower.any():
+            lowered[pool_path] = lower
+    return out, lowered
 
 
 def _input_shape(input_shape: Sequence[int]) -> tuple[int, int, int]:

@@ -215,6 +215,9 @@ class PReLUOp(FloatOp):
 
 @register_op
 class MaxPool2dOp(FloatOp):
+    """torch's MaxPool2d; with the optional uint8 tensor "lower", the channels it marks take the
+    minimum instead (a pool moved before a BatchNorm whose gamma is negative there)."""
+
     kind = "maxpool2d"
     handles = ("MaxPool2d",)
 
@@ -225,6 +228,18 @@ class MaxPool2dOp(FloatOp):
         self.padding = self.int_list("padding", 2)
         self.dilation = self.int_list("dilation", 2, 1)
         self.ceil_mode = self.param("ceil_mode", bool)
+        self.lower = self.tensor("lower", np.uint8, 1) if "lower" in tensors else None
+        if self.lower is not None and not self.on_bnnx_kernel:
+            raise ValueError(f"{name}: min-pooled channels need dilation 1 and no ceil_mode")
+
+    @property
+    def on_bnnx_kernel(self) -> bool:
+        """bnnx's pool runs it (else torch's channels-last one)."""
+        return self.dilation == (1, 1) and not self.ceil_mode
+
+    def with_lower(self, lower: np.ndarray) -> MaxPool2dOp:
+        """This pool with the channels where `lower` is set taking the minimum."""
+        return MaxPool2dOp(self.name, self.params, {"lower": lower.astype(np.uint8)})
 
     @classmethod
     def from_module(cls, path: str, module: nn.Module, emit_bits: bool,
@@ -239,7 +254,7 @@ class MaxPool2dOp(FloatOp):
         }, {})
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.dilation != (1, 1) or self.ceil_mode:
+        if not self.on_bnnx_kernel:
             # torch's channels-last pool is vectorised, its NCHW one scalar; same values.
             x = x.contiguous(memory_format=torch.channels_last)
             return F.max_pool2d(x, self.kernel_size, self.stride, self.padding, self.dilation,
@@ -248,10 +263,11 @@ class MaxPool2dOp(FloatOp):
         # from NCHW input, without torch's transpose of the larger map.
         nhwc = x.permute(0, 2, 3, 1)
         if nhwc.is_contiguous():
-            y = bitops.maxpool2d_float(nhwc.numpy(), self.kernel_size, self.stride, self.padding)
+            y = bitops.maxpool2d_float(nhwc.numpy(), self.kernel_size, self.stride, self.padding,
+                                       self.lower)
         else:
             y = bitops.maxpool2d_float_nchw(x.contiguous().numpy(), self.kernel_size,
-                                            self.stride, self.padding)
+                                            self.stride, self.padding, self.lower)
         return torch.from_numpy(y).permute(0, 3, 1, 2)  # NCHW view of the NHWC result
 
 

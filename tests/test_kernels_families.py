@@ -16,7 +16,7 @@ from torch import nn
 import kernels
 import spaces
 from kernels.block_ops import BinaryConvOp, BiRealBlockOp, BlockOp
-from kernels.float_ops import BatchNormOp
+from kernels.float_ops import BatchNormOp, MaxPool2dOp
 from kernels.graph import Bits
 from spaces.quantizers import Quantizer
 
@@ -181,9 +181,9 @@ def test_imagenet_stem_is_bit_exact(family, stem, monkeypatch) -> None:
 
 
 @pytest.mark.parametrize("gammas", ["non-negative", "mixed"])
-def test_stem_pools_before_batchnorm_only_where_exact(gammas, monkeypatch) -> None:
-    """BN -> max-pool runs as max-pool -> BN (BN on a quarter of the map) when every gamma is
-    >= 0, since then BN is non-decreasing per channel; one negative gamma keeps torch's order."""
+def test_stem_pools_before_batchnorm(gammas, monkeypatch, tmp_path) -> None:
+    """BN -> max-pool runs as pool -> BN (BN on a quarter of the map), bit exact: BN is monotone
+    per channel, so channels with a negative gamma are min-pooled and the others max-pooled."""
     shape = (3, 29, 29)
     model = family_model("bireal", seed=9, shape=shape, stem_layout="imagenet")
     bn = model.stem[2]
@@ -192,9 +192,34 @@ def test_stem_pools_before_batchnorm_only_where_exact(gammas, monkeypatch) -> No
         with torch.no_grad():
             bn.weight.abs_()
     packed = assert_matches_torch(model, monkeypatch, shape=shape)
-    order = [row.name for row in packed.layers_info()][:4]
-    swapped = ["stem.0", "stem.1", "stem.3", "stem.2"]
-    assert order == (swapped if gammas == "non-negative" else sorted(swapped))
+    assert [row.name for row in packed.layers_info()][:4] == ["stem.0", "stem.1", "stem.3",
+                                                              "stem.2"]
+    pool = packed.ops[2]
+    if gammas == "non-negative":
+        assert pool.lower is None
+    else:
+        np.testing.assert_array_equal(pool.lower, (bn.weight < 0).numpy())
+    packed.save(tmp_path / "m.bnnx")
+    loaded = kernels.load(tmp_path / "m.bnnx")
+    x = sample(shape)
+    np.testing.assert_array_equal(loaded(x), packed(x))
+
+
+def test_a_file_asking_torchs_pool_for_min_channels_is_refused() -> None:
+    params = {"kernel_size": [3, 3], "stride": [2, 2], "padding": [1, 1], "dilation": [1, 1],
+              "ceil_mode": True}
+    with pytest.raises(ValueError, match="min-pooled channels need dilation 1 and no ceil_mode"):
+        MaxPool2dOp("stem.3", params, {"lower": np.ones(4, np.uint8)})
+
+
+def test_dilated_pool_after_a_negative_gamma_keeps_torchs_order(monkeypatch) -> None:
+    """torch's dilated pool has no min form here: with a negative gamma the order stays."""
+    shape = (3, 29, 29)
+    model = family_model("bireal", seed=9, shape=shape, stem_layout="imagenet")
+    model.stem[3].dilation = 2
+    packed = assert_matches_torch(model, monkeypatch, shape=shape)
+    assert [row.name for row in packed.layers_info()][:4] == ["stem.0", "stem.1", "stem.2",
+                                                              "stem.3"]
 
 
 @pytest.mark.parametrize("family", FAMILIES)

@@ -205,6 +205,30 @@ def test_maxpool_float_nchw_equals_torch_with_ties_and_nans(kernel: int, stride:
     np.testing.assert_array_equal(got.view(np.uint32), expected.numpy().view(np.uint32))
 
 
+@pytest.mark.parametrize("isa", kernels.available_isas())
+@pytest.mark.parametrize("kernel,stride,padding", [(3, 2, 1), (2, 2, 0), (3, 1, 1)])
+def test_maxpool_float_lower_channels_take_torchs_min(kernel: int, stride: int, padding: int,
+                                                      isa: str) -> None:
+    """Channels marked `lower` pool as -max_pool(-x) in torch, bit for bit (+-0 ties, NaNs),
+    from NCHW and from NHWC; the others stay max-pools."""
+    rng = np.random.default_rng(kernel * 10 + stride + 7)
+    y = rng.normal(size=(2, 37, 11, 19)).astype(np.float32)
+    y[np.abs(y) < 0.4] = 0.0
+    y[np.abs(y) > 2.0] = -0.0
+    y.reshape(-1)[::41] = np.nan
+    lower = (rng.random(37) < 0.5).astype(np.uint8)
+    t = torch.from_numpy(y)
+    expected = torch.where(torch.from_numpy(lower.astype(bool)).view(1, -1, 1, 1),
+                           -F.max_pool2d(-t, kernel, stride, padding),
+                           F.max_pool2d(t, kernel, stride, padding)).permute(0, 2, 3, 1).numpy()
+    nhwc = np.ascontiguousarray(y.transpose(0, 2, 3, 1))
+    with kernels.use_isa(isa):
+        from_nchw = kernels.maxpool2d_float_nchw(y, kernel, stride, padding, lower)
+        from_nhwc = kernels.maxpool2d_float(nhwc, kernel, stride, padding, lower)
+    np.testing.assert_array_equal(from_nchw.view(np.uint32), expected.view(np.uint32))
+    np.testing.assert_array_equal(from_nhwc.view(np.uint32), expected.view(np.uint32))
+
+
 @pytest.mark.parametrize("shape", [(1, 64, 56, 56), (2, 16, 6, 6), (1, 24, 5, 7), (3, 40, 3, 3)])
 def test_torch_float_ops_on_channels_last_equal_nchw(shape: tuple[int, ...]) -> None:
     """The engine keeps float maps channels-last between ops; it relies on torch's BatchNorm and
@@ -290,6 +314,12 @@ ONES2 = np.ones(2, np.float32)
         (lambda: kernels.maxpool2d_bits(X, 5, 1, 0), ValueError, "larger than"),
         (lambda: kernels.maxpool2d_bits(X, 2, 2, 2), ValueError, "half the kernel"),
         (lambda: kernels.maxpool2d_float(X, 2), TypeError, "float32"),
+        (lambda: kernels.maxpool2d_float(np.zeros((1, 4, 4, 3), np.float32), 2,
+                                         lower=np.zeros(2, np.uint8)),
+         ValueError, "lower has 2 entries, expected C = 3"),
+        (lambda: kernels.maxpool2d_float(np.zeros((1, 4, 4, 3), np.float32), 2,
+                                         lower=np.zeros(3, np.int8)),
+         TypeError, "uint8"),
         (lambda: kernels.linear_float(X, W, 3, TH, TH), ValueError, "2-D"),
     ],
 )

@@ -33,6 +33,7 @@ const char *dtype_name() {
     if constexpr (std::is_same_v<T, uint64_t>) return "uint64";
     if constexpr (std::is_same_v<T, int32_t>) return "int32";
     if constexpr (std::is_same_v<T, int8_t>) return "int8";
+    if constexpr (std::is_same_v<T, uint8_t>) return "uint8";
     return "?";
 }
 
@@ -172,12 +173,14 @@ ConvArgs conv_args(const Array &x, const Array &w, int64_t channels, Pair stride
     return a;
 }
 
+// A 1-D per-channel vector of `channels` entries (`what` names that count in the error).
 template <typename T>
-const T *per_channel(const Array &a, const char *name, int64_t c_out) {
-    const T *p = checked<T>(a, name, 1, "per-output-channel vector");
-    if (dim(a, 0) != c_out)
-        value_error(std::string(name) + " has " + std::to_string(dim(a, 0)) +
-                    " entries, expected C_out = " + std::to_string(c_out));
+const T *per_channel(const Array &a, const char *name, int64_t channels,
+                     const char *what = "C_out") {
+    const T *p = checked<T>(a, name, 1, "per-channel vector");
+    if (dim(a, 0) != channels)
+        value_error(std::string(name) + " has " + std::to_string(dim(a, 0)) + " entries, expected " +
+                    what + " = " + std::to_string(channels));
     return p;
 }
 
@@ -441,25 +444,31 @@ NB_MODULE(_bnnx_kernels, m) {
        "Max-pool on packed bits (AND of the window).");
 
     // Both float max-pools write NHWC; they differ in the input layout they read.
-    auto float_maxpool = [](const Array &x, Pair kernel, Pair stride, Pair padding, bool nchw) {
+    auto float_maxpool = [](const Array &x, Pair kernel, Pair stride, Pair padding,
+                            const Optional &lower, bool nchw) {
         const float *p = checked<float>(x, "x", 4, nchw ? "float NCHW" : "float NHWC");
         PoolGeometry g = pool_geometry(x, kernel, stride, padding, nchw);
+        const uint8_t *low = lower ? per_channel<uint8_t>(*lower, "lower", g.c, "C") : nullptr;
         auto out = new_array<float>({size_t(g.n), size_t(g.out_h()), size_t(g.out_w()),
                                      size_t(g.c)}, false);
         {
             nb::gil_scoped_release release;
-            (nchw ? maxpool2d_float_nchw : maxpool2d_float)(g, p, out.data());
+            (nchw ? maxpool2d_float_nchw : maxpool2d_float)(g, p, out.data(), low);
         }
         return out;
     };
-    m.def("maxpool2d_float", [=](const Array &x, Pair kernel, Pair stride, Pair padding) {
-        return float_maxpool(x, kernel, stride, padding, false);
+    m.def("maxpool2d_float", [=](const Array &x, Pair kernel, Pair stride, Pair padding,
+                                 const Optional &lower) {
+        return float_maxpool(x, kernel, stride, padding, lower, false);
     }, nb::arg("x"), nb::arg("kernel_size"), nb::arg("stride"), nb::arg("padding"),
-       "Max-pool on float32 NHWC.");
-    m.def("maxpool2d_float_nchw", [=](const Array &x, Pair kernel, Pair stride, Pair padding) {
-        return float_maxpool(x, kernel, stride, padding, true);
+       nb::arg("lower") = nb::none(),
+       "Max-pool on float32 NHWC; channels with lower[c] != 0 (uint8) take the minimum.");
+    m.def("maxpool2d_float_nchw", [=](const Array &x, Pair kernel, Pair stride, Pair padding,
+                                      const Optional &lower) {
+        return float_maxpool(x, kernel, stride, padding, lower, true);
     }, nb::arg("x"), nb::arg("kernel_size"), nb::arg("stride"), nb::arg("padding"),
-       "Max-pool on float32 NCHW, written NHWC.");
+       nb::arg("lower") = nb::none(),
+       "Max-pool on float32 NCHW, written NHWC; channels with lower[c] != 0 take the minimum.");
 
     m.def("linear_float", [](const Array &x, const Array &w, int64_t channels, const Array &scale,
                              const Array &bias, int threads, const Optional &blocked) {

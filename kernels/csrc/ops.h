@@ -75,9 +75,14 @@ struct PoolGeometry {
 
 // Padded taps are ignored, like torch's -inf padding.
 void maxpool2d_bits(const PoolGeometry &g, const uint64_t *x, uint64_t *out);
-void maxpool2d_float(const PoolGeometry &g, const float *x, float *out);
+// Float pools: torch's max-pool on every channel, except those with lower[c] != 0 (lower may
+// be null) which take the minimum the same way: the max-pool of -x, negated back, with the sign
+// flipped by XOR so NaNs and +-0 keep their bits. (A BatchNorm with a negative gamma turns a
+// max-pool after it into a min-pool before it.)
+void maxpool2d_float(const PoolGeometry &g, const float *x, float *out, const uint8_t *lower);
 // The same pool on float NCHW input (g.c = channels), written NHWC.
-void maxpool2d_float_nchw(const PoolGeometry &g, const float *x, float *out);
+void maxpool2d_float_nchw(const PoolGeometry &g, const float *x, float *out,
+                          const uint8_t *lower);
 
 // x: (n, words_for(c_in)), wb: blocked (c_out, words_for(c_in)); out = scale * dot + bias.
 void linear_float(const uint64_t *x, const uint64_t *wb, int64_t n, int64_t c_in, int64_t c_out,

@@ -1,6 +1,8 @@
 // Max-pooling. On bits (1 = -1) the max of signs is +1 unless every tap is -1, so the pooled bit
-// is the AND of the window's bits; padded taps are skipped like torch's -inf padding.
+// is the AND of the window's bits; padded taps are skipped like torch's -inf padding. The float
+// pools can take some channels' minimum instead (see ops.h).
 #include <algorithm>
+#include <cstring>
 #include <limits>
 #include <vector>
 
@@ -27,6 +29,23 @@ BNNX_INLINE void max_taps(float *__restrict m, const float *__restrict src, int6
     for (int64_t i = 0; i < n; ++i) m[i] = generic::max_tap(m[i], src[i]);
 }
 
+// x with its sign bit flipped where flip has it set: exact negation, NaNs included.
+BNNX_INLINE float flipped(float x, uint32_t flip) {
+    uint32_t bits;
+    std::memcpy(&bits, &x, sizeof bits);
+    bits ^= flip;
+    std::memcpy(&x, &bits, sizeof bits);
+    return x;
+}
+
+// Per channel, the sign bit to flip for a lower (min) pool, else 0.
+std::vector<uint32_t> sign_flips(int64_t channels, const uint8_t *lower) {
+    std::vector<uint32_t> flips(static_cast<size_t>(channels), 0u);
+    if (lower)
+        for (int64_t c = 0; c < channels; ++c) flips[c] = lower[c] ? 0x80000000u : 0u;
+    return flips;
+}
+
 template <typename T, typename Reduce>
 BNNX_INLINE void pool2d(const PoolGeometry &g, const T *x, T *out, T init, Reduce &&reduce) {
     const int64_t out_h = g.out_h(), out_w = g.out_w();
@@ -42,7 +61,7 @@ BNNX_INLINE void pool2d(const PoolGeometry &g, const T *x, T *out, T init, Reduc
                 for (int64_t ih = h0; ih < h1; ++ih)
                     for (int64_t iw = w0; iw < w1; ++iw) {
                         const T *src = x + ((b * g.h + ih) * g.w + iw) * g.c;
-                        for (int64_t c = 0; c < g.c; ++c) dst[c] = reduce(dst[c], src[c]);
+                        for (int64_t c = 0; c < g.c; ++c) dst[c] = reduce(dst[c], src[c], c);
                     }
             }
         }
@@ -51,13 +70,22 @@ BNNX_INLINE void pool2d(const PoolGeometry &g, const T *x, T *out, T init, Reduc
 }  // namespace
 
 void maxpool2d_bits(const PoolGeometry &g, const uint64_t *x, uint64_t *out) {
-    pool2d<uint64_t>(g, x, out, ~uint64_t{0}, [](uint64_t a, uint64_t b) { return a & b; });
+    pool2d<uint64_t>(g, x, out, ~uint64_t{0},
+                     [](uint64_t a, uint64_t b, int64_t) { return a & b; });
 }
 
 BNNX_VECTOR_CLONES
-void maxpool2d_float(const PoolGeometry &g, const float *x, float *out) {
+void maxpool2d_float(const PoolGeometry &g, const float *x, float *out, const uint8_t *lower) {
+    const std::vector<uint32_t> flips = sign_flips(g.c, lower);
+    const uint32_t *flip = flips.data();
     pool2d<float>(g, x, out, -std::numeric_limits<float>::infinity(),
-                  [](float m, float v) { return generic::max_tap(m, v); });
+                  [flip](float m, float v, int64_t c) {
+                      return generic::max_tap(m, flipped(v, flip[c]));
+                  });
+    if (!lower) return;
+    const int64_t pixels = g.n * g.out_h() * g.out_w();
+    for (int64_t p = 0; p < pixels; ++p)
+        for (int64_t c = 0; c < g.c; ++c) out[p * g.c + c] = flipped(out[p * g.c + c], flip[c]);
 }
 
 // Separable, per channel plane: each input row's horizontal window maxima once, then each output
@@ -66,21 +94,30 @@ void maxpool2d_float(const PoolGeometry &g, const float *x, float *out) {
 // taking rows first. A group of planes is then stored a group of channels per pixel, so the
 // NHWC output needs no separate transpose of the larger input.
 BNNX_VECTOR_CLONES
-void maxpool2d_float_nchw(const PoolGeometry &g, const float *x, float *out) {
+void maxpool2d_float_nchw(const PoolGeometry &g, const float *x, float *out,
+                          const uint8_t *lower) {
     constexpr int64_t kGroup = 16;
     constexpr float kLowest = -std::numeric_limits<float>::infinity();
     const KernelTable &kt = active_kernels();
     const int64_t out_h = g.out_h(), out_w = g.out_w(), out_hw = out_h * out_w;
     std::vector<float> rows(static_cast<size_t>(g.h * out_w));
     std::vector<float> pooled(static_cast<size_t>(kGroup * out_hw));
+    std::vector<float> negated(static_cast<size_t>(lower ? g.w : 0));  // a lower plane's row
     for (int64_t b = 0; b < g.n; ++b)
         for (int64_t c0 = 0; c0 < g.c; c0 += kGroup) {
             const int64_t nc = std::min(kGroup, g.c - c0);
             for (int64_t ci = 0; ci < nc; ++ci) {
                 const float *plane = x + (b * g.c + c0 + ci) * g.h * g.w;
-                for (int64_t ih = 0; ih < g.h; ++ih)
-                    kt.max_row(plane + ih * g.w, g.w, g.kw, g.stride_w, g.pad_w, out_w,
+                const uint32_t flip = lower && lower[c0 + ci] ? 0x80000000u : 0u;
+                for (int64_t ih = 0; ih < g.h; ++ih) {
+                    const float *row = plane + ih * g.w;
+                    if (flip) {
+                        for (int64_t iw = 0; iw < g.w; ++iw) negated[iw] = flipped(row[iw], flip);
+                        row = negated.data();
+                    }
+                    kt.max_row(row, g.w, g.kw, g.stride_w, g.pad_w, out_w,
                                rows.data() + ih * out_w);
+                }
                 for (int64_t oh = 0; oh < out_h; ++oh) {
                     const int64_t ih0 = oh * g.stride_h - g.pad_h;
                     const int64_t h0 = std::max<int64_t>(0, ih0), h1 = std::min(g.h, ih0 + g.kh);
@@ -88,6 +125,8 @@ void maxpool2d_float_nchw(const PoolGeometry &g, const float *x, float *out) {
                     std::fill(m, m + out_w, kLowest);
                     for (int64_t ih = h0; ih < h1; ++ih)
                         max_taps(m, rows.data() + ih * out_w, out_w);
+                    if (flip)
+                        for (int64_t ow = 0; ow < out_w; ++ow) m[ow] = flipped(m[ow], flip);
                 }
             }
             kt.interleave_planes(pooled.data(), nc, out_hw, out_hw, out + b * out_hw * g.c + c0,

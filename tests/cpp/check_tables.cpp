@@ -138,9 +138,11 @@ Outputs run_misc(int64_t seed) {
                     uniform(1, 3), uniform(1, 3), 1, 1};
     const std::vector<float> map = normals(static_cast<size_t>(pg.n * pg.h * pg.w * pg.c), 0.1f);
     std::vector<float> pooled(static_cast<size_t>(pg.n * pg.out_h() * pg.out_w() * pg.c));
-    maxpool2d_float(pg, map.data(), pooled.data());
+    std::vector<uint8_t> lower(static_cast<size_t>(pg.c));
+    for (auto &l : lower) l = static_cast<uint8_t>(uniform(0, 1));
+    maxpool2d_float(pg, map.data(), pooled.data(), lower.data());
     o.add(pooled);
-    maxpool2d_float_nchw(pg, map.data(), pooled.data());
+    maxpool2d_float_nchw(pg, map.data(), pooled.data(), lower.data());
     o.add(pooled);
     return o;
 }
