@@ -92,7 +92,15 @@ void conv2d_tiles(const ConvGeometry &g, const uint64_t *x, const uint64_t *wb, 
     const PadTerms pad(g, wb);
     const auto [ow_lo, ow_hi] = inside(out_w, g.w, g.kw, g.stride_w, g.pad_w);
     const auto [oh_lo, oh_hi] = inside(out_h, g.h, g.kh, g.stride_h, g.pad_h);
-    const int64_t row_items = g.n * out_h * groups, border_cols = ow_lo + out_w - ow_hi;
+    // Interior rows share one window, so they go in bands of rows, one call per band and
+    // group: one band on one thread, else a few per thread to balance unequal ones.
+    const int64_t interior = oh_hi - oh_lo;
+    const int64_t band = threads > 1 ? std::max<int64_t>(1, (interior + 4 * threads - 1) /
+                                                                (4 * threads))
+                                     : std::max<int64_t>(1, interior);
+    const int64_t bands = (interior + band - 1) / band;
+    const int64_t units = oh_lo + bands + (out_h - oh_hi);  // edge rows and bands, per image
+    const int64_t row_items = g.n * units * groups, border_cols = ow_lo + out_w - ow_hi;
 
     parallel_for(row_items + g.n * border_cols * groups, threads, [&](int64_t begin, int64_t end) {
         std::vector<int64_t> a_off(static_cast<size_t>(g.kh)), w_off(static_cast<size_t>(g.kh));
@@ -115,9 +123,14 @@ void conv2d_tiles(const ConvGeometry &g, const uint64_t *x, const uint64_t *wb, 
             o.base = static_cast<int32_t>(g.c_in * t.nrows * (kw1 - kw0));
             o.corr = pad.correction(kh0, kh1, kw0, kw1, corr);
         };
-        // `pixels` outputs from `first` on, `step` apart (in output pixels): one call for the full
+        // `pixels` outputs from `first` on, `step` apart (in output pixels), in each of `rows`
+        // output rows (out_w pixels and a_row_stride input words apart): one call for the full
         // tiles, one for the rest.
-        auto span = [&](const uint64_t *a, int64_t first, int64_t pixels, int64_t step) {
+        auto span = [&](const uint64_t *a, int64_t first, int64_t pixels, int64_t step,
+                        int64_t rows = 1, int64_t a_row_stride = 0) {
+            t.rows = rows;
+            t.a_row_stride = a_row_stride;
+            t.out_row_stride = out_w;
             o.pixel_stride = proto.pixel_stride * step;
             for (int64_t done = 0; done < pixels;) {
                 t.mr = static_cast<int>(std::min<int64_t>(kt.mr_max, pixels - done));
@@ -156,18 +169,28 @@ void conv2d_tiles(const ConvGeometry &g, const uint64_t *x, const uint64_t *wb, 
                      oh_hi - oh_lo, out_w);
                 continue;
             }
-            const int64_t row = item / groups, b = row / out_h, oh = row % out_h;
+            const int64_t b = item / groups / units, unit = item / groups % units;
+            if (unit >= oh_lo && unit < oh_lo + bands) {
+                const int64_t oh = oh_lo + (unit - oh_lo) * band;
+                window(0, g.kh, 0, g.kw);
+                t.a_pixel_stride = g.stride_w * cw;
+                span(x + ((b * g.h + oh * g.stride_h - g.pad_h) * g.w + ow_lo * g.stride_w -
+                          g.pad_w) * cw,
+                     (b * out_h + oh) * out_w + ow_lo, ow_hi - ow_lo, 1,
+                     std::min(band, oh_hi - oh), g.stride_h * g.w * cw);
+                continue;
+            }
+            const int64_t oh = unit < oh_lo ? unit : oh_hi + unit - oh_lo - bands;
+            const int64_t row = b * out_h + oh;
             const int64_t ih0 = oh * g.stride_h - g.pad_h;
             const int64_t kh0 = std::max<int64_t>(0, -ih0);
             const int64_t kh1 = std::max(kh0, std::min<int64_t>(g.kh, g.h - ih0));
             const uint64_t *x_row = x + (b * g.h + ih0 + kh0) * g.w * cw;
-            if (oh < oh_lo || oh >= oh_hi) {
-                for (int64_t c = 0; c < border_cols; ++c) {
-                    const int64_t ow = c < ow_lo ? c : ow_hi + c - ow_lo;
-                    const auto [iw0, kw0, kw1] = columns(ow);
-                    window(kh0, kh1, kw0, kw1);
-                    span(x_row + (iw0 + kw0) * cw, row * out_w + ow, 1, 1);
-                }
+            for (int64_t c = 0; c < border_cols; ++c) {  // the corners of an edge row
+                const int64_t ow = c < ow_lo ? c : ow_hi + c - ow_lo;
+                const auto [iw0, kw0, kw1] = columns(ow);
+                window(kh0, kh1, kw0, kw1);
+                span(x_row + (iw0 + kw0) * cw, row * out_w + ow, 1, 1);
             }
             window(kh0, kh1, 0, g.kw);
             t.a_pixel_stride = g.stride_w * cw;

@@ -17,12 +17,14 @@ constexpr int64_t kBlock = 8;  // output channels per weight block
 
 inline int64_t blocks_for(int64_t c_out) { return (c_out + kBlock - 1) / kBlock; }
 
-// `tiles` consecutive register tiles of mr output pixels x nr blocks of 8 output channels; for
-// pixel i < tiles * mr and channel l < 8 * nr of the call:
-// pc[i][l] = sum_{r < nrows} sum_{t < run}
-//            popcount(a[i * a_pixel_stride + a_row_off[r] + t] ^ w[b, w_row_off[r] + t, l % 8])
+// `rows` x `tiles` register tiles of mr output pixels x nr blocks of 8 output channels; for
+// row q < rows, pixel i < tiles * mr and channel l < 8 * nr of the call, output pixel
+// q * out_row_stride + i of TileOut gets
+// pc[q, i][l] = sum_{r < nrows} sum_{t < run} popcount(
+//       a[q * a_row_stride + i * a_pixel_stride + a_row_off[r] + t] ^ w[b, w_row_off[r] + t, l % 8])
 // with b = block0 + l / 8 and w[b, k, j] = w[(b * w_block_stride + k) * 8 + j]. Several tiles
-// per call amortise the call and the epilogue's per-channel set-up over a whole output row.
+// and rows per call amortise the call and the epilogue's per-channel set-up over a band of
+// output rows that share one window.
 struct Tile {
     const uint64_t *a;
     int64_t a_pixel_stride;
@@ -33,6 +35,7 @@ struct Tile {
     int64_t block0;
     int mr, nr;
     int64_t tiles;
+    int64_t rows = 1, a_row_stride = 0, out_row_stride = 0;
 };
 
 enum class OutKind : int { dots, floats, bits, unit };

@@ -104,10 +104,11 @@ struct BlockOut {
     }
 };
 
-// Pixels pixel0 .. pixel0 + MR - 1 of the call, one block of 8 channels. Byte counts carry over
+// Output pixels pixel .. pixel + MR - 1 of the call (input from a0 on), one block of 8 channels. Byte counts carry over
 // kernel rows, so short runs (few channels) pay for one vpsadbw per pixel, not one per row.
 template <OutKind KIND, int MR>
-void tile_block(const Tile &t, const TileOut &o, const BlockOut<KIND> &out, int64_t pixel0) {
+void tile_block(const Tile &t, const TileOut &o, const BlockOut<KIND> &out, const uint64_t *a0,
+                int64_t pixel) {
     const Popcount pc;
     const uint64_t *w0 = t.w + out.c0 * t.w_block_stride;
     __m256i acc[MR][2], part[MR][2];
@@ -121,7 +122,7 @@ void tile_block(const Tile &t, const TileOut &o, const BlockOut<KIND> &out, int6
                 part[i][h] = _mm256_setzero_si256();
             }
     };
-    generic::for_each_word(t, pixel0, w0, kMaxByteRun, [&](const uint64_t *a, const uint64_t *w,
+    generic::for_each_word(t, a0, w0, kMaxByteRun, [&](const uint64_t *a, const uint64_t *w,
                                                            int64_t k) {
         const __m256i w_lo = _mm256_loadu_si256((const __m256i *)(w + k * kBlock));
         const __m256i w_hi = _mm256_loadu_si256((const __m256i *)(w + k * kBlock + 4));
@@ -136,7 +137,7 @@ void tile_block(const Tile &t, const TileOut &o, const BlockOut<KIND> &out, int6
     // low halves, then order them 0..7.
     const __m256i order = _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7);
     for (int i = 0; i < MR; ++i)
-        out.store(o, pixel0 + i,
+        out.store(o, pixel + i,
                   _mm256_permutevar8x32_epi32(
                       _mm256_or_si256(acc[i][0], _mm256_slli_epi64(acc[i][1], 32)), order));
 }
@@ -144,11 +145,15 @@ void tile_block(const Tile &t, const TileOut &o, const BlockOut<KIND> &out, int6
 template <OutKind KIND>
 void tile_kind(const Tile &t, const TileOut &o) {
     static void (*const kByMr[kMr])(const Tile &, const TileOut &, const BlockOut<KIND> &,
-                                    int64_t) = {tile_block<KIND, 1>, tile_block<KIND, 2>,
-                                                tile_block<KIND, 3>, tile_block<KIND, 4>};
+                                    const uint64_t *, int64_t) = {
+        tile_block<KIND, 1>, tile_block<KIND, 2>, tile_block<KIND, 3>, tile_block<KIND, 4>};
     for (int j = 0; j < t.nr; ++j) {
         const BlockOut<KIND> out(o, t.block0 + j);
-        for (int64_t tt = 0; tt < t.tiles; ++tt) kByMr[t.mr - 1](t, o, out, tt * t.mr);
+        for (int64_t q = 0; q < t.rows * t.tiles; ++q) {
+            const int64_t row = q / t.tiles, first = q % t.tiles * t.mr;
+            kByMr[t.mr - 1](t, o, out, t.a + row * t.a_row_stride + first * t.a_pixel_stride,
+                            row * t.out_row_stride + first);
+        }
     }
 }
 

@@ -133,11 +133,12 @@ void bconv_ukernel__avx512vpopcnt(const Tile &t, const TileOut &o) {
     const Epilogue<KIND, NR> epilogue(o, t.block0);
     const int64_t wb = t.w_block_stride * kBlock;
     const uint64_t *w0 = t.w + t.block0 * wb;
-    for (int64_t tile = 0; tile < t.tiles; ++tile) {
+    for (int64_t q = 0, n = t.rows * t.tiles; q < n; ++q) {
+        const int64_t row = q / t.tiles, tile = q % t.tiles;
         __m512i acc[MR][NR];
         for (int i = 0; i < MR; ++i)
             for (int j = 0; j < NR; ++j) acc[i][j] = _mm512_setzero_si512();
-        const uint64_t *a0 = t.a + tile * MR * t.a_pixel_stride;
+        const uint64_t *a0 = t.a + row * t.a_row_stride + tile * MR * t.a_pixel_stride;
         for (int64_t r = 0; r < t.nrows; ++r) {
             const uint64_t *a = a0 + t.a_row_off[r];
             const uint64_t *w = w0 + t.w_row_off[r] * kBlock;
@@ -153,7 +154,8 @@ void bconv_ukernel__avx512vpopcnt(const Tile &t, const TileOut &o) {
                 }
             }
         }
-        for (int i = 0; i < MR; ++i) epilogue.store(o, tile * MR + i, acc[i]);
+        const int64_t pixel = row * t.out_row_stride + tile * MR;
+        for (int i = 0; i < MR; ++i) epilogue.store(o, pixel + i, acc[i]);
     }
 }
 

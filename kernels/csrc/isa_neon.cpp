@@ -17,9 +17,10 @@ namespace {
 constexpr int kMr = 4;                  // pixels per tile, one 8-channel block at a time
 constexpr int64_t kMaxWordRun = 4095;   // 4095 * 16 < 2^16: 16-bit lanes cannot overflow
 
-// Pixels pixel0 .. pixel0 + MR - 1 of the call, block `block` (8 channels).
+// Output pixels pixel .. pixel + MR - 1 of the call (input from a0 on), block `block`.
 template <int MR>
-void tile_block(const Tile &t, const TileOut &o, int64_t block, int64_t pixel0) {
+void tile_block(const Tile &t, const TileOut &o, int64_t block, const uint64_t *a0,
+                int64_t pixel) {
     const uint64_t *w0 = t.w + block * t.w_block_stride * kBlock;
     uint16x8_t part[MR][4];
     uint64x2_t acc[MR][4];
@@ -32,7 +33,7 @@ void tile_block(const Tile &t, const TileOut &o, int64_t block, int64_t pixel0) 
                 part[i][q] = vdupq_n_u16(0);
             }
     };
-    generic::for_each_word(t, pixel0, w0, kMaxWordRun, [&](const uint64_t *a, const uint64_t *w,
+    generic::for_each_word(t, a0, w0, kMaxWordRun, [&](const uint64_t *a, const uint64_t *w,
                                                            int64_t k) {
         uint64x2_t wv[4];
         for (int q = 0; q < 4; ++q) wv[q] = vld1q_u64(w + k * kBlock + 2 * q);
@@ -49,15 +50,21 @@ void tile_block(const Tile &t, const TileOut &o, int64_t block, int64_t pixel0) 
             pc[2 * q] = static_cast<int32_t>(vgetq_lane_u64(acc[i][q], 0));
             pc[2 * q + 1] = static_cast<int32_t>(vgetq_lane_u64(acc[i][q], 1));
         }
-        generic::epilogue(o, pixel0 + i, block * kBlock, pc);
+        generic::epilogue(o, pixel + i, block * kBlock, pc);
     }
 }
 
 void bconv_ukernel_4x8__neon(const Tile &t, const TileOut &o) {
-    static void (*const kByMr[kMr])(const Tile &, const TileOut &, int64_t, int64_t) = {
-        tile_block<1>, tile_block<2>, tile_block<3>, tile_block<4>};
+    static void (*const kByMr[kMr])(const Tile &, const TileOut &, int64_t, const uint64_t *,
+                                    int64_t) = {tile_block<1>, tile_block<2>, tile_block<3>,
+                                                tile_block<4>};
     for (int j = 0; j < t.nr; ++j)
-        for (int64_t tt = 0; tt < t.tiles; ++tt) kByMr[t.mr - 1](t, o, t.block0 + j, tt * t.mr);
+        for (int64_t q = 0; q < t.rows * t.tiles; ++q) {
+            const int64_t row = q / t.tiles, first = q % t.tiles * t.mr;
+            kByMr[t.mr - 1](t, o, t.block0 + j,
+                            t.a + row * t.a_row_stride + first * t.a_pixel_stride,
+                            row * t.out_row_stride + first);
+        }
 }
 
 // The tile's recipe (eor, cnt, uadalp) on registers only: 4 broadcasts x 4 weight registers.

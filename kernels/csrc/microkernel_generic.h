@@ -64,15 +64,16 @@ __attribute__((always_inline)) inline void epilogue(const TileOut &o, int64_t pi
 }
 
 // The word loop of a tile whose counters are narrow (bytes, 16-bit lanes): word(a, w, k) for
-// every weight word k of every kernel row (a: the tile's first pixel's row, w: the block's
-// weight row), with flush() before the counters could take more than max_run words.
+// every weight word k of every kernel row (a: that row of the tile's first pixel, whose input
+// starts at a0; w: the block's weight row), with flush() before the counters could take more
+// than max_run words.
 template <typename Word, typename Flush>
-__attribute__((always_inline)) inline void for_each_word(const Tile &t, int64_t pixel0,
+__attribute__((always_inline)) inline void for_each_word(const Tile &t, const uint64_t *a0,
                                                          const uint64_t *w0, int64_t max_run,
                                                          Word &&word, Flush &&flush) {
     int64_t pending = 0;  // words summed since the last flush
     for (int64_t r = 0; r < t.nrows; ++r) {
-        const uint64_t *a = t.a + pixel0 * t.a_pixel_stride + t.a_row_off[r];
+        const uint64_t *a = a0 + t.a_row_off[r];
         const uint64_t *w = w0 + t.w_row_off[r] * kBlock;
         for (int64_t k0 = 0; k0 < t.run; k0 += max_run) {
             const int64_t k1 = t.run < k0 + max_run ? t.run : k0 + max_run;
@@ -86,8 +87,9 @@ __attribute__((always_inline)) inline void for_each_word(const Tile &t, int64_t 
 
 // One pixel and one 8-channel block at a time: the 8 lanes are 8 independent popcount chains.
 __attribute__((always_inline)) inline void bconv_tile(const Tile &t, const TileOut &o) {
-    for (int64_t i = 0; i < t.tiles * t.mr; ++i) {
-        const uint64_t *a = t.a + i * t.a_pixel_stride;
+    for (int64_t q = 0, n = t.rows * t.tiles * t.mr; q < n; ++q) {
+        const int64_t row = q / (t.tiles * t.mr), i = q % (t.tiles * t.mr);
+        const uint64_t *a = t.a + row * t.a_row_stride + i * t.a_pixel_stride;
         for (int j = 0; j < t.nr; ++j) {
             const uint64_t *w = t.w + (t.block0 + j) * t.w_block_stride * kBlock;
             uint64_t acc[kBlock] = {};
@@ -101,7 +103,7 @@ __attribute__((always_inline)) inline void bconv_tile(const Tile &t, const TileO
             }
             int32_t pc[kBlock];
             for (int64_t l = 0; l < kBlock; ++l) pc[l] = static_cast<int32_t>(acc[l]);
-            epilogue(o, i, (t.block0 + j) * kBlock, pc);
+            epilogue(o, row * t.out_row_stride + i, (t.block0 + j) * kBlock, pc);
         }
     }
 }
