@@ -5,10 +5,10 @@ A block op is a composite: named chains of existing ops (binary convs here, Batc
 1x1 shortcut convs and activations from float_ops) that its `forward` wires exactly as the torch
 block's forward does. The float parts call the same torch functions on the same values, and the
 binary convs produce exact dots, so bits and logits match torch (see tests/test_kernels_*). The
-one exception, a residual unit's tail (BatchNorm, shortcut add, PReLU or RPReLU) fused into its
-binary conv's output pass, is used only where its BatchNorm was checked at load to give torch's
-values on every output the conv can make; the add and the activation are torch's own per-value
-float steps, done in the same order.
+one exception, a residual unit's tail (BatchNorm, shortcut add, PReLU, RPReLU or hardtanh) fused
+into its binary conv's output pass, is used only where its BatchNorm was checked at load to give
+torch's values on every output the conv can make; the add and the activation are torch's own
+per-value float steps, done in the same order.
 """
 
 from __future__ import annotations
@@ -237,24 +237,24 @@ def fuse_unit(conv: list[Op], bn: list[Op], act: list[Op]) -> Unit | None:
 
 
 def _unit_activation(op: Op, channels: int) -> bitops.UnitActivation | None:
-    """A PReLU (one slope or one per channel), RPReLU or hardtanh op as kernel parameters."""
+    """A hardtanh, PReLU (one slope or one per channel) or RPReLU op as kernel parameters."""
     def per_channel(t: torch.Tensor) -> np.ndarray | None:
         v = t.detach().to(torch.float32).numpy()
-        return np.full(channels, v[0], np.float32) if v.shape == (1,) else (
-            np.ascontiguousarray(v) if v.shape == (channels,) else None)
+        if v.shape == (1,):
+            return np.full(channels, v[0], np.float32)
+        return np.ascontiguousarray(v) if v.shape == (channels,) else None
 
-    if isinstance(op, RPReLUOp):
-        params = [per_channel(t) for t in (op.weight, op.gamma, op.zeta)]
-        kind = "rprelu"
-    elif isinstance(op, PReLUOp):
-        params, kind = [per_channel(op.weight), None, None], "prelu"
-    elif isinstance(op, HardtanhOp):
+    if isinstance(op, HardtanhOp):
         return bitops.UnitActivation("hardtanh", bounds=(op.min_val, op.max_val))
-    else:
-        return None
-    if params[0] is None or (kind == "rprelu" and any(p is None for p in params)):
-        return None
-    return bitops.UnitActivation(kind, *params)
+    if isinstance(op, PReLUOp):
+        slope = per_channel(op.weight)
+        return None if slope is None else bitops.UnitActivation("prelu", slope)
+    if isinstance(op, RPReLUOp):
+        slope, gamma, zeta = (per_channel(t) for t in (op.weight, op.gamma, op.zeta))
+        if slope is None or gamma is None or zeta is None:
+            return None
+        return bitops.UnitActivation("rprelu", slope, gamma, zeta)
+    return None
 
 
 # -- composite blocks ------------------------------------------------------------------------

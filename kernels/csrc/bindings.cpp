@@ -179,8 +179,8 @@ const T *per_channel(const Array &a, const char *name, int64_t channels,
                      const char *what = "C_out") {
     const T *p = checked<T>(a, name, 1, "per-channel vector");
     if (dim(a, 0) != channels)
-        value_error(std::string(name) + " has " + std::to_string(dim(a, 0)) + " entries, expected " +
-                    what + " = " + std::to_string(channels));
+        value_error(std::string(name) + " has " + std::to_string(dim(a, 0)) +
+                    " entries, expected " + what + " = " + std::to_string(channels));
     return p;
 }
 
@@ -373,7 +373,8 @@ NB_MODULE(_bnnx_kernels, m) {
                         "'; allowed: none, prelu, rprelu, hardtanh");
         }
         if (sign_shift && !signs) value_error("sign_shift is only used with signs=True");
-        const float *shift = sign_shift ? per_channel<float>(*sign_shift, "sign_shift", c) : nullptr;
+        const float *shift =
+            sign_shift ? per_channel<float>(*sign_shift, "sign_shift", c) : nullptr;
         auto out = new_array<float>(shape, false);
         std::optional<nb::ndarray<nb::numpy, uint64_t>> bits;
         if (signs)

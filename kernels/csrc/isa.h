@@ -21,7 +21,7 @@ inline int64_t blocks_for(int64_t c_out) { return (c_out + kBlock - 1) / kBlock;
 // row q < rows, pixel i < tiles * mr and channel l < 8 * nr of the call, output pixel
 // q * out_row_stride + i of TileOut gets
 // pc[q, i][l] = sum_{r < nrows} sum_{t < run} popcount(
-//       a[q * a_row_stride + i * a_pixel_stride + a_row_off[r] + t] ^ w[b, w_row_off[r] + t, l % 8])
+//     a[q * a_row_stride + i * a_pixel_stride + a_row_off[r] + t] ^ w[b, w_row_off[r] + t, l % 8])
 // with b = block0 + l / 8 and w[b, k, j] = w[(b * w_block_stride + k) * 8 + j]. Several tiles
 // and rows per call amortise the call and the epilogue's per-channel set-up over a band of
 // output rows that share one window.

@@ -1,6 +1,6 @@
-// AVX2 and FMA (Haswell, Zen 1 and later) without a vector popcount: Mula's nibble lookup. Each byte's
-// two nibbles index a 16-entry table with vpshufb; byte counts (at most 8 per word) pile up in
-// byte lanes for up to 31 words, then vpsadbw folds them into 64-bit lanes. This file alone is
+// AVX2 and FMA (Haswell, Zen 1 and later) without a vector popcount: Mula's nibble lookup. Each
+// byte's two nibbles index a 16-entry table with vpshufb; byte counts (at most 8 per word) pile up
+// in byte lanes for up to 31 words, then vpsadbw folds them into 64-bit lanes. This file alone is
 // compiled with -mavx2 -mfma (CMakeLists.txt) and only entered after cpuid reported both.
 #include <cstdint>
 
@@ -104,8 +104,9 @@ struct BlockOut {
     }
 };
 
-// Output pixels pixel .. pixel + MR - 1 of the call (input from a0 on), one block of 8 channels. Byte counts carry over
-// kernel rows, so short runs (few channels) pay for one vpsadbw per pixel, not one per row.
+// Output pixels pixel .. pixel + MR - 1 of the call (input from a0 on), one block of 8
+// channels. Byte counts carry over kernel rows, so short runs (few channels) pay for one
+// vpsadbw per pixel, not one per row.
 template <OutKind KIND, int MR>
 void tile_block(const Tile &t, const TileOut &o, const BlockOut<KIND> &out, const uint64_t *a0,
                 int64_t pixel) {

@@ -113,9 +113,9 @@ struct Epilogue {
                 if (o.residual) y = _mm512_add_ps(y, _mm512_maskz_loadu_ps(m, o.residual + at + c));
                 if (o.act != Act::none) y = activate(o, c, m, y);
                 if (o.signs) {
-                    const __m512 t = o.sign_shift
-                                         ? _mm512_sub_ps(y, _mm512_maskz_loadu_ps(m, o.sign_shift + c))
-                                         : y;
+                    const __m512 t =
+                        o.sign_shift ? _mm512_sub_ps(y, _mm512_maskz_loadu_ps(m, o.sign_shift + c))
+                                     : y;
                     signs |= uint64_t(_mm512_mask_cmp_ps_mask(m, t, _mm512_setzero_ps(),
                                                               _CMP_NGE_UQ))
                              << (8 * j);

@@ -21,13 +21,15 @@ __attribute__((target("popcnt"))) void sign_masks(const float *x, int64_t n, uin
     generic::sign_masks(x, n, out);
 }
 
-__attribute__((target("popcnt"))) void max_row(const float *x, int64_t w, int64_t kw, int64_t stride, int64_t pad,
-             int64_t out_w, float *out) {
+__attribute__((target("popcnt"))) void max_row(const float *x, int64_t w, int64_t kw,
+                                                int64_t stride, int64_t pad, int64_t out_w,
+                                                float *out) {
     generic::max_row(x, w, kw, stride, pad, out_w, out);
 }
 
-__attribute__((target("popcnt"))) void interleave_planes(const float *src, int64_t planes, int64_t src_stride, int64_t n,
-                       float *dst, int64_t dst_stride) {
+__attribute__((target("popcnt"))) void interleave_planes(const float *src, int64_t planes,
+                                                          int64_t src_stride, int64_t n,
+                                                          float *dst, int64_t dst_stride) {
     generic::interleave_planes(src, planes, src_stride, n, dst, dst_stride);
 }
 
