@@ -205,6 +205,16 @@ def test_stem_pools_before_batchnorm(gammas, monkeypatch, tmp_path) -> None:
     np.testing.assert_array_equal(loaded(x), packed(x))
 
 
+@pytest.mark.parametrize("family", FAMILIES)
+def test_two_threads_give_one_threads_logits(family) -> None:
+    """Fused units, handed-over signs and row bands split across threads change no value."""
+    model = family_model(family, seed=3, activation="rprelu",
+                         input_quantizer="rsign" if family == "reactnet" else "approx_sign")
+    x = sample()
+    np.testing.assert_array_equal(kernels.compile(model, SHAPE, threads=2)(x),
+                                  kernels.compile(model, SHAPE, threads=1)(x))
+
+
 def test_a_file_asking_torchs_pool_for_min_channels_is_refused() -> None:
     params = {"kernel_size": [3, 3], "stride": [2, 2], "padding": [1, 1], "dilation": [1, 1],
               "ceil_mode": True}
