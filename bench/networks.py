@@ -1,9 +1,10 @@
 """Whole networks on bnnx's packed kernels versus their fp32 twins in torch (issue 4's targets).
 
 Prints a table and writes JSON (default runs/bench/networks.json). Every number is measured in
-this run: the bnnx time is `PackedModel.profile` (median of whole forwards, batch 1); the fp32
-twin is the same `spaces.build_model` architecture with quantizers "none", timed in eval mode
-under torch.inference_mode with the same thread count. Rows:
+this run: the packed network's batch-1 forward and its fp32 twin's (the same `spaces.build_model`
+architecture with quantizers "none", in eval mode under torch.inference_mode, same thread count)
+are timed interleaved (timing.interleaved_ms), so both sample the same spells of a shared
+machine; the per-layer breakdown is `PackedModel.profile`. Rows:
   - Binary VGG-Small at 32x32 (plain family), goal >= 8x faster than its fp32 twin on 1 thread;
   - Bi-Real-Net-18 shaped (bireal family) at 224x224, goal < 8 ms on 1 thread;
   - a ReActNet (RPReLU) network at 32x32, no goal: a residual family's float share in the ratio;
@@ -22,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from timing import median_ms  # bench/ is on sys.path (run directly or by app.py)
+from timing import interleaved_ms  # bench/ is on sys.path (run directly or by app.py)
 
 import kernels
 from search.objective import PROFILE_REPEATS
@@ -85,40 +86,43 @@ def quick_net(net: Net, width: int, size: int) -> Net:
                (net.shape[0], size, size), net.classes, "small smoke-run shape")
 
 
-def torch_ms(model: torch.nn.Module, shape: tuple[int, ...], threads: int, repeats: int,
-             warmup: int) -> float:
-    """Median batch-1 forward of a torch model on `threads` intra-op threads."""
+def paired_ms(packed: kernels.PackedModel, twin: torch.nn.Module, shape: tuple[int, ...],
+              threads: int, repeats: int) -> dict[str, float]:
+    """Batch-1 forwards of the packed network and its fp32 twin, timed interleaved
+    (timing.interleaved_ms) on one input, both on `threads` threads: the packed model's own and
+    torch's intra-op ones, which its float ops use too (as PackedModel.profile sets them)."""
     x = torch.randn((1, *shape), generator=torch.Generator().manual_seed(0))
-    previous = torch.get_num_threads()
+    previous, packed_threads = torch.get_num_threads(), packed.threads
     torch.set_num_threads(threads)
+    packed.threads = threads
     try:
         with torch.inference_mode():
-            return median_ms(lambda: model(x), repeats, warmup)
+            return interleaved_ms({"bnnx": lambda: packed(x), "torch": lambda: twin(x)}, repeats)
     finally:
         torch.set_num_threads(previous)
+        packed.threads = packed_threads
 
 
-def time_network(net: Net, threads_list: list[int], repeats: int, warmup: int,
+def time_network(net: Net, threads_list: list[int], repeats: int,
                  goal: Callable[[float, float], tuple[str, bool]] | None) -> tuple[list, dict]:
     """Rows (one per thread count) of bnnx vs fp32 twin, and the 1-thread per-layer profile."""
     packed = kernels.compile(net.model(), net.shape)
     twin = net.model(fp32_twin=True)
     info = packed.layers_info()
-    rows, layers = [], {}
+    rows = []
     for threads in threads_list:
-        profile = packed.profile(threads=threads, repeats=repeats, warmup=warmup)
-        t_torch = torch_ms(twin, net.shape, threads, repeats, warmup)
-        goal_text, met = goal(profile.total_ms, t_torch) if goal and threads == 1 else ("-", None)
+        t = paired_ms(packed, twin, net.shape, threads, repeats)
+        goal_text, met = goal(t["bnnx"], t["torch"]) if goal and threads == 1 else ("-", None)
         rows.append({"name": net.name, "label": net.label, "built": net.note,
-                     "threads": threads, "isa": profile.isa, "bnnx_ms": profile.total_ms,
-                     "bnnx_iqr_ms": profile.total_iqr_ms, "torch_fp32_ms": t_torch,
-                     "speedup": t_torch / profile.total_ms, "goal": goal_text, "met": met,
+                     "threads": threads, "isa": kernels.active_isa(), "bnnx_ms": t["bnnx"],
+                     "torch_fp32_ms": t["torch"], "speedup": t["torch"] / t["bnnx"],
+                     "goal": goal_text, "met": met,
                      "binary_macs": sum(r.binary_macs for r in info),
                      "float_macs": sum(r.float_macs for r in info)})
-        if threads == 1:
-            layers = {"name": net.name, "total_ms": profile.total_ms,
-                      "layers": [{"name": lp.name, "kind": lp.kind, "ms": lp.median_ms}
-                                 for lp in profile.layers]}
+    profile = packed.profile(threads=1, repeats=repeats)
+    layers = {"name": net.name, "total_ms": profile.total_ms,
+              "layers": [{"name": lp.name, "kind": lp.kind, "ms": lp.median_ms}
+                         for lp in profile.layers]}
     return rows, layers
 
 
@@ -181,7 +185,7 @@ def _load() -> float | None:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--repeats", type=int, default=20, help="repeats for the 32x32 networks")
+    p.add_argument("--repeats", type=int, default=20, help="forwards per contender")
     p.add_argument("--quick", action="store_true", help="small shapes, for a smoke run")
     p.add_argument("--json", default="runs/bench/networks.json")
     args = p.parse_args()
@@ -195,12 +199,9 @@ def main() -> None:
         reactnet = quick_net(REACTNET, 16, 16)
         candidates, args.repeats = CANDIDATES[:1], min(args.repeats, 5)
     load = _load()
-    big = max(3, args.repeats // 4)  # the 224x224 net takes ~0.4 s (bnnx) to ~1 s (torch) a run
     networks, breakdowns = [], []
-    for net, repeats, warmup, goal in ((vgg, args.repeats, 3, speedup_goal),
-                                       (bireal, big, 1, latency_goal),
-                                       (reactnet, args.repeats, 3, None)):
-        rows, layers = time_network(net, [1, 2], repeats, warmup, goal)
+    for net, goal in ((vgg, speedup_goal), (bireal, latency_goal), (reactnet, None)):
+        rows, layers = time_network(net, [1, 2], args.repeats, goal)
         networks += rows
         if net is not vgg:
             breakdowns.append(layers)
