@@ -207,7 +207,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.set_defaults(func=cmd_export)
 
     r = sub.add_parser("predict", help="classify images with an exported model")
-    r.add_argument("--model", required=True, help="exported model folder")
+    r.add_argument("--model", required=True, help="exported model folder, or its model.bnnx")
     r.add_argument("--input", required=True, help=".npy of raw images (N,H,W) or (N,C,H,W)")
     r.set_defaults(func=cmd_predict)
 

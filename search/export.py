@@ -178,8 +178,11 @@ def export_trial(spec: str, study_name: str, trial_number: int | None, out_dir: 
 
 
 def load_packed(model_dir: Path) -> kernels.PackedModel:
-    """The packed model of an exported folder, with errors that say what is missing."""
+    """The packed model of an exported folder (or its model.bnnx itself), with errors that say
+    what is missing."""
     model_dir = Path(model_dir)
+    if model_dir.is_file() and model_dir.suffix == Path(PACKED_FILE).suffix:
+        return kernels.load(str(model_dir))
     if not model_dir.is_dir():
         raise ModelFolderError(f"model folder {model_dir} does not exist")
     path = model_dir / PACKED_FILE

@@ -68,6 +68,9 @@ def test_export_then_predict_reproduces_test_accuracy(searched):
     res = cli("predict", "--model", str(out), "--input", str(x))
     assert res.returncode == 0, res.stderr
     pred = np.array(json.loads(res.stdout)["predictions"])
+    direct = cli("predict", "--model", str(out / "model.bnnx"), "--input", str(x))
+    assert direct.returncode == 0, direct.stderr  # the packed file itself is accepted too
+    assert json.loads(direct.stdout)["predictions"] == pred.tolist()
     assert pred.shape == data.y_test.shape
     assert float((pred == data.y_test).mean()) == pytest.approx(
         best.user_attrs["metrics"]["test_accuracy"], abs=1e-9
