@@ -99,6 +99,9 @@ struct KernelTable {
     // for c < planes <= 16 and p < n.
     void (*interleave_planes)(const float *src, int64_t planes, int64_t src_stride, int64_t n,
                               float *dst, int64_t dst_stride);
+    // In-place 64x64 bit-matrix transpose: bit j of a[i] <-> bit i of a[j] (packing NCHW maps:
+    // 64 channel masks of 64 pixels become 64 pixel words of 64 channels).
+    void (*transpose_bits)(uint64_t a[64]);
 };
 
 // The table in use: chosen at first use from cpuid, overridable with BNNX_ISA=<name>.

@@ -220,11 +220,13 @@ void interleave_planes(const float *src, int64_t planes, int64_t src_stride, int
     generic::interleave_planes(src, planes, src_stride, n, dst, dst_stride);
 }
 
+void transpose_bits(uint64_t a[64]) { generic::transpose_bits(a); }
+
 }  // namespace
 
 namespace isa {
 const KernelTable avx2 = {"avx2", kMr, 4, bconv_ukernel_4x8__avx2, peak_loop, sign_masks,
-                          max_row, interleave_planes};
+                          max_row, interleave_planes, transpose_bits};
 }
 
 }  // namespace bnnx

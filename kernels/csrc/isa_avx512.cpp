@@ -1,5 +1,5 @@
-// AVX-512 with VPOPCNTDQ (Ice Lake, Zen 4 and later). This file alone is compiled with the
-// AVX-512 flags (CMakeLists.txt); it is only entered after cpuid said the CPU has them.
+// AVX-512 with VPOPCNTDQ, VBMI and GFNI (Ice Lake, Zen 4 and later). This file alone is compiled
+// with those flags (CMakeLists.txt); it is only entered after cpuid said the CPU has them.
 //
 // Tile MR pixels x NR blocks: per weight word, NR vector loads (8 channels each) and MR scalar
 // broadcasts feed MR * NR independent vpxorq / vpopcntq / vpaddq chains held in registers.
@@ -314,12 +314,58 @@ void interleave_planes(const float *src, int64_t planes, int64_t src_stride, int
                                dst_stride);
 }
 
+// 64x64 bits as an 8x8 grid of 8x8 blocks: each register holds 8 rows; a byte transpose
+// (vpermb) gathers each block into a qword, rows reversed; gf2p8affineqb against the identity
+// bytes transposes every block; a qword transpose across the 8 registers and a byte transpose
+// within each put block (r, c) at (c, r). About 60 instructions instead of ~1,200.
+void transpose_bits(uint64_t a[64]) {
+    // Byte 8c + k of the result = byte 8k + c of the source (an 8x8 byte transpose), rows k
+    // reversed (7 - k) for the first pass: gf2p8affine reads a qword's bytes from the top.
+    alignas(64) uint8_t gather[64], scatter[64];
+    for (int c = 0; c < 8; ++c)
+        for (int k = 0; k < 8; ++k) {
+            gather[8 * c + (7 - k)] = static_cast<uint8_t>(8 * k + c);
+            scatter[8 * c + k] = static_cast<uint8_t>(8 * k + c);
+        }
+    const __m512i by_block = _mm512_load_si512(gather), by_word = _mm512_load_si512(scatter);
+    const __m512i identity = _mm512_set1_epi64(static_cast<long long>(0x8040201008040201ull));
+    __m512i y[8];
+    for (int r = 0; r < 8; ++r)
+        y[r] = _mm512_gf2p8affine_epi64_epi8(
+            identity, _mm512_permutexvar_epi8(by_block, _mm512_loadu_si512(a + 8 * r)), 0);
+    // Qword transpose across registers: t[c] qword r = y[r] qword c.
+    const __m512i even = _mm512_setr_epi64(0, 8, 2, 10, 4, 12, 6, 14);
+    const __m512i odd = _mm512_setr_epi64(1, 9, 3, 11, 5, 13, 7, 15);
+    const __m512i low2 = _mm512_setr_epi64(0, 1, 8, 9, 4, 5, 12, 13);
+    const __m512i high2 = _mm512_setr_epi64(2, 3, 10, 11, 6, 7, 14, 15);
+    const __m512i low4 = _mm512_setr_epi64(0, 1, 2, 3, 8, 9, 10, 11);
+    const __m512i high4 = _mm512_setr_epi64(4, 5, 6, 7, 12, 13, 14, 15);
+    __m512i p[8], q[8];
+    for (int r = 0; r < 8; r += 2) {
+        p[r] = _mm512_permutex2var_epi64(y[r], even, y[r + 1]);
+        p[r + 1] = _mm512_permutex2var_epi64(y[r], odd, y[r + 1]);
+    }
+    // p[2i] holds columns 0, 2, 4, 6 of rows 2i, 2i + 1; p[2i + 1] columns 1, 3, 5, 7.
+    for (int i = 0; i < 8; i += 4)
+        for (int h = 0; h < 2; ++h) {
+            q[i + h] = _mm512_permutex2var_epi64(p[i + h], low2, p[i + 2 + h]);
+            q[i + 2 + h] = _mm512_permutex2var_epi64(p[i + h], high2, p[i + 2 + h]);
+        }
+    // q[g] holds columns g and g + 4 of rows 0-3, q[4 + g] the same of rows 4-7 (g < 4).
+    for (int g = 0; g < 4; ++g) {
+        const __m512i low = _mm512_permutex2var_epi64(q[g], low4, q[4 + g]);    // column g
+        const __m512i high = _mm512_permutex2var_epi64(q[g], high4, q[4 + g]);  // column g + 4
+        _mm512_storeu_si512(a + 8 * g, _mm512_permutexvar_epi8(by_word, low));
+        _mm512_storeu_si512(a + 8 * (g + 4), _mm512_permutexvar_epi8(by_word, high));
+    }
+}
+
 }  // namespace
 
 namespace isa {
 const KernelTable avx512vpopcnt = {"avx512vpopcnt", kMr, kNr, bconv_ukernel_6x32__avx512vpopcnt,
                                     peak_loop, sign_masks, max_row,
-                                    interleave_planes};
+                                    interleave_planes, transpose_bits};
 }
 
 }  // namespace bnnx

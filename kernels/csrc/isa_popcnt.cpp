@@ -33,11 +33,15 @@ __attribute__((target("popcnt"))) void interleave_planes(const float *src, int64
     generic::interleave_planes(src, planes, src_stride, n, dst, dst_stride);
 }
 
+__attribute__((target("popcnt"))) void transpose_bits(uint64_t a[64]) {
+    generic::transpose_bits(a);
+}
+
 }  // namespace
 
 namespace isa {
 const KernelTable popcnt = {"popcnt", 4, 4, bconv_ukernel_4x32__popcnt, peak_loop, sign_masks,
-                            max_row, interleave_planes};
+                            max_row, interleave_planes, transpose_bits};
 }
 
 }  // namespace bnnx

@@ -155,6 +155,18 @@ __attribute__((always_inline)) inline void max_row(const float *x, int64_t w, in
     }
 }
 
+// In-place 64x64 bit-matrix transpose (bit j of a[i] <-> bit i of a[j]) by swapping ever
+// smaller off-diagonal blocks: 6 rounds of 32 word pairs instead of 4096 single bits.
+__attribute__((always_inline)) inline void transpose_bits(uint64_t a[64]) {
+    uint64_t m = 0x00000000ffffffffull;
+    for (int j = 32; j != 0; j >>= 1, m ^= m << j)
+        for (int k = 0; k < 64; k = ((k | j) + 1) & ~j) {
+            const uint64_t t = ((a[k] >> j) ^ a[k | j]) & m;
+            a[k] ^= t << j;
+            a[k | j] ^= t;
+        }
+}
+
 __attribute__((always_inline)) inline void interleave_planes(const float *src, int64_t planes,
                                                              int64_t src_stride, int64_t n,
                                                              float *dst, int64_t dst_stride) {

@@ -7,21 +7,6 @@
 #include "ops.h"
 
 namespace bnnx {
-namespace {
-
-// In-place 64x64 bit-matrix transpose (bit j of a[i] <-> bit i of a[j]) by swapping ever
-// smaller off-diagonal blocks: 6 rounds of 32 word pairs instead of 4096 single bits.
-void transpose64(uint64_t a[64]) {
-    uint64_t m = 0x00000000ffffffffull;
-    for (int j = 32; j != 0; j >>= 1, m ^= m << j)
-        for (int k = 0; k < 64; k = ((k | j) + 1) & ~j) {
-            const uint64_t t = ((a[k] >> j) ^ a[k | j]) & m;
-            a[k] ^= t << j;
-            a[k | j] ^= t;
-        }
-}
-
-}  // namespace
 
 void pack_nhwc(const float *x, int64_t pixels, int64_t channels, uint64_t *out) {
     const KernelTable &kt = active_kernels();
@@ -43,7 +28,7 @@ void pack_nchw(const float *x, int64_t n, int64_t channels, int64_t hw, uint64_t
                 kt.sign_masks(x + (b * channels + wd * 64 + c) * hw, hw, &masks[c * columns]);
             for (int64_t col = 0; col < columns; ++col) {
                 for (int64_t c = 0; c < 64; ++c) tile[c] = c < nc ? masks[c * columns + col] : 0;
-                transpose64(tile);
+                kt.transpose_bits(tile);
                 const int64_t p0 = col * 64, np = std::min<int64_t>(64, hw - p0);
                 for (int64_t j = 0; j < np; ++j) out[(b * hw + p0 + j) * words + wd] = tile[j];
             }

@@ -1,8 +1,8 @@
 // Every kernel table this build has against the scalar table, byte for byte, on random layers:
 // conv2d dots / bits / floats / unit (BatchNorm, residual, each activation, the packed signs of
-// its output), binary linear, the sign packing and both float max-pools. Built and run by
-// tests/test_kernels_cross.py for a CPU the test machine lacks (AArch64 NEON under qemu); the
-// Python suite covers the native tables.
+// its output), binary linear, the sign packing (NHWC and NCHW) and both float max-pools. Built
+// and run by tests/test_kernels_cross.py for a CPU the test machine lacks (AArch64 NEON under
+// qemu); the Python suite covers the native tables.
 // Prints one line per table and exits 1 on the first mismatch.
 #include <cmath>
 #include <cstdint>
@@ -132,6 +132,8 @@ Outputs run_misc(int64_t seed) {
     for (size_t i = 5; i < f.size(); i += 23) f[i] = -0.0f;
     std::vector<uint64_t> packed(static_cast<size_t>(pixels * words_for(channels)));
     pack_nhwc(f.data(), pixels, channels, packed.data());
+    o.add(packed);
+    pack_nchw(f.data(), 1, channels, pixels, packed.data());  // the same floats as one NCHW map
     o.add(packed);
 
     PoolGeometry pg{uniform(1, 2), uniform(3, 20), uniform(3, 40), uniform(1, 20), 3, 3,
