@@ -3,8 +3,9 @@
 // one tile over the row's in-bounds kernel rows, each of which is one contiguous run of
 // KW * C_words words in NHWC activations and in the blocked weights. Pixels at the left and right
 // edges share their window's in-bounds rectangle with the pixels above and below them, so they
-// are tiled down the column; only the corners take one-pixel tiles. Padded taps are skipped and
-// added back exactly as a per-channel correction (zero for pad_value 0).
+// are tiled down the column; only the corners take one-pixel tiles. Rows whose windows are inside
+// vertically too share one window, so one microkernel call covers a band of them. Padded taps are
+// skipped and added back exactly as a per-channel correction (zero for pad_value 0).
 #include <algorithm>
 #include <array>
 #include <cmath>
