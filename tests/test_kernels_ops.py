@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -68,6 +72,33 @@ def test_every_isa_and_thread_count_agree(isa: str) -> None:
             got = kernels.conv2d_dots(packed(x), kernels.pack_weight(wt), 65, 1, 1, 1,
                                       threads=threads)
             np.testing.assert_array_equal(got, expected)
+
+
+FORK_SCRIPT = """
+import os, sys, numpy as np, torch, kernels
+rng = np.random.default_rng(2)
+x = kernels.pack_nchw(np.where(rng.random((2, 70, 13, 11)) < 0.5, -1.0, 1.0).astype(np.float32))
+w = kernels.pack_weight(np.where(rng.random((40, 70, 3, 3)) < 0.5, -1.0, 1.0).astype(np.float32))
+one = kernels.conv2d_dots(x, w, 70, 1, 1, 0, threads=1)
+torch.set_num_threads(2)
+torch.mm(torch.randn(64, 64), torch.randn(64, 64))  # torch's OpenMP team is up and spinning
+assert np.array_equal(kernels.conv2d_dots(x, w, 70, 1, 1, 0, threads=3), one)
+pid = os.fork()
+if pid == 0:  # the child has neither team's workers: it must still finish, and agree
+    os._exit(0 if np.array_equal(kernels.conv2d_dots(x, w, 70, 1, 1, 0, threads=3), one) else 3)
+_, status = os.waitpid(pid, 0)
+sys.exit(os.waitstatus_to_exitcode(status))
+"""
+
+
+@pytest.mark.parametrize("pool", ["openmp", "bnnx"])
+def test_thread_teams_agree_and_survive_fork(pool: str) -> None:
+    """Jobs run on the loaded libgomp's team (torch's) unless BNNX_THREAD_POOL=bnnx forces the
+    own pool; a forked child falls back to a fresh own pool instead of hanging on dead threads."""
+    env = {**os.environ, "BNNX_THREAD_POOL": pool}
+    done = subprocess.run([sys.executable, "-c", FORK_SCRIPT], env=env, timeout=120,
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
 
 
 def test_use_isa_restores_and_rejects_unknown() -> None:

@@ -1,14 +1,22 @@
-// The persistent pool behind parallel_for. Workers spin briefly after each job (layers come back
-// to back within microseconds) and then sleep on a condition variable, so an idle pool costs
-// nothing. The pool is created on first use and deliberately leaked: joining threads during
-// interpreter shutdown is not worth the risk. A forked child starts a fresh pool.
+// The thread team behind parallel_for. Where the process has libgomp loaded (torch's CPU wheels
+// bring it), jobs run on its OpenMP team: torch's float layers run there too, and after each of
+// them its idle workers spin for milliseconds, so a second pool would fight them for the same
+// cores (on 2 cores a 2-thread binary conv right after a torch op measured as slow as 1 thread).
+// Otherwise, and in a forked child (libgomp's team does not survive fork), bnnx's own persistent
+// pool runs them: workers spin briefly after each job (layers come back to back within
+// microseconds) and then sleep on a condition variable, so an idle pool costs nothing. It is
+// created on first use and deliberately leaked: joining threads during interpreter shutdown is
+// not worth the risk. BNNX_THREAD_POOL=bnnx forces the own pool (tests, benchmarks).
 #include "parallel.h"
 
+#include <dlfcn.h>
 #include <pthread.h>
 
 #include <algorithm>
 #include <atomic>
 #include <condition_variable>
+#include <cstdlib>
+#include <cstring>
 #include <mutex>
 #include <thread>
 
@@ -32,7 +40,26 @@ struct Job {
         for (int64_t begin; (begin = next.fetch_add(chunk)) < total;)
             (*fn)(begin, std::min(total, begin + chunk));
     }
+
+    static void work_on(void *job) { static_cast<Job *>(job)->work(); }
 };
+
+// libgomp's entry point for `#pragma omp parallel` (GCC >= 4.9 ABI): runs fn(data) on a team of
+// num_threads, the caller included, and returns when all of them are done.
+using GompParallel = void (*)(void (*fn)(void *), void *data, unsigned num_threads,
+                              unsigned flags);
+
+std::atomic<bool> forked{false};
+
+// The loaded libgomp's GOMP_parallel, or null: none loaded, forced off, or a forked child.
+GompParallel openmp_team() {
+    static const GompParallel found = [] {
+        const char *forced = std::getenv("BNNX_THREAD_POOL");
+        if (forced && std::strcmp(forced, "bnnx") == 0) return GompParallel{nullptr};
+        return reinterpret_cast<GompParallel>(dlsym(RTLD_DEFAULT, "GOMP_parallel"));
+    }();
+    return forked.load() ? nullptr : found;
+}
 
 class Pool {
   public:
@@ -94,7 +121,10 @@ std::once_flag atfork_once;
 
 Pool &instance() {
     std::call_once(atfork_once, [] {
-        pthread_atfork(nullptr, nullptr, [] { pool.store(nullptr); });  // child: no workers
+        pthread_atfork(nullptr, nullptr, [] {  // the child has no workers, its own or libgomp's
+            pool.store(nullptr);
+            forked.store(true);
+        });
     });
     Pool *p = pool.load(std::memory_order_acquire);
     if (p == nullptr) {
@@ -116,7 +146,11 @@ void parallel_for(int64_t total, int threads, const std::function<void(int64_t, 
     }
     // A few chunks per thread balance uneven rows (image borders) and late workers.
     Job job{&fn, total, std::max<int64_t>(1, total / (4 * workers))};
-    instance().run(job, static_cast<int>(workers - 1));
+    Pool &own = instance();  // registers the fork handler before libgomp is first used
+    if (GompParallel team = openmp_team())
+        team(&Job::work_on, &job, static_cast<unsigned>(workers), 0);
+    else
+        own.run(job, static_cast<int>(workers - 1));
 }
 
 }  // namespace bnnx
