@@ -28,7 +28,11 @@ def test_bench_kernels_quick_writes_json(tmp_path):
     rows = report["rows"]
     assert [(r["channels"], r["size"]) for r in rows] == [(64, 14), (128, 7)]
     assert all(r["torch_fp32_ms"] > 0 and r["bnnx_packed_ms"] > 0 for r in rows)
-    assert "x packed" in stdout
+    # The peak loop timed beside each row, and the run's best peak, both give a share.
+    assert all(r["peak_gbmacs"] > 0 and r["pct_peak"] > 0 and r["pct_best_peak"] > 0
+               for r in rows)
+    assert set(report["best_peak_gbmacs"]) >= {report["isa"]}
+    assert "x packed" in stdout and "% best" in stdout
 
 
 def test_bench_networks_quick_writes_json(tmp_path):

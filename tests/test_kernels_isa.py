@@ -210,5 +210,8 @@ def test_engine_reports_its_path_and_a_peak() -> None:
         assert kernels.active_isa() == ISAS[0]  # the best path is the default
     for isa in ISAS:
         assert bitops.measure_peak_gbmacs(isa) > 0
+        assert bitops.peak_loop(2000, isa) == 2 * bitops.peak_loop(1000, isa) > 0
+    with pytest.raises(ValueError, match="iterations must be >= 1"):
+        bitops.peak_loop(0)
     with pytest.raises(ValueError, match="unknown or unsupported ISA"):
         bitops.measure_peak_gbmacs("avx9000")

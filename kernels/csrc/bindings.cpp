@@ -9,7 +9,6 @@
 #include <nanobind/stl/vector.h>
 
 #include <algorithm>
-#include <chrono>
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -219,23 +218,18 @@ NB_MODULE(_bnnx_kernels, m) {
         return previous;
     }, nb::arg("name"), "Switch the active microkernel table; returns the previous name.");
 
-    m.def("measure_peak_gbmacs", [](const std::optional<std::string> &name) {
+    m.def("peak_loop", [](int64_t iterations, const std::optional<std::string> &name) {
         const KernelTable *table = name ? find_kernels(name->c_str()) : &active_kernels();
         if (table == nullptr) value_error("unknown or unsupported ISA '" + *name + "'");
+        if (iterations < 1) value_error("iterations must be >= 1, got " + std::to_string(iterations));
         nb::gil_scoped_release release;
         uint64_t checksum = 0;
-        double best = 0;
-        for (int rep = 0; rep < 5; ++rep) {
-            const auto start = std::chrono::steady_clock::now();
-            const uint64_t macs = table->peak_loop(int64_t{1} << 20, &checksum);
-            const std::chrono::duration<double> s = std::chrono::steady_clock::now() - start;
-            best = std::max(best, static_cast<double>(macs) / s.count() / 1e9);
-        }
+        const uint64_t macs = table->peak_loop(iterations, &checksum);
         static volatile uint64_t sink;
-        sink = checksum;  // keeps the loops' results observable, so they are not optimised away
-        return best;
-    }, nb::arg("isa") = nb::none(),
-       "Binary MAC/s (G) of the ISA's register-only XOR/popcount/add loop: the kernels' peak.");
+        sink = checksum;  // keeps the loop's result observable, so it is not optimised away
+        return macs;
+    }, nb::arg("iterations"), nb::arg("isa") = nb::none(),
+       "Runs the ISA's register-only XOR/popcount/add loop (the kernels' peak); its binary MACs.");
 
     m.def("block_weight", [](const Array &w) {
         if (w.ndim() != 2 && w.ndim() != 4)
