@@ -7,9 +7,9 @@ model) when `openvino` is installed, and the register-only XOR/popcount peak of 
 (`bitops.peak_loop`). Batch 1, medians; one thread unless a row says otherwise. The contenders
 of a row are timed interleaved (timing.interleaved_ms), so a shared machine's drifting speed
 reaches all of them alike; the peak is one of them: the register-only loop sized to the layer's
-MACs, so "% peak" compares two medians of the same spells. "ceiling" is the x torch that a kernel running at the measured peak
-would show: where torch fp32 runs near its own FMA peak (two 512-bit FMA ports here, 32 fp32 MACs
-a cycle against about 341 binary ones), no binary kernel can exceed it.
+MACs, so "% peak" compares two medians of the same spells. "ceiling" is the x torch that a kernel
+running at that peak would show: where torch fp32 runs near its own FMA peak (two 512-bit FMA
+ports here, 32 fp32 MACs a cycle against about 341 binary ones), no binary kernel can exceed it.
 """
 
 from __future__ import annotations
