@@ -227,6 +227,24 @@ def maxpool2d_float_nchw(x: np.ndarray, kernel_size: Pair, stride: Pair | None =
     return ext.maxpool2d_float_nchw(x, k, s, _pair(padding, "padding"), lower)
 
 
+def nchw_to_nhwc(x: np.ndarray) -> np.ndarray:
+    """float32 (N, C, H, W) -> a new C-contiguous (N, H, W, C), the same values moved."""
+    n, c, h, w = _map_shape(x)
+    return ext.transpose_float(x.reshape(n, c, h * w)).reshape(n, h, w, c)
+
+
+def nhwc_to_nchw(x: np.ndarray) -> np.ndarray:
+    """float32 (N, H, W, C) -> a new C-contiguous (N, C, H, W), the same values moved."""
+    n, h, w, c = _map_shape(x)
+    return ext.transpose_float(x.reshape(n, h * w, c)).reshape(n, c, h, w)
+
+
+def _map_shape(x: np.ndarray) -> tuple[int, ...]:
+    if np.ndim(x) != 4:
+        raise ValueError(f"x must be a 4-D map, got shape {np.shape(x)}")
+    return tuple(int(s) for s in x.shape)
+
+
 def linear_float(x: np.ndarray, weight: np.ndarray, channels: int, scale: np.ndarray,
                  bias: np.ndarray, threads: int = 1,
                  blocked: np.ndarray | None = None) -> np.ndarray:

@@ -33,7 +33,7 @@ from .binary_ops import (
 )
 from .compiler import _flatten
 from .errors import UnsupportedLayerError
-from .float_ops import BatchNormOp, FloatOp, HardtanhOp, PReLUOp
+from .float_ops import BatchNormOp, FloatOp, HardtanhOp, PReLUOp, nhwc
 from .graph import (
     OPS,
     Bits,
@@ -133,13 +133,11 @@ class BinaryConvOp(Op):
         """A residual unit's tail in one kernel pass: act(fma(run(x), alpha_c, beta_c)
         [+ residual]), `residual` NCHW of the output's shape (see fuse_unit); with `signs`, a
         Signed map carrying the packed signs the next conv takes, from the same pass."""
-        # No copy when residual is an NHWC buffer; else numpy transposes faster than torch.
-        nhwc = None if residual is None else np.ascontiguousarray(
-            residual.to(torch.float32).numpy().transpose(0, 2, 3, 1))
         y, bits = bitops.conv2d_unit(
             self._bits(x), self.weight, self.c_in, self.scale, self.bias, self.stride,
             self.padding, self.pad_value, threads, blocked=self.blocked,
-            batchnorm=unit.batchnorm, residual=nhwc, activation=unit.activation,
+            batchnorm=unit.batchnorm, residual=None if residual is None else nhwc(residual),
+            activation=unit.activation,
             signs=signs is not None, sign_shift=None if signs is None else signs.shift)
         out = torch.from_numpy(y).permute(0, 3, 1, 2)  # NCHW view of the NHWC result
         return out if bits is None else Signed(out, Bits(bits, self.c_out))

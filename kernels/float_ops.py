@@ -29,6 +29,25 @@ def _prod(shape: tuple[int, ...]) -> int:
     return int(math.prod(shape))
 
 
+def nchw(x: torch.Tensor) -> torch.Tensor:
+    """x as a C-contiguous NCHW tensor, the model's own layout; a channels-last float32 map (the
+    kernels' NHWC seen as NCHW) is moved by bnnx's register transpose, several times faster than
+    torch's strided copy."""
+    if x.is_contiguous():
+        return x
+    if x.dim() == 4 and x.dtype == torch.float32 and x.permute(0, 2, 3, 1).is_contiguous():
+        return torch.from_numpy(bitops.nhwc_to_nchw(x.permute(0, 2, 3, 1).numpy()))
+    return x.contiguous()
+
+
+def nhwc(x: torch.Tensor) -> np.ndarray:
+    """The C-contiguous float32 NHWC array of an NCHW map (no copy for a channels-last one)."""
+    x = x.to(torch.float32)
+    if x.is_contiguous():
+        return bitops.nchw_to_nhwc(x.numpy())
+    return np.ascontiguousarray(x.numpy().transpose(0, 2, 3, 1))
+
+
 class FloatOp(Op):
     """Float in, float out; tensors are exposed to torch once, at construction."""
 
@@ -117,7 +136,7 @@ class Conv2dOp(FloatOp):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # torch's conv may sum in another order on channels-last input: give it the model's NCHW.
-        return F.conv2d(x.contiguous(), self.weight, self.bias, self.stride, self.padding,
+        return F.conv2d(nchw(x), self.weight, self.bias, self.stride, self.padding,
                         self.dilation, self.groups)
 
     def macs(self, in_shape: tuple[int, ...], out_shape: tuple[int, ...]) -> tuple[int, int]:
@@ -325,7 +344,7 @@ class AdaptiveAvgPool2dOp(FloatOp):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # Its channels-last kernel sums in another order (last-bit differences): NCHW as in torch.
-        return F.adaptive_avg_pool2d(x.contiguous(), self.output_size)
+        return F.adaptive_avg_pool2d(nchw(x), self.output_size)
 
 
 @register_op

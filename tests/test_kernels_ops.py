@@ -260,6 +260,22 @@ def test_maxpool_float_lower_channels_take_torchs_min(kernel: int, stride: int, 
     np.testing.assert_array_equal(from_nhwc.view(np.uint32), expected.view(np.uint32))
 
 
+@pytest.mark.parametrize("isa", kernels.available_isas())
+def test_layout_transposes_move_every_value(isa: str) -> None:
+    """NCHW <-> NHWC by the register transpose: 16-row blocks, tails, single rows and columns,
+    empty maps; values moved bit for bit (NaNs and -0 included)."""
+    rng = np.random.default_rng(5)
+    with kernels.use_isa(isa):
+        for shape in [(1, 64, 28, 28), (2, 17, 5, 7), (1, 33, 1, 1), (3, 1, 4, 19), (1, 5, 0, 3)]:
+            x = rng.standard_normal(shape).astype(np.float32)
+            x.reshape(-1)[::7] = np.float32("nan")
+            x.reshape(-1)[3::11] = np.float32(-0.0)
+            for got, want in [(kernels.nchw_to_nhwc(x), x.transpose(0, 2, 3, 1)),
+                              (kernels.nhwc_to_nchw(x), x.transpose(0, 3, 1, 2))]:
+                assert got.flags.c_contiguous and got.shape == want.shape
+                np.testing.assert_array_equal(got.view(np.uint32), want.view(np.uint32))
+
+
 @pytest.mark.parametrize("shape", [(1, 64, 56, 56), (2, 16, 6, 6), (1, 24, 5, 7), (3, 40, 3, 3)])
 def test_torch_float_ops_on_channels_last_equal_nchw(shape: tuple[int, ...]) -> None:
     """The engine keeps float maps channels-last between ops; it relies on torch's BatchNorm and
@@ -352,6 +368,8 @@ ONES2 = np.ones(2, np.float32)
                                          lower=np.zeros(3, np.int8)),
          TypeError, "uint8"),
         (lambda: kernels.linear_float(X, W, 3, TH, TH), ValueError, "2-D"),
+        (lambda: kernels.nchw_to_nhwc(np.zeros((2, 3, 4), np.float32)), ValueError, "4-D map"),
+        (lambda: kernels.nhwc_to_nchw(np.zeros((1, 2, 2, 3))), TypeError, "float32"),
     ],
 )
 def test_bad_arguments_raise(call, error: type[Exception], message: str) -> None:

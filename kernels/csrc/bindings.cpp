@@ -465,6 +465,17 @@ NB_MODULE(_bnnx_kernels, m) {
        nb::arg("lower") = nb::none(),
        "Max-pool on float32 NCHW, written NHWC; channels with lower[c] != 0 take the minimum.");
 
+    m.def("transpose_float", [](const Array &x) {
+        const float *p = checked<float>(x, "x", 3, "float (N, rows, cols)");
+        const int64_t n = dim(x, 0), rows = dim(x, 1), cols = dim(x, 2);
+        auto out = new_array<float>({size_t(n), size_t(cols), size_t(rows)}, false);
+        {
+            nb::gil_scoped_release release;
+            transpose_float(p, n, rows, cols, out.data());
+        }
+        return out;
+    }, nb::arg("x"), "Per image, the (cols, rows) transpose of float32 (N, rows, cols).");
+
     m.def("linear_float", [](const Array &x, const Array &w, int64_t channels, const Array &scale,
                              const Array &bias, int threads, const Optional &blocked) {
         const uint64_t *px = checked<uint64_t>(x, "x", 2, "packed (N, C_words)");

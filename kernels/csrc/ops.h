@@ -84,6 +84,9 @@ void maxpool2d_float(const PoolGeometry &g, const float *x, float *out, const ui
 void maxpool2d_float_nchw(const PoolGeometry &g, const float *x, float *out,
                           const uint8_t *lower);
 
+// Per image, dst (cols x rows) = the transpose of src (rows x cols): NCHW <-> NHWC.
+void transpose_float(const float *src, int64_t batch, int64_t rows, int64_t cols, float *dst);
+
 // x: (n, words_for(c_in)), wb: blocked (c_out, words_for(c_in)); out = scale * dot + bias.
 void linear_float(const uint64_t *x, const uint64_t *wb, int64_t n, int64_t c_in, int64_t c_out,
                   const float *scale, const float *bias, float *out, int threads);
