@@ -90,11 +90,12 @@ struct KernelTable {
     // Sign bits of n floats: bit j of out[i] = !(x[64 i + j] >= 0) (NaN -> 1, -0 -> 0) for
     // 64 i + j < n, 0 past n; ceil(n / 64) words.
     void (*sign_masks)(const float *x, int64_t n, uint64_t *out);
-    // One row of a float max-pool: out[o] = the max of x[o * stride - pad + k] over k < kw in
-    // that order, taps outside [0, w) skipped, updated as torch does (a later tap wins only if
-    // greater or NaN); -inf where every tap is outside.
-    void (*max_row)(const float *x, int64_t w, int64_t kw, int64_t stride, int64_t pad,
-                    int64_t out_w, float *out);
+    // The row step of a float max-pool on `rows` rows of w floats (out: rows of out_w): out[o] =
+    // the max of x[o * stride - pad + k] over k < kw in that order, taps outside [0, w) skipped,
+    // updated as torch does (a later tap wins only if greater or NaN); -inf where every tap is
+    // outside.
+    void (*max_rows)(const float *x, int64_t rows, int64_t w, int64_t kw, int64_t stride,
+                     int64_t pad, int64_t out_w, float *out);
     // Planes to pixels (an NCHW -> NHWC step): dst[p * dst_stride + c] = src[c * src_stride + p]
     // for c < planes <= 16 and p < n.
     void (*interleave_planes)(const float *src, int64_t planes, int64_t src_stride, int64_t n,

@@ -7,6 +7,7 @@
 #include <array>
 #include <cstring>
 #include <limits>
+#include <vector>
 #include <utility>
 
 #include "isa.h"
@@ -227,19 +228,22 @@ void sign_masks(const float *x, int64_t n, uint64_t *out) {
     }
 }
 
-// torch's max-pool update on 16 lanes: v wins where it is greater or NaN.
+// torch's max-pool update on 16 lanes: v wins where it is greater or NaN. vmaxps(v, m) is
+// "v > m ? v : m" (m on ties and where either is NaN), so only NaN lanes of v need the mask; the
+// chain through m is then one vmaxps.
 inline __m512 max_tap16(__m512 m, __m512 v) {
-    const __mmask16 take =
-        _mm512_cmp_ps_mask(v, m, _CMP_GT_OQ) | _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
-    return _mm512_mask_blend_ps(take, m, v);
+    return _mm512_mask_max_ps(v, _mm512_cmp_ps_mask(v, v, _CMP_ORD_Q), v, m);
 }
 
 // Sixteen outputs at a time for strides 1 and 2 (stride 2: the even lanes of 32 consecutive
-// floats); taps outside the row read -inf, which never wins, so every lane folds its taps in
-// order as the scalar loop does. Other strides take the portable loop.
-void max_row(const float *x, int64_t w, int64_t kw, int64_t stride, int64_t pad, int64_t out_w,
-             float *out) {
-    if (stride != 1 && stride != 2) return generic::max_row(x, w, kw, stride, pad, out_w, out);
+// floats). Chunks of 16 columns at the row's ends read through masks, computed once for all rows.
+// Every lane folds its taps in order as the scalar loop does, the first tap's value being the
+// start (max_tap16 of -inf and v is v, bit for bit); taps outside the row read -inf, which never
+// wins. Other strides take the portable loop.
+void max_rows(const float *x, int64_t rows, int64_t w, int64_t kw, int64_t stride, int64_t pad,
+              int64_t out_w, float *out) {
+    if (stride != 1 && stride != 2)
+        return generic::max_rows(x, rows, w, kw, stride, pad, out_w, out);
     const __m512 lowest = _mm512_set1_ps(-std::numeric_limits<float>::infinity());
     const __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
     const __m512i evens = _mm512_slli_epi32(lane, 1);
@@ -251,29 +255,48 @@ void max_row(const float *x, int64_t w, int64_t kw, int64_t stride, int64_t pad,
         return __mmask16(_mm512_cmp_epi32_mask(i, _mm512_setzero_si512(), _MM_CMPINT_NLT) &
                          _mm512_cmp_epi32_mask(i, width, _MM_CMPINT_LT));
     };
-    for (int64_t o = 0; o < out_w; o += 16) {
-        const int64_t n = std::min<int64_t>(16, out_w - o);
-        const __mmask16 live = __mmask16((1u << n) - 1);
-        __m512 m = lowest;
-        for (int64_t k = 0; k < kw; ++k) {
-            const int64_t first = o * stride - pad + k;
-            __m512 v;
-            if (n == 16 && first >= 0 && first + 16 * stride <= w)
-                v = stride == 1 ? _mm512_loadu_ps(x + first)
-                                : _mm512_permutex2var_ps(_mm512_loadu_ps(x + first), evens,
-                                                         _mm512_loadu_ps(x + first + 16));
-            else if (stride == 1)
-                v = _mm512_mask_loadu_ps(lowest, live & inside(first, 1), x + first);
-            else
-                v = _mm512_mask_mov_ps(
-                    lowest, live & inside(first, 2),
-                    _mm512_permutex2var_ps(
-                        _mm512_mask_loadu_ps(lowest, inside(first, 1), x + first), evens,
-                        _mm512_mask_loadu_ps(lowest, inside(first + 16, 1), x + first + 16)));
-            m = max_tap16(m, v);
-        }
-        _mm512_mask_storeu_ps(out + o, live, m);
+    // Per chunk and tap of an edge chunk: the lanes of its two 16-float loads inside the row and
+    // its live lanes (stride 1 uses the last only). Interior chunks: every load inside.
+    const int64_t chunks = (out_w + 15) / 16;
+    std::vector<std::array<__mmask16, 3>> masks(static_cast<size_t>(chunks * kw));
+    std::vector<char> interior(static_cast<size_t>(chunks));
+    std::vector<__mmask16> live(static_cast<size_t>(chunks));  // lanes of real outputs
+    for (int64_t c = 0; c < chunks; ++c) {
+        const int64_t o = 16 * c, n = std::min<int64_t>(16, out_w - o), first = o * stride - pad;
+        interior[c] = n == 16 && first >= 0 && first + 16 * stride + kw - 1 <= w;
+        live[c] = __mmask16((1u << n) - 1);
+        for (int64_t k = 0; !interior[c] && k < kw; ++k)
+            masks[c * kw + k] = {inside(first + k, 1), inside(first + k + 16, 1),
+                                 __mmask16(live[c] & inside(first + k, static_cast<int>(stride)))};
     }
+    const auto tap = [&](const float *p) {
+        return stride == 1 ? _mm512_loadu_ps(p)
+                           : _mm512_permutex2var_ps(_mm512_loadu_ps(p), evens,
+                                                    _mm512_loadu_ps(p + 16));
+    };
+    const auto edge_tap = [&](const float *p, const std::array<__mmask16, 3> &m) {
+        if (stride == 1) return _mm512_mask_loadu_ps(lowest, m[2], p);
+        return _mm512_mask_mov_ps(
+            lowest, m[2],
+            _mm512_permutex2var_ps(_mm512_mask_loadu_ps(lowest, m[0], p), evens,
+                                   _mm512_mask_loadu_ps(lowest, m[1], p + 16)));
+    };
+    for (int64_t r = 0; r < rows; ++r, x += w, out += out_w)
+        for (int64_t c = 0; c < chunks; ++c) {
+            const int64_t o = 16 * c;
+            const float *p = x + o * stride - pad;
+            __m512 m;
+            if (interior[c]) {
+                m = tap(p);
+                for (int64_t k = 1; k < kw; ++k) m = max_tap16(m, tap(p + k));
+                _mm512_storeu_ps(out + o, m);
+            } else {
+                const std::array<__mmask16, 3> *e = &masks[c * kw];
+                m = edge_tap(p, e[0]);
+                for (int64_t k = 1; k < kw; ++k) m = max_tap16(m, edge_tap(p + k, e[k]));
+                _mm512_mask_storeu_ps(out + o, live[c], m);
+            }
+        }
 }
 
 // Sixteen pixels at a time: 16 plane rows (missing planes read 0, their lanes are not stored)
@@ -364,7 +387,7 @@ void transpose_bits(uint64_t a[64]) {
 
 namespace isa {
 const KernelTable avx512vpopcnt = {"avx512vpopcnt", kMr, kNr, bconv_ukernel_6x32__avx512vpopcnt,
-                                    peak_loop, sign_masks, max_row,
+                                    peak_loop, sign_masks, max_rows,
                                     interleave_planes, transpose_bits};
 }
 

@@ -21,10 +21,10 @@ __attribute__((target("popcnt"))) void sign_masks(const float *x, int64_t n, uin
     generic::sign_masks(x, n, out);
 }
 
-__attribute__((target("popcnt"))) void max_row(const float *x, int64_t w, int64_t kw,
-                                                int64_t stride, int64_t pad, int64_t out_w,
-                                                float *out) {
-    generic::max_row(x, w, kw, stride, pad, out_w, out);
+__attribute__((target("popcnt"))) void max_rows(const float *x, int64_t rows, int64_t w,
+                                                 int64_t kw, int64_t stride, int64_t pad,
+                                                 int64_t out_w, float *out) {
+    generic::max_rows(x, rows, w, kw, stride, pad, out_w, out);
 }
 
 __attribute__((target("popcnt"))) void interleave_planes(const float *src, int64_t planes,
@@ -41,7 +41,7 @@ __attribute__((target("popcnt"))) void transpose_bits(uint64_t a[64]) {
 
 namespace isa {
 const KernelTable popcnt = {"popcnt", 4, 4, bconv_ukernel_4x32__popcnt, peak_loop, sign_masks,
-                            max_row, interleave_planes, transpose_bits};
+                            max_rows, interleave_planes, transpose_bits};
 }
 
 }  // namespace bnnx

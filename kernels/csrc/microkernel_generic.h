@@ -144,15 +144,17 @@ __attribute__((always_inline)) inline float max_tap(float m, float v) {
     return (v > m || v != v) ? v : m;
 }
 
-__attribute__((always_inline)) inline void max_row(const float *x, int64_t w, int64_t kw,
-                                                   int64_t stride, int64_t pad, int64_t out_w,
-                                                   float *out) {
-    for (int64_t o = 0; o < out_w; ++o) {
-        const int64_t i0 = o * stride - pad;
-        float m = -std::numeric_limits<float>::infinity();
-        for (int64_t k = i0 < 0 ? -i0 : 0; k < kw && i0 + k < w; ++k) m = max_tap(m, x[i0 + k]);
-        out[o] = m;
-    }
+__attribute__((always_inline)) inline void max_rows(const float *x, int64_t rows, int64_t w,
+                                                    int64_t kw, int64_t stride, int64_t pad,
+                                                    int64_t out_w, float *out) {
+    for (int64_t r = 0; r < rows; ++r, x += w, out += out_w)
+        for (int64_t o = 0; o < out_w; ++o) {
+            const int64_t i0 = o * stride - pad;
+            float m = -std::numeric_limits<float>::infinity();
+            for (int64_t k = i0 < 0 ? -i0 : 0; k < kw && i0 + k < w; ++k)
+                m = max_tap(m, x[i0 + k]);
+            out[o] = m;
+        }
 }
 
 // In-place 64x64 bit-matrix transpose (bit j of a[i] <-> bit i of a[j]) by swapping ever

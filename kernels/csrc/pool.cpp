@@ -102,28 +102,28 @@ void maxpool2d_float_nchw(const PoolGeometry &g, const float *x, float *out,
     const int64_t out_h = g.out_h(), out_w = g.out_w(), out_hw = out_h * out_w;
     std::vector<float> rows(static_cast<size_t>(g.h * out_w));
     std::vector<float> pooled(static_cast<size_t>(kGroup * out_hw));
-    std::vector<float> negated(static_cast<size_t>(lower ? g.w : 0));  // a lower plane's row
+    std::vector<float> negated(static_cast<size_t>(lower ? g.h * g.w : 0));  // a lower plane
     for (int64_t b = 0; b < g.n; ++b)
         for (int64_t c0 = 0; c0 < g.c; c0 += kGroup) {
             const int64_t nc = std::min(kGroup, g.c - c0);
             for (int64_t ci = 0; ci < nc; ++ci) {
                 const float *plane = x + (b * g.c + c0 + ci) * g.h * g.w;
                 const uint32_t flip = lower && lower[c0 + ci] ? 0x80000000u : 0u;
-                for (int64_t ih = 0; ih < g.h; ++ih) {
-                    const float *row = plane + ih * g.w;
-                    if (flip) {
-                        for (int64_t iw = 0; iw < g.w; ++iw) negated[iw] = flipped(row[iw], flip);
-                        row = negated.data();
-                    }
-                    kt.max_row(row, g.w, g.kw, g.stride_w, g.pad_w, out_w,
-                               rows.data() + ih * out_w);
+                if (flip) {
+                    for (int64_t i = 0; i < g.h * g.w; ++i) negated[i] = flipped(plane[i], flip);
+                    plane = negated.data();
                 }
+                kt.max_rows(plane, g.h, g.w, g.kw, g.stride_w, g.pad_w, out_w, rows.data());
                 for (int64_t oh = 0; oh < out_h; ++oh) {
                     const int64_t ih0 = oh * g.stride_h - g.pad_h;
                     const int64_t h0 = std::max<int64_t>(0, ih0), h1 = std::min(g.h, ih0 + g.kh);
                     float *m = pooled.data() + ci * out_hw + oh * out_w;
-                    std::fill(m, m + out_w, kLowest);
-                    for (int64_t ih = h0; ih < h1; ++ih)
+                    // The first row is the start (max_tap of -inf and v is v, bit for bit).
+                    if (h0 < h1)
+                        std::copy(rows.data() + h0 * out_w, rows.data() + (h0 + 1) * out_w, m);
+                    else
+                        std::fill(m, m + out_w, kLowest);
+                    for (int64_t ih = h0 + 1; ih < h1; ++ih)
                         max_taps(m, rows.data() + ih * out_w, out_w);
                     if (flip)
                         for (int64_t ow = 0; ow < out_w; ++ow) m[ow] = flipped(m[ow], flip);
