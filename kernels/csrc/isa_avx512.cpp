@@ -134,8 +134,8 @@ void bconv_ukernel__avx512vpopcnt(const Tile &t, const TileOut &o) {
     const Epilogue<KIND, NR> epilogue(o, t.block0);
     const int64_t wb = t.w_block_stride * kBlock;
     const uint64_t *w0 = t.w + t.block0 * wb;
-    for (int64_t q = 0, n = t.rows * t.tiles; q < n; ++q) {
-        const int64_t row = q / t.tiles, tile = q % t.tiles;
+    for (int64_t row = 0; row < t.rows; ++row)
+    for (int64_t tile = 0; tile < t.tiles; ++tile) {
         __m512i acc[MR][NR];
         for (int i = 0; i < MR; ++i)
             for (int j = 0; j < NR; ++j) acc[i][j] = _mm512_setzero_si512();
