@@ -74,6 +74,22 @@ def test_every_isa_and_thread_count_agree(isa: str) -> None:
             np.testing.assert_array_equal(got, expected)
 
 
+@pytest.mark.parametrize("isa", kernels.available_isas())
+@pytest.mark.parametrize("shape", [(1, 7, 7), (2, 16, 16), (1, 13, 11), (1, 1, 5)])
+def test_pointwise_work_split_agrees_on_every_thread_count(isa: str, shape: tuple[int, ...]) -> None:
+    """A 1x1 conv runs as one long row on one thread; on more, as equal rows of it (a divisor of
+    the pixel count) or, when the map is too small for that, channel groups: same dots."""
+    n, h, w = shape
+    rng = np.random.default_rng(h * w)
+    x, wt = pm1(rng, (n, 70, h, w)), pm1(rng, (75, 70, 1, 1))
+    expected = torch_dots(x, wt, 1, 0, 0)
+    with kernels.use_isa(isa):
+        for threads in (1, 2, 3):
+            got = kernels.conv2d_dots(packed(x), kernels.pack_weight(wt), 70, 1, 0, 0,
+                                      threads=threads)
+            np.testing.assert_array_equal(got, expected)
+
+
 FORK_SCRIPT = """
 import os, sys, numpy as np, torch, kernels
 rng = np.random.default_rng(2)

@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <array>
 #include <cmath>
+#include <cstdlib>
 #include <utility>
 #include <vector>
 
@@ -73,20 +74,14 @@ std::pair<int64_t, int64_t> inside(int64_t out, int64_t in, int64_t k, int64_t s
     return {lo, last < 0 ? lo : std::max(lo, std::min(out, last / stride + 1))};
 }
 
-// Work items: one output row x one group of nr_max channel blocks, then one border column (a
-// column whose windows cross the left or right edge) x one group. A border column's rows whose
-// windows are inside vertically share its window rectangle, so they are tiled like a row; only
-// the corners are left to the rows' one-pixel tiles.
-void conv2d_tiles(const ConvGeometry &g, const uint64_t *x, const uint64_t *wb, TileOut proto,
-                  int64_t out_pixel_elems, int threads) {
-    if (g.kh == 1 && g.kw == 1 && g.stride_h == 1 && g.stride_w == 1 && g.pad_h == 0 &&
-        g.pad_w == 0 && (g.n > 1 || g.h > 1)) {
-        // A pointwise conv is a matrix product over all pixels: one long row fills the tiles.
-        ConvGeometry flat = g;
-        flat.w = g.n * g.h * g.w;
-        flat.n = flat.h = 1;
-        return conv2d_tiles(flat, x, wb, proto, out_pixel_elems, threads);
-    }
+// Work items: one output row (or band of interior rows), then one border column (a column whose
+// windows cross the left or right edge), each over every group of nr_max channel blocks. A
+// border column's rows whose windows are inside vertically share its window rectangle, so they
+// are tiled like a row; only the corners are left to the rows' one-pixel tiles. The groups of a
+// pixel stay on one thread: they write neighbouring bytes of its packed words (and floats of
+// one cache line), which two threads would keep stealing from each other.
+void tile_conv(const ConvGeometry &g, const uint64_t *x, const uint64_t *wb, TileOut proto,
+               int64_t out_pixel_elems, int threads) {
     const KernelTable &kt = active_kernels();
     const int64_t out_h = g.out_h(), out_w = g.out_w(), cw = g.c_words(), taps = g.kh * g.kw;
     const int64_t blocks = blocks_for(g.c_out), groups = (blocks + kt.nr_max - 1) / kt.nr_max;
@@ -101,9 +96,12 @@ void conv2d_tiles(const ConvGeometry &g, const uint64_t *x, const uint64_t *wb, 
                                      : std::max<int64_t>(1, interior);
     const int64_t bands = (interior + band - 1) / band;
     const int64_t units = oh_lo + bands + (out_h - oh_hi);  // edge rows and bands, per image
-    const int64_t row_items = g.n * units * groups, border_cols = ow_lo + out_w - ow_hi;
+    const int64_t row_items = g.n * units, border_cols = ow_lo + out_w - ow_hi;
+    const int64_t items = row_items + g.n * border_cols;
+    // Too few rows and columns to go round (a small pointwise map): groups are items too.
+    const int64_t split = threads > 1 && items < 2 * threads ? groups : 1;
 
-    parallel_for(row_items + g.n * border_cols * groups, threads, [&](int64_t begin, int64_t end) {
+    parallel_for(items * split, threads, [&](int64_t begin, int64_t end) {
         std::vector<int64_t> a_off(static_cast<size_t>(g.kh)), w_off(static_cast<size_t>(g.kh));
         std::vector<int32_t> corr;
         Tile t{};
@@ -154,12 +152,12 @@ void conv2d_tiles(const ConvGeometry &g, const uint64_t *x, const uint64_t *wb, 
             return std::array<int64_t, 3>{iw0, kw0,
                                           std::max(kw0, std::min<int64_t>(g.kw, g.w - iw0))};
         };
-        for (int64_t item = begin; item < end; ++item) {
-            const int64_t group = item % groups;
+        // Item `item` (a row, band or border column) on channel group `group`.
+        auto run = [&](int64_t item, int64_t group) {
             t.block0 = group * kt.nr_max;
             t.nr = static_cast<int>(std::min<int64_t>(kt.nr_max, blocks - t.block0));
             if (item >= row_items) {
-                const int64_t col = (item - row_items) / groups;
+                const int64_t col = item - row_items;
                 const int64_t b = col / border_cols, c = col % border_cols;
                 const int64_t ow = c < ow_lo ? c : ow_hi + c - ow_lo;
                 const auto [iw0, kw0, kw1] = columns(ow);
@@ -168,9 +166,9 @@ void conv2d_tiles(const ConvGeometry &g, const uint64_t *x, const uint64_t *wb, 
                 t.a_pixel_stride = g.stride_h * g.w * cw;
                 span(x + ((b * g.h + ih0) * g.w + iw0 + kw0) * cw, (b * out_h + oh_lo) * out_w + ow,
                      oh_hi - oh_lo, out_w);
-                continue;
+                return;
             }
-            const int64_t b = item / groups / units, unit = item / groups % units;
+            const int64_t b = item / units, unit = item % units;
             if (unit >= oh_lo && unit < oh_lo + bands) {
                 const int64_t oh = oh_lo + (unit - oh_lo) * band;
                 window(0, g.kh, 0, g.kw);
@@ -179,7 +177,7 @@ void conv2d_tiles(const ConvGeometry &g, const uint64_t *x, const uint64_t *wb, 
                           g.pad_w) * cw,
                      (b * out_h + oh) * out_w + ow_lo, ow_hi - ow_lo, 1,
                      std::min(band, oh_hi - oh), g.stride_h * g.w * cw);
-                continue;
+                return;
             }
             const int64_t oh = unit < oh_lo ? unit : oh_hi + unit - oh_lo - bands;
             const int64_t row = b * out_h + oh;
@@ -197,8 +195,35 @@ void conv2d_tiles(const ConvGeometry &g, const uint64_t *x, const uint64_t *wb, 
             t.a_pixel_stride = g.stride_w * cw;
             span(x_row + (ow_lo * g.stride_w - g.pad_w) * cw, row * out_w + ow_lo, ow_hi - ow_lo,
                  1);
+        };
+        for (int64_t task = begin; task < end; ++task) {
+            if (split > 1) {
+                run(task / split, task % split);
+                continue;
+            }
+            for (int64_t group = 0; group < groups; ++group) run(task, group);
         }
     });
+}
+
+// A pointwise conv is a matrix product over all pixels: one long row fills the tiles. On more
+// threads the pixels are cut into equal rows instead (a divisor of their count, near four per
+// thread, each at least two tiles long), which become the work items.
+void conv2d_tiles(const ConvGeometry &g, const uint64_t *x, const uint64_t *wb, TileOut proto,
+                  int64_t out_pixel_elems, int threads) {
+    if (g.kh != 1 || g.kw != 1 || g.stride_h != 1 || g.stride_w != 1 || g.pad_h != 0 ||
+        g.pad_w != 0)
+        return tile_conv(g, x, wb, proto, out_pixel_elems, threads);
+    const int64_t pixels = g.n * g.h * g.w, wanted = 4 * static_cast<int64_t>(threads);
+    const int64_t shortest = 2 * active_kernels().mr_max;
+    int64_t rows = 1;
+    for (int64_t d = 2; threads > 1 && d <= 2 * wanted && d * shortest <= pixels; ++d)
+        if (pixels % d == 0 && std::abs(d - wanted) < std::abs(rows - wanted)) rows = d;
+    ConvGeometry flat = g;
+    flat.n = 1;
+    flat.h = rows;
+    flat.w = pixels / rows;
+    tile_conv(flat, x, wb, proto, out_pixel_elems, threads);
 }
 
 }  // namespace
