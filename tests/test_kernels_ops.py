@@ -76,7 +76,8 @@ def test_every_isa_and_thread_count_agree(isa: str) -> None:
 
 @pytest.mark.parametrize("isa", kernels.available_isas())
 @pytest.mark.parametrize("shape", [(1, 7, 7), (2, 16, 16), (1, 13, 11), (1, 1, 5)])
-def test_pointwise_work_split_agrees_on_every_thread_count(isa: str, shape: tuple[int, ...]) -> None:
+def test_pointwise_work_split_agrees_on_every_thread_count(isa: str,
+                                                           shape: tuple[int, ...]) -> None:
     """A 1x1 conv runs as one long row on one thread; on more, as equal rows of it (a divisor of
     the pixel count) or, when the map is too small for that, channel groups: same dots."""
     n, h, w = shape
