@@ -54,8 +54,12 @@ struct ChannelParams {
         p.threshold.assign(threshold, threshold + c_out);
         p.threshold.resize(static_cast<size_t>(blocks_for(c_out) * kBlock), 0);
         p.dir_pos.assign(static_cast<size_t>(blocks_for(c_out)), 0);
-        for (int64_t c = 0; c < c_out; ++c)
-            if (direction[c] > 0) p.dir_pos[c / kBlock] |= uint8_t(1u << (c % kBlock));
+        for (int64_t b = 0; b * kBlock < c_out; ++b) {  // a block's byte in a register
+            unsigned byte = 0;
+            for (int64_t j = 0; j < kBlock && b * kBlock + j < c_out; ++j)
+                byte |= unsigned(direction[b * kBlock + j] > 0) << j;
+            p.dir_pos[b] = uint8_t(byte);
+        }
         return p;
     }
 
