@@ -98,7 +98,8 @@ class Layer:
 
     def bnnx_fns(self, threads: int = 1) -> dict[str, Callable[[], object]]:
         """{"packed": bits in and out, "float": float in and out} on the active ISA, called the
-        way the engine's ops call the extension (a linear layer ends in floats either way)."""
+        way the engine's ops call the extension: on layers prepared once (a linear layer ends
+        in floats either way)."""
         conv, c = self.conv, self.conv.channels
         if conv.kernel == 0:
             def linear() -> object:
@@ -107,17 +108,11 @@ class Layer:
                                         self.blocked)
 
             return {"packed": linear, "float": linear}
-        geometry = ((conv.stride,) * 2, (conv.padding,) * 2, 0)
-
-        def packed() -> object:
-            return ext.conv2d_bits(self.bits, self.wp, c, *geometry, self.threshold,
-                                   self.direction, threads, self.blocked)
-
-        def floats() -> object:
-            return ext.conv2d_float(ext.pack_nchw(self.x), self.wp, c, *geometry, self.scale,
-                                    self.bias, threads, self.blocked)
-
-        return {"packed": packed, "float": floats}
+        geometry = (conv.stride, conv.padding, 0, self.blocked)
+        bits = bitops.bits_layer(self.wp, c, self.threshold, self.direction, *geometry)
+        floats = bitops.float_layer(self.wp, c, self.scale, self.bias, *geometry)
+        return {"packed": lambda: bits(self.bits, threads),
+                "float": lambda: floats(ext.pack_nchw(self.x), threads)}
 
 
 # -- OpenVINO's BinaryConvolution, the fastest x86 peer measured so far --------------------------

@@ -223,14 +223,19 @@ class PlainBlockOp(Op):
         self.output = self.param("output", str)
         if self.output not in ("bits", "float"):
             raise ValueError(f"{name}: invalid output {self.output!r}")
+        geometry = (self.stride, self.padding, self.pad_value, self.blocked)
         if self.output == "bits":
             self.threshold = self._vector("threshold", np.int32)
             self.direction = self._vector("direction", np.int8)
             if not np.isin(self.direction, (-1, 1)).all():
                 raise ValueError(f"{name}: direction must hold only +1 / -1")
+            self.layer = bitops.bits_layer(self.weight, self.c_in, self.threshold,
+                                           self.direction, *geometry)
         else:
             self.scale = self._vector("scale", np.float32)
             self.bias = self._vector("bias", np.float32)
+            self.layer = bitops.float_layer(self.weight, self.c_in, self.scale, self.bias,
+                                            *geometry)
         pool = self.params.get("pool")
         self.pool: tuple[tuple[int, ...], ...] | None = None
         if pool is not None:
@@ -327,13 +332,12 @@ class PlainBlockOp(Op):
             got = x.channels if isinstance(x, Bits) else f"a float {tuple(x.shape)} tensor"
             raise ValueError(f"{self.name}: expects packed bits with {self.c_in} channels, got "
                              f"{got}")
-        conv = (x.data, self.weight, self.c_in, self.stride, self.padding, self.pad_value)
         if self.output == "bits":
-            out = ext.conv2d_bits(*conv, self.threshold, self.direction, threads, self.blocked)
+            out = self.layer(x.data, threads)
             if self.pool:
                 out = ext.maxpool2d_bits(out, *self.pool)
             return Bits(out, self.c_out)
-        y = ext.conv2d_float(*conv, self.scale, self.bias, threads, self.blocked)
+        y = self.layer(x.data, threads)
         if self.pool:
             y = ext.maxpool2d_float(y, *self.pool)
         return torch.from_numpy(y).permute(0, 3, 1, 2)  # NCHW view of the NHWC result

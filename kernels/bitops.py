@@ -99,20 +99,33 @@ def block_weight(weight: np.ndarray) -> np.ndarray:
     return ext.block_weight(weight)
 
 
-def conv2d_dots(
-    x: np.ndarray,
-    weight: np.ndarray,
-    channels: int,
-    stride: Pair = 1,
-    padding: Pair = 0,
-    pad_value: int = 0,
-    threads: int = 1,
-    blocked: np.ndarray | None = None,
-) -> np.ndarray:
-    """Exact integer dots of a binary conv, int32 (N, OH, OW, C_out)."""
-    return ext.conv2d_dots(
-        x, weight, int(channels), *_geometry(stride, padding, pad_value), int(threads), blocked,
-    )
+# A binary conv prepared for many inputs (weights blocked and per-channel output parameters
+# padded once): layer(x, threads=1, residual=None, signs=False) on packed NHWC x; residual and
+# signs only for unit layers.
+ConvLayer = ext.ConvLayer
+
+
+def dots_layer(weight: np.ndarray, channels: int, stride: Pair = 1, padding: Pair = 0,
+               pad_value: int = 0, blocked: np.ndarray | None = None) -> ConvLayer:
+    """A conv whose output is its exact integer dots, int32 (N, OH, OW, C_out)."""
+    return ext.dots_layer(weight, int(channels), *_geometry(stride, padding, pad_value), blocked)
+
+
+def float_layer(weight: np.ndarray, channels: int, scale: np.ndarray, bias: np.ndarray,
+                stride: Pair = 1, padding: Pair = 0, pad_value: int = 0,
+                blocked: np.ndarray | None = None) -> ConvLayer:
+    """A conv whose output is scale[c] * dot + bias[c], float32 (N, OH, OW, C_out)."""
+    return ext.float_layer(weight, int(channels), *_geometry(stride, padding, pad_value), scale,
+                           bias, blocked)
+
+
+def bits_layer(weight: np.ndarray, channels: int, threshold: np.ndarray, direction: np.ndarray,
+               stride: Pair = 1, padding: Pair = 0, pad_value: int = 0,
+               blocked: np.ndarray | None = None) -> ConvLayer:
+    """A conv whose output is packed bits: 1 where direction * dot >= direction * threshold
+    (see thresholds.py)."""
+    return ext.bits_layer(weight, int(channels), *_geometry(stride, padding, pad_value),
+                          threshold, direction, blocked)
 
 
 class UnitActivation(NamedTuple):
@@ -128,6 +141,38 @@ class UnitActivation(NamedTuple):
     bounds: tuple[float, float] = (-1.0, 1.0)
 
 
+def unit_layer(weight: np.ndarray, channels: int, scale: np.ndarray, bias: np.ndarray,
+               stride: Pair = 1, padding: Pair = 0, pad_value: int = 0,
+               blocked: np.ndarray | None = None, *, batchnorm: tuple[np.ndarray, np.ndarray],
+               activation: UnitActivation | None = None,
+               sign_shift: np.ndarray | None = None) -> ConvLayer:
+    """A residual unit's conv with its tail in the output pass: y = float_layer's output, then
+    fma(y, alpha[c], beta[c]) for `batchnorm` = (alpha, beta) (an eval BatchNorm as torch
+    computes it, one fused multiply-add), + the call's `residual` (float32 NHWC of the output's
+    shape) when given, then `activation` when given. Called with signs=True it also returns the
+    next binary layer's input from the same pass: the packed NHWC bits !(y - sign_shift[c] >= 0)
+    (its RSign; a plain sign without sign_shift), as that layer's pack computes them. A call
+    returns (y, bits or None)."""
+    act = activation or UnitActivation("none")
+    return ext.unit_layer(weight, int(channels), *_geometry(stride, padding, pad_value), scale,
+                          bias, *batchnorm, act.kind, act.gamma, act.slope, act.zeta, act.bounds,
+                          sign_shift, blocked)
+
+
+def conv2d_dots(
+    x: np.ndarray,
+    weight: np.ndarray,
+    channels: int,
+    stride: Pair = 1,
+    padding: Pair = 0,
+    pad_value: int = 0,
+    threads: int = 1,
+    blocked: np.ndarray | None = None,
+) -> np.ndarray:
+    """Exact integer dots of a binary conv, int32 (N, OH, OW, C_out) (dots_layer, once)."""
+    return dots_layer(weight, channels, stride, padding, pad_value, blocked)(x, int(threads))
+
+
 def conv2d_float(
     x: np.ndarray,
     weight: np.ndarray,
@@ -140,9 +185,9 @@ def conv2d_float(
     threads: int = 1,
     blocked: np.ndarray | None = None,
 ) -> np.ndarray:
-    """scale[c] * dot + bias[c], float32 (N, OH, OW, C_out)."""
-    return ext.conv2d_float(x, weight, int(channels), *_geometry(stride, padding, pad_value),
-                            scale, bias, int(threads), blocked)
+    """scale[c] * dot + bias[c], float32 (N, OH, OW, C_out) (float_layer, once)."""
+    return float_layer(weight, channels, scale, bias, stride, padding, pad_value,
+                       blocked)(x, int(threads))
 
 
 def conv2d_unit(
@@ -163,18 +208,12 @@ def conv2d_unit(
     signs: bool = False,
     sign_shift: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray | None]:
-    """A residual unit's tail in the conv's output pass: y = conv2d_float's output, then
-    fma(y, alpha[c], beta[c]) for `batchnorm` = (alpha, beta) (an eval BatchNorm as torch
-    computes it, one fused multiply-add), + `residual` (float32 NHWC of the output's shape) when
-    given, then `activation` when given. With `signs`, the next binary layer's input from the
-    same pass: the packed NHWC bits !(y - sign_shift[c] >= 0) (its RSign; a plain sign without
-    sign_shift), as that layer's pack computes them. Returns (y, bits or None)."""
-    act = activation or UnitActivation("none")
-    y, bits = ext.conv2d_unit(
-        x, weight, int(channels), *_geometry(stride, padding, pad_value), scale, bias, *batchnorm,
-        residual, act.kind, act.gamma, act.slope, act.zeta, act.bounds, bool(signs), sign_shift,
-        int(threads), blocked)
-    return y, bits
+    """unit_layer, once: (y, the packed signs or None)."""
+    if sign_shift is not None and not signs:
+        raise ValueError("sign_shift is only used with signs=True")
+    layer = unit_layer(weight, channels, scale, bias, stride, padding, pad_value, blocked,
+                       batchnorm=batchnorm, activation=activation, sign_shift=sign_shift)
+    return layer(x, int(threads), residual, bool(signs))
 
 
 def fma_channels(y: np.ndarray, alpha: np.ndarray, beta: np.ndarray) -> np.ndarray:
@@ -194,11 +233,9 @@ def conv2d_bits(
     threads: int = 1,
     blocked: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Packed output bits: 1 where direction * dot >= direction * threshold (see thresholds.py)."""
-    return ext.conv2d_bits(
-        x, weight, int(channels), *_geometry(stride, padding, pad_value), threshold,
-        direction, int(threads), blocked,
-    )
+    """Packed output bits: 1 where direction * dot >= direction * threshold (bits_layer, once)."""
+    return bits_layer(weight, channels, threshold, direction, stride, padding, pad_value,
+                      blocked)(x, int(threads))
 
 
 def maxpool2d_bits(x: np.ndarray, kernel_size: Pair, stride: Pair | None = None,

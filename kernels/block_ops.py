@@ -13,6 +13,7 @@ per-value float steps, done in the same order.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any, ClassVar, NamedTuple
 
@@ -73,6 +74,8 @@ class BinaryConvOp(Op):
         shifted = self.param("shifted", bool)
         self.packer = PackOp(f"{name}.pack", {},
                              {"shift": self._vector("shift", self.c_in)} if shifted else {})
+        self._unit_layers: dict[tuple[int, int], tuple[Unit, np.ndarray | None,
+                                                        bitops.ConvLayer]] = {}
 
     def _vector(self, key: str, size: int) -> np.ndarray:
         t = self.tensor(key, np.float32, 1)
@@ -122,10 +125,27 @@ class BinaryConvOp(Op):
             raise ValueError(f"{self.name}: expects {self.c_in} channels, got {bits.channels}")
         return bits.data
 
+    @functools.cached_property
+    def layer(self) -> bitops.ConvLayer:
+        """This conv with float output (an unfused unit's), prepared on first use."""
+        return bitops.float_layer(self.weight, self.c_in, self.scale, self.bias, self.stride,
+                                  self.padding, self.pad_value, self.blocked)
+
+    def unit_layer(self, unit: Unit, shift: np.ndarray | None) -> bitops.ConvLayer:
+        """This conv with `unit`'s tail (signs minus `shift`), prepared on first use: a block
+        asks for the same few (unit, shift) pairs on every forward."""
+        key = (id(unit), id(shift))
+        hit = self._unit_layers.get(key)
+        if hit is None or hit[0] is not unit or hit[1] is not shift:  # ids of live objects only
+            layer = bitops.unit_layer(
+                self.weight, self.c_in, self.scale, self.bias, self.stride, self.padding,
+                self.pad_value, self.blocked, batchnorm=unit.batchnorm,
+                activation=unit.activation, sign_shift=shift)
+            hit = self._unit_layers[key] = (unit, shift, layer)
+        return hit[2]
+
     def run(self, x: Value, threads: int) -> torch.Tensor:
-        y = bitops.conv2d_float(self._bits(x), self.weight, self.c_in, self.scale, self.bias,
-                                self.stride, self.padding, self.pad_value, threads,
-                                blocked=self.blocked)
+        y = self.layer(self._bits(x), threads)
         return torch.from_numpy(y).permute(0, 3, 1, 2)  # NCHW view of the NHWC result
 
     def run_unit(self, x: Value, unit: Unit, residual: torch.Tensor | None, threads: int,
@@ -133,12 +153,9 @@ class BinaryConvOp(Op):
         """A residual unit's tail in one kernel pass: act(fma(run(x), alpha_c, beta_c)
         [+ residual]), `residual` NCHW of the output's shape (see fuse_unit); with `signs`, a
         Signed map carrying the packed signs the next conv takes, from the same pass."""
-        y, bits = bitops.conv2d_unit(
-            self._bits(x), self.weight, self.c_in, self.scale, self.bias, self.stride,
-            self.padding, self.pad_value, threads, blocked=self.blocked,
-            batchnorm=unit.batchnorm, residual=None if residual is None else nhwc(residual),
-            activation=unit.activation,
-            signs=signs is not None, sign_shift=None if signs is None else signs.shift)
+        layer = self.unit_layer(unit, None if signs is None else signs.shift)
+        y, bits = layer(self._bits(x), threads, None if residual is None else nhwc(residual),
+                        signs is not None)
         out = torch.from_numpy(y).permute(0, 3, 1, 2)  # NCHW view of the NHWC result
         return out if bits is None else Signed(out, Bits(bits, self.c_out))
 

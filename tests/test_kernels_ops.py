@@ -91,6 +91,40 @@ def test_pointwise_work_split_agrees_on_every_thread_count(isa: str,
             np.testing.assert_array_equal(got, expected)
 
 
+def test_prepared_layers_equal_the_one_off_calls_on_any_input() -> None:
+    """A layer keeps its blocked weights (the caller's array stays alive with it) and padded
+    output parameters; run on inputs of several sizes it gives what the conv2d_* calls give."""
+    rng = np.random.default_rng(9)
+    wt = kernels.pack_weight(pm1(rng, (21, 70, 3, 3)))
+    th = rng.integers(-40, 40, 21).astype(np.int32)
+    direction = np.where(rng.random(21) < 0.5, -1, 1).astype(np.int8)
+    scale, bias = rng.standard_normal(21).astype(np.float32), rng.standard_normal(21).astype(
+        np.float32)
+    alpha, beta = rng.standard_normal(21).astype(np.float32), rng.standard_normal(21).astype(
+        np.float32)
+    act = kernels.UnitActivation("prelu", rng.standard_normal(21).astype(np.float32))
+    blocked = kernels.bitops.block_weight(wt)
+    layers = {"bits": kernels.bits_layer(wt, 70, th, direction, 1, 1, 1, blocked),
+              "float": kernels.float_layer(wt, 70, scale, bias, 1, 1, -1),
+              "unit": kernels.unit_layer(wt, 70, scale, bias, 1, 1, 0, blocked,
+                                         batchnorm=(alpha, beta), activation=act)}
+    del blocked  # the layers hold it
+    for shape in [(1, 70, 5, 6), (2, 70, 9, 4)]:
+        x = packed(pm1(rng, shape))
+        residual = rng.standard_normal((shape[0], shape[2], shape[3], 21)).astype(np.float32)
+        np.testing.assert_array_equal(
+            layers["bits"](x, 2), kernels.conv2d_bits(x, wt, 70, th, direction, 1, 1, 1))
+        np.testing.assert_array_equal(
+            layers["float"](x), kernels.conv2d_float(x, wt, 70, scale, bias, 1, 1, -1))
+        y, bits = layers["unit"](x, 1, residual, True)
+        want_y, want_bits = kernels.conv2d_unit(x, wt, 70, scale, bias, 1, 1, 0,
+                                                batchnorm=(alpha, beta), residual=residual,
+                                                activation=act, signs=True)
+        np.testing.assert_array_equal(y.view(np.uint32), want_y.view(np.uint32))
+        np.testing.assert_array_equal(bits, want_bits)
+    assert (layers["unit"].c_in, layers["unit"].c_out) == (70, 21)
+
+
 FORK_SCRIPT = """
 import os, sys, numpy as np, torch, kernels
 rng = np.random.default_rng(2)
@@ -386,6 +420,12 @@ ONES2 = np.ones(2, np.float32)
          TypeError, "uint8"),
         (lambda: kernels.linear_float(X, W, 3, TH, TH), ValueError, "2-D"),
         (lambda: kernels.nchw_to_nhwc(np.zeros((2, 3, 4), np.float32)), ValueError, "4-D map"),
+        (lambda: kernels.bits_layer(W, 3, TH, DIR)(X, residual=np.zeros((1, 2, 2, 2), np.float32)),
+         ValueError, "residual and signs are only used by unit layers"),
+        (lambda: kernels.float_layer(W, 3, ONES2, ONES2)(X, signs=True), ValueError,
+         "only used by unit layers"),
+        (lambda: kernels.dots_layer(W, 3)(X[..., :0]), ValueError, "words per pixel"),
+        (lambda: kernels.dots_layer(W, 3)(X, threads=0), ValueError, "threads"),
         (lambda: kernels.nhwc_to_nchw(np.zeros((1, 2, 2, 3))), TypeError, "float32"),
     ],
 )

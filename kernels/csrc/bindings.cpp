@@ -15,6 +15,7 @@
 #include <utility>
 #include <vector>
 
+#include "channel_params.h"
 #include "isa.h"
 #include "ops.h"
 
@@ -138,38 +139,65 @@ Blocked blocked_weights(const Optional &blocked, const uint64_t *w, int64_t c_ou
     return b;
 }
 
-struct ConvArgs {
-    ConvGeometry g;
-    const uint64_t *x, *w;
-    Blocked wb;
+// A binary conv prepared once for many inputs: its weights blocked (or the caller's blocked array,
+// kept alive) and its output's per-channel parameters padded to whole blocks (ChannelParams). The
+// engine's ops hold one each, so a call converts and checks only x (and a residual); the
+// conv2d_* functions build one per call.
+struct ConvLayer {
+    int64_t c_in = 0, c_out = 0, kh = 0, kw = 0;
+    Pair stride{1, 1}, padding{0, 0};
+    int pad_value = 0;
+    Blocked weights;
+    std::optional<Array> held;  // the caller's blocked array, when weights point into it
+    OutKind kind = OutKind::dots;
+    ChannelParams params;
+
+    const uint64_t *blocked() const {
+        return weights.owned.empty() ? weights.data : weights.owned.data();
+    }
+
+    // The geometry of this layer on x (a checked packed NHWC array), checked.
+    ConvGeometry geometry(const Array &x) const {
+        check_channels(c_in, dim(x, 3), "x");
+        ConvGeometry g{dim(x, 0), dim(x, 1), dim(x, 2), c_in, c_out, kh, kw,
+                       stride.first, stride.second, padding.first, padding.second, pad_value};
+        if (g.h + 2 * g.pad_h < g.kh || g.w + 2 * g.pad_w < g.kw)
+            value_error("kernel " + std::to_string(g.kh) + "x" + std::to_string(g.kw) +
+                        " is larger than the padded input " + std::to_string(g.h + 2 * g.pad_h) +
+                        "x" + std::to_string(g.w + 2 * g.pad_w));
+        return g;
+    }
 };
 
-ConvArgs conv_args(const Array &x, const Array &w, int64_t channels, Pair stride, Pair padding,
-                   int pad_value, int threads, const Optional &blocked) {
-    ConvArgs a{};
-    a.x = checked<uint64_t>(x, "x", 4, "packed NHWC (N, H, W, C_words)");
-    a.w = checked<uint64_t>(w, "weight", 4, "packed (C_out, KH, KW, C_words)");
-    check_channels(channels, dim(x, 3), "x");
-    if (dim(w, 3) != dim(x, 3))
-        value_error("weight has " + std::to_string(dim(w, 3)) + " words per tap, x has " +
-                    std::to_string(dim(x, 3)));
+// A layer's weight side, checked; its kind and parameters are set by the caller.
+ConvLayer conv_layer(const Array &w, int64_t channels, Pair stride, Pair padding, int pad_value,
+                     const Optional &blocked) {
+    ConvLayer layer;
+    const uint64_t *pw = checked<uint64_t>(w, "weight", 4, "packed (C_out, KH, KW, C_words)");
+    if (channels < 1) value_error("channels must be >= 1, got " + std::to_string(channels));
+    if (dim(w, 3) != words_for(channels))
+        value_error("weight has " + std::to_string(dim(w, 3)) + " words per tap but " +
+                    std::to_string(channels) + " channels need " +
+                    std::to_string(words_for(channels)));
     check_positive(stride, "stride");
     check_non_negative(padding, "padding");
-    check_threads(threads);
     if (pad_value != -1 && pad_value != 0 && pad_value != 1)
         value_error("pad_value must be -1, 0 or 1, got " + std::to_string(pad_value));
-    ConvGeometry &g = a.g;
-    g = {dim(x, 0), dim(x, 1), dim(x, 2), channels, dim(w, 0), dim(w, 1), dim(w, 2),
-         stride.first, stride.second, padding.first, padding.second, pad_value};
-    if (g.c_out < 1 || g.kh < 1 || g.kw < 1)
+    layer.c_in = channels;
+    layer.c_out = dim(w, 0);
+    layer.kh = dim(w, 1);
+    layer.kw = dim(w, 2);
+    layer.stride = stride;
+    layer.padding = padding;
+    layer.pad_value = pad_value;
+    if (layer.c_out < 1 || layer.kh < 1 || layer.kw < 1)
         value_error("weight shape " + shape_str(w) + " has an empty dimension");
-    if (g.h + 2 * g.pad_h < g.kh || g.w + 2 * g.pad_w < g.kw)
-        value_error("kernel " + std::to_string(g.kh) + "x" + std::to_string(g.kw) +
-                    " is larger than the padded input " + std::to_string(g.h + 2 * g.pad_h) + "x" +
-                    std::to_string(g.w + 2 * g.pad_w));
-    if (g.c_in * g.kh * g.kw > INT32_MAX / 2) value_error("layer too large for int32 dots");
-    a.wb = blocked_weights(blocked, a.w, g.c_out, g.kh * g.kw * g.c_words());
-    return a;
+    if (channels * layer.kh * layer.kw > INT32_MAX / 2)
+        value_error("layer too large for int32 dots");
+    layer.weights = blocked_weights(blocked, pw, layer.c_out,
+                                    layer.kh * layer.kw * words_for(channels));
+    if (blocked) layer.held = *blocked;
+    return layer;
 }
 
 // A 1-D per-channel vector of `channels` entries (`what` names that count in the error).
@@ -181,6 +209,135 @@ const T *per_channel(const Array &a, const char *name, int64_t channels,
         value_error(std::string(name) + " has " + std::to_string(dim(a, 0)) +
                     " entries, expected " + what + " = " + std::to_string(channels));
     return p;
+}
+
+ConvLayer dots_layer(const Array &w, int64_t channels, Pair stride, Pair padding, int pad_value,
+                     const Optional &blocked) {
+    ConvLayer layer = conv_layer(w, channels, stride, padding, pad_value, blocked);
+    layer.params = ChannelParams::none(layer.c_out);
+    return layer;
+}
+
+ConvLayer float_layer(const Array &w, int64_t channels, Pair stride, Pair padding, int pad_value,
+                      const Array &scale, const Array &bias, const Optional &blocked) {
+    ConvLayer layer = conv_layer(w, channels, stride, padding, pad_value, blocked);
+    layer.kind = OutKind::floats;
+    layer.params = ChannelParams::affine(layer.c_out, per_channel<float>(scale, "scale", layer.c_out),
+                                         per_channel<float>(bias, "bias", layer.c_out));
+    return layer;
+}
+
+ConvLayer bits_layer(const Array &w, int64_t channels, Pair stride, Pair padding, int pad_value,
+                     const Array &threshold, const Array &direction, const Optional &blocked) {
+    ConvLayer layer = conv_layer(w, channels, stride, padding, pad_value, blocked);
+    const int32_t *t = per_channel<int32_t>(threshold, "threshold", layer.c_out);
+    const int8_t *d = per_channel<int8_t>(direction, "direction", layer.c_out);
+    for (int64_t c = 0; c < layer.c_out; ++c)
+        if (d[c] != 1 && d[c] != -1)
+            value_error("direction must hold only +1 or -1, got " + std::to_string(d[c]) +
+                        " at channel " + std::to_string(c));
+    layer.kind = OutKind::bits;
+    layer.params = ChannelParams::thresholds(layer.c_out, t, d);
+    return layer;
+}
+
+ConvLayer unit_layer(const Array &w, int64_t channels, Pair stride, Pair padding, int pad_value,
+                     const Array &scale, const Array &bias, const Array &alpha, const Array &beta,
+                     const std::string &activation, const Optional &gamma, const Optional &slope,
+                     const Optional &zeta, std::pair<float, float> bounds,
+                     const Optional &sign_shift, const Optional &blocked) {
+    ConvLayer layer = conv_layer(w, channels, stride, padding, pad_value, blocked);
+    const int64_t c = layer.c_out;
+    const float *s = per_channel<float>(scale, "scale", c);
+    const float *b = per_channel<float>(bias, "bias", c);
+    const float *al = per_channel<float>(alpha, "alpha", c);
+    const float *be = per_channel<float>(beta, "beta", c);
+    UnitAct act;
+    // The parameters `kind` needs: present and C_out long; the others must be absent.
+    auto params = [&](Act kind, bool with_shift) {
+        act.act = kind;
+        const std::pair<const Optional *, const char *> all[] = {
+            {&gamma, "gamma"}, {&slope, "slope"}, {&zeta, "zeta"}};
+        const float **dst[] = {&act.gamma, &act.slope, &act.zeta};
+        for (int i = 0; i < 3; ++i) {
+            const bool wanted = i == 1 || with_shift;
+            if (wanted != all[i].first->has_value())
+                value_error(std::string("activation ") + activation +
+                            (wanted ? " needs " : " takes no ") + all[i].second);
+            if (wanted) *dst[i] = per_channel<float>(**all[i].first, all[i].second, c);
+        }
+    };
+    if (activation == "none" || activation == "hardtanh") {
+        if (gamma || slope || zeta)
+            value_error("activation " + activation + " takes no gamma, slope or zeta");
+        if (activation == "hardtanh") {
+            act.act = Act::hardtanh;
+            act.low = bounds.first;
+            act.high = bounds.second;
+            if (!(act.low <= act.high))
+                value_error("hardtanh bounds must be ordered numbers, got (" +
+                            std::to_string(act.low) + ", " + std::to_string(act.high) + ")");
+        }
+    } else if (activation == "prelu") {
+        params(Act::prelu, false);
+    } else if (activation == "rprelu") {
+        params(Act::rprelu, true);
+    } else {
+        value_error("unknown activation '" + activation +
+                    "'; allowed: none, prelu, rprelu, hardtanh");
+    }
+    const float *shift = sign_shift ? per_channel<float>(*sign_shift, "sign_shift", c) : nullptr;
+    layer.kind = OutKind::unit;
+    layer.params = ChannelParams::unit(c, s, b, al, be, act, shift);
+    return layer;
+}
+
+// The layer on x: its output array; a unit layer's is (floats, packed signs or None), the signs
+// when asked for (of the output minus the layer's sign_shift), the residual added when given.
+nb::object run_layer(const ConvLayer &layer, const Array &x, int threads,
+                     const Optional &residual, bool signs) {
+    const uint64_t *px = checked<uint64_t>(x, "x", 4, "packed NHWC (N, H, W, C_words)");
+    const ConvGeometry g = layer.geometry(x);
+    check_threads(threads);
+    const bool unit = layer.kind == OutKind::unit;
+    if (!unit && (residual || signs))
+        value_error("residual and signs are only used by unit layers");
+    const std::vector<size_t> shape = {size_t(g.n), size_t(g.out_h()), size_t(g.out_w()),
+                                       size_t(g.c_out)};
+    const float *r = nullptr;
+    if (residual) {
+        r = checked<float>(*residual, "residual", 4, "float NHWC");
+        for (size_t i = 0; i < 4; ++i)
+            if (residual->shape(i) != shape[i])
+                value_error("residual has shape " + shape_str(*residual) +
+                            ", expected the output's (N, OH, OW, C_out)");
+    }
+    const std::vector<size_t> words = {shape[0], shape[1], shape[2], size_t(words_for(g.c_out))};
+    std::optional<nb::ndarray<nb::numpy, uint64_t>> bits;
+    if (signs) bits = new_array<uint64_t>(words);
+    const auto run = [&](void *out) {
+        nb::gil_scoped_release release;
+        conv2d_out(g, px, layer.blocked(), layer.params,
+                   layer.kind, out, r, bits ? bits->data() : nullptr, threads);
+    };
+    switch (layer.kind) {
+        case OutKind::dots: {
+            auto out = new_array<int32_t>(shape);
+            run(out.data());
+            return nb::cast(out);
+        }
+        case OutKind::bits: {
+            auto out = new_array<uint64_t>(words);
+            run(out.data());
+            return nb::cast(out);
+        }
+        default: {
+            auto out = new_array<float>(shape, false);
+            run(out.data());
+            if (!unit) return nb::cast(out);
+            return nb::cast(std::make_pair(out, bits));
+        }
+    }
 }
 
 // x is NHWC, or NCHW when `nchw`.
@@ -277,119 +434,37 @@ NB_MODULE(_bnnx_kernels, m) {
         return out;
     }, nb::arg("bits"), nb::arg("channels"), "packed NHWC -> float32 NHWC of +-1.");
 
-    m.def("conv2d_dots", [](const Array &x, const Array &w, int64_t channels, Pair stride,
-                            Pair padding, int pad_value, int threads, const Optional &blocked) {
-        ConvArgs a = conv_args(x, w, channels, stride, padding, pad_value, threads, blocked);
-        auto out = new_array<int32_t>({size_t(a.g.n), size_t(a.g.out_h()), size_t(a.g.out_w()),
-                                       size_t(a.g.c_out)});
-        {
-            nb::gil_scoped_release release;
-            conv2d_dots(a.g, a.x, a.wb.data, out.data(), threads);
-        }
-        return out;
-    }, nb::arg("x"), nb::arg("weight"), nb::arg("channels"), nb::arg("stride"),
-       nb::arg("padding"), nb::arg("pad_value"), nb::arg("threads") = 1,
-       nb::arg("blocked") = nb::none(), "Binary conv2d -> exact int32 dots, NHWC.");
+    // Prepared layers: weights blocked and output parameters padded once (the engine's ops
+    // hold one each; kernels.conv2d_* build one per call).
+    nb::class_<ConvLayer>(m, "ConvLayer",
+                          "A binary conv prepared for many inputs (dots_layer, float_layer, "
+                          "bits_layer, unit_layer).")
+        .def("__call__", &run_layer, nb::arg("x"), nb::arg("threads") = 1,
+             nb::arg("residual") = nb::none(), nb::arg("signs") = false,
+             "The layer on packed NHWC x; a unit layer returns (floats, signs or None).")
+        .def_prop_ro("c_in", [](const ConvLayer &l) { return l.c_in; })
+        .def_prop_ro("c_out", [](const ConvLayer &l) { return l.c_out; });
 
-    m.def("conv2d_float", [](const Array &x, const Array &w, int64_t channels, Pair stride,
-                             Pair padding, int pad_value, const Array &scale, const Array &bias,
-                             int threads, const Optional &blocked) {
-        ConvArgs a = conv_args(x, w, channels, stride, padding, pad_value, threads, blocked);
-        const float *s = per_channel<float>(scale, "scale", a.g.c_out);
-        const float *b = per_channel<float>(bias, "bias", a.g.c_out);
-        auto out = new_array<float>({size_t(a.g.n), size_t(a.g.out_h()), size_t(a.g.out_w()),
-                                     size_t(a.g.c_out)}, false);
-        {
-            nb::gil_scoped_release release;
-            conv2d_float(a.g, a.x, a.wb.data, s, b, out.data(), threads);
-        }
-        return out;
-    }, nb::arg("x"), nb::arg("weight"), nb::arg("channels"), nb::arg("stride"),
-       nb::arg("padding"), nb::arg("pad_value"), nb::arg("scale"), nb::arg("bias"),
-       nb::arg("threads") = 1, nb::arg("blocked") = nb::none(),
-       "Binary conv2d -> float32 NHWC scale * dot + bias.");
-
-    m.def("conv2d_unit", [](const Array &x, const Array &w, int64_t channels, Pair stride,
-                            Pair padding, int pad_value, const Array &scale, const Array &bias,
-                            const Array &alpha, const Array &beta, const Optional &residual,
-                            const std::string &activation, const Optional &gamma,
-                            const Optional &slope, const Optional &zeta,
-                            std::pair<float, float> bounds, bool signs,
-                            const Optional &sign_shift, int threads, const Optional &blocked) {
-        ConvArgs a = conv_args(x, w, channels, stride, padding, pad_value, threads, blocked);
-        const int64_t c = a.g.c_out;
-        const float *s = per_channel<float>(scale, "scale", c);
-        const float *b = per_channel<float>(bias, "bias", c);
-        const float *al = per_channel<float>(alpha, "alpha", c);
-        const float *be = per_channel<float>(beta, "beta", c);
-        const std::vector<size_t> shape = {size_t(a.g.n), size_t(a.g.out_h()),
-                                           size_t(a.g.out_w()), size_t(c)};
-        const float *r = nullptr;
-        if (residual) {
-            r = checked<float>(*residual, "residual", 4, "float NHWC");
-            for (size_t i = 0; i < 4; ++i)
-                if (residual->shape(i) != shape[i])
-                    value_error("residual has shape " + shape_str(*residual) +
-                                ", expected the output's (N, OH, OW, C_out)");
-        }
-        UnitAct act;
-        // The parameters `kind` needs: present and C_out long; the others must be absent.
-        auto params = [&](Act kind, bool with_shift) {
-            act.act = kind;
-            const std::pair<const Optional *, const char *> all[] = {
-                {&gamma, "gamma"}, {&slope, "slope"}, {&zeta, "zeta"}};
-            const float **dst[] = {&act.gamma, &act.slope, &act.zeta};
-            for (int i = 0; i < 3; ++i) {
-                const bool wanted = i == 1 || with_shift;
-                if (wanted != all[i].first->has_value())
-                    value_error(std::string("activation ") + activation +
-                                (wanted ? " needs " : " takes no ") + all[i].second);
-                if (wanted) *dst[i] = per_channel<float>(**all[i].first, all[i].second, c);
-            }
-        };
-        if (activation == "none" || activation == "hardtanh") {
-            if (gamma || slope || zeta)
-                value_error("activation " + activation + " takes no gamma, slope or zeta");
-            if (activation == "hardtanh") {
-                act.act = Act::hardtanh;
-                act.low = bounds.first;
-                act.high = bounds.second;
-                if (!(act.low <= act.high))
-                    value_error("hardtanh bounds must be ordered numbers, got (" +
-                                std::to_string(act.low) + ", " + std::to_string(act.high) + ")");
-            }
-        } else if (activation == "prelu") {
-            params(Act::prelu, false);
-        } else if (activation == "rprelu") {
-            params(Act::rprelu, true);
-        } else {
-            value_error("unknown activation '" + activation +
-                        "'; allowed: none, prelu, rprelu, hardtanh");
-        }
-        if (sign_shift && !signs) value_error("sign_shift is only used with signs=True");
-        const float *shift =
-            sign_shift ? per_channel<float>(*sign_shift, "sign_shift", c) : nullptr;
-        auto out = new_array<float>(shape, false);
-        std::optional<nb::ndarray<nb::numpy, uint64_t>> bits;
-        if (signs)
-            bits = new_array<uint64_t>({shape[0], shape[1], shape[2], size_t(words_for(c))});
-        {
-            nb::gil_scoped_release release;
-            conv2d_unit(a.g, a.x, a.wb.data, s, b, al, be, r, act, out.data(), shift,
-                        bits ? bits->data() : nullptr, threads);
-        }
-        return std::make_pair(out, bits);
-    }, nb::arg("x"), nb::arg("weight"), nb::arg("channels"), nb::arg("stride"),
-       nb::arg("padding"), nb::arg("pad_value"), nb::arg("scale"), nb::arg("bias"),
-       nb::arg("alpha"), nb::arg("beta"), nb::arg("residual") = nb::none(),
-       nb::arg("activation") = "none", nb::arg("gamma") = nb::none(),
-       nb::arg("slope") = nb::none(), nb::arg("zeta") = nb::none(),
-       nb::arg("bounds") = std::make_pair(-1.0f, 1.0f), nb::arg("signs") = false,
-       nb::arg("sign_shift") = nb::none(), nb::arg("threads") = 1,
-       nb::arg("blocked") = nb::none(),
-       "Binary conv2d -> (float32 NHWC act(fma(scale * dot + bias, alpha, beta) [+ residual]), "
-       "packed signs of it minus sign_shift or None): a residual unit's BatchNorm, shortcut add "
-       "and activation in the conv's output pass, and the next binary layer's input bits.");
+    m.def("dots_layer", &dots_layer, nb::arg("weight"), nb::arg("channels"), nb::arg("stride"),
+          nb::arg("padding"), nb::arg("pad_value"), nb::arg("blocked") = nb::none(),
+          "A conv layer whose output is the exact int32 dots.");
+    m.def("float_layer", &float_layer, nb::arg("weight"), nb::arg("channels"), nb::arg("stride"),
+          nb::arg("padding"), nb::arg("pad_value"), nb::arg("scale"), nb::arg("bias"),
+          nb::arg("blocked") = nb::none(),
+          "A conv layer whose output is float32 scale * dot + bias.");
+    m.def("bits_layer", &bits_layer, nb::arg("weight"), nb::arg("channels"), nb::arg("stride"),
+          nb::arg("padding"), nb::arg("pad_value"), nb::arg("threshold"), nb::arg("direction"),
+          nb::arg("blocked") = nb::none(),
+          "A conv layer whose output is packed bits: dot >= threshold (direction +1) or "
+          "dot <= threshold (direction -1).");
+    m.def("unit_layer", &unit_layer, nb::arg("weight"), nb::arg("channels"), nb::arg("stride"),
+          nb::arg("padding"), nb::arg("pad_value"), nb::arg("scale"), nb::arg("bias"),
+          nb::arg("alpha"), nb::arg("beta"), nb::arg("activation") = "none",
+          nb::arg("gamma") = nb::none(), nb::arg("slope") = nb::none(),
+          nb::arg("zeta") = nb::none(), nb::arg("bounds") = std::make_pair(-1.0f, 1.0f),
+          nb::arg("sign_shift") = nb::none(), nb::arg("blocked") = nb::none(),
+          "A residual unit's conv: act(fma(scale * dot + bias, alpha, beta) [+ residual]), "
+          "and with signs=True the packed signs of it minus sign_shift.");
 
     m.def("fma_channels", [](const Array &y, const Array &alpha, const Array &beta) {
         const float *p = checked<float>(y, "y", 2, "(N, C)");
@@ -401,29 +476,6 @@ NB_MODULE(_bnnx_kernels, m) {
         return out;
     }, nb::arg("y"), nb::arg("alpha"), nb::arg("beta"),
        "fma(y[i, c], alpha[c], beta[c]): conv2d_unit's BatchNorm step on given values.");
-
-    m.def("conv2d_bits", [](const Array &x, const Array &w, int64_t channels, Pair stride,
-                            Pair padding, int pad_value, const Array &threshold,
-                            const Array &direction, int threads, const Optional &blocked) {
-        ConvArgs a = conv_args(x, w, channels, stride, padding, pad_value, threads, blocked);
-        const int32_t *t = per_channel<int32_t>(threshold, "threshold", a.g.c_out);
-        const int8_t *d = per_channel<int8_t>(direction, "direction", a.g.c_out);
-        for (int64_t c = 0; c < a.g.c_out; ++c)
-            if (d[c] != 1 && d[c] != -1)
-                value_error("direction must hold only +1 or -1, got " + std::to_string(d[c]) +
-                            " at channel " + std::to_string(c));
-        auto out = new_array<uint64_t>({size_t(a.g.n), size_t(a.g.out_h()), size_t(a.g.out_w()),
-                                        size_t(words_for(a.g.c_out))});
-        {
-            nb::gil_scoped_release release;
-            conv2d_bits(a.g, a.x, a.wb.data, t, d, out.data(), threads);
-        }
-        return out;
-    }, nb::arg("x"), nb::arg("weight"), nb::arg("channels"), nb::arg("stride"),
-       nb::arg("padding"), nb::arg("pad_value"), nb::arg("threshold"), nb::arg("direction"),
-       nb::arg("threads") = 1, nb::arg("blocked") = nb::none(),
-       "Binary conv2d -> packed bits: bit = dot >= threshold (direction +1) or "
-       "dot <= threshold (direction -1).");
 
     m.def("maxpool2d_bits", [](const Array &x, Pair kernel, Pair stride, Pair padding) {
         const uint64_t *p = checked<uint64_t>(x, "x", 4, "packed NHWC");

@@ -19,6 +19,13 @@ struct ChannelParams {
     std::vector<int32_t> threshold;
     std::vector<uint8_t> dir_pos;  // bit l of entry b: direction of channel 8 b + l is +1
 
+    // Dots out: no parameters.
+    static ChannelParams none(int64_t c_out) {
+        ChannelParams p;
+        p.c_out = c_out;
+        return p;
+    }
+
     static ChannelParams affine(int64_t c_out, const float *scale, const float *bias) {
         ChannelParams p;
         p.c_out = c_out;
@@ -91,5 +98,12 @@ struct ChannelParams {
         return o;
     }
 };
+
+// The conv of ops.h with its output parameters built once (a prepared layer runs many inputs):
+// out (dots, floats, unit: NHWC int32 / float32; bits: packed NHWC), with residual and signs as
+// in conv2d_unit (null elsewhere).
+void conv2d_out(const ConvGeometry &g, const uint64_t *x, const uint64_t *wb,
+                const ChannelParams &p, OutKind kind, void *out, const float *residual,
+                uint64_t *signs, int threads);
 
 }  // namespace bnnx

@@ -228,37 +228,45 @@ void conv2d_tiles(const ConvGeometry &g, const uint64_t *x, const uint64_t *wb, 
 
 }  // namespace
 
+void conv2d_out(const ConvGeometry &g, const uint64_t *x, const uint64_t *wb,
+                const ChannelParams &p, OutKind kind, void *out, const float *residual,
+                uint64_t *signs, int threads) {
+    TileOut o = p.out(kind);
+    o.out = out;
+    o.residual = residual;
+    o.signs = reinterpret_cast<uint8_t *>(signs);
+    o.signs_stride = words_for(g.c_out) * 8;
+    // Pixel strides: in elements (int32 / float) or bytes (bits).
+    o.pixel_stride = kind == OutKind::bits ? words_for(g.c_out) * 8 : g.c_out;
+    const int64_t pixel_bytes = kind == OutKind::bits ? words_for(g.c_out) * 8 : g.c_out * 4;
+    conv2d_tiles(g, x, wb, o, pixel_bytes, threads);
+}
+
 void conv2d_dots(const ConvGeometry &g, const uint64_t *x, const uint64_t *wb, int32_t *out,
                  int threads) {
-    TileOut o{};
-    o.kind = OutKind::dots;
-    o.c_out = g.c_out;
-    o.out = out;
-    o.pixel_stride = g.c_out;
-    conv2d_tiles(g, x, wb, o, g.c_out * sizeof(int32_t), threads);
+    conv2d_out(g, x, wb, ChannelParams::none(g.c_out), OutKind::dots, out, nullptr, nullptr,
+               threads);
 }
 
 void conv2d_float(const ConvGeometry &g, const uint64_t *x, const uint64_t *wb,
                   const float *scale, const float *bias, float *out, int threads) {
-    const ChannelParams p = ChannelParams::affine(g.c_out, scale, bias);
-    TileOut o = p.out(OutKind::floats);
-    o.out = out;
-    o.pixel_stride = g.c_out;
-    conv2d_tiles(g, x, wb, o, g.c_out * sizeof(float), threads);
+    conv2d_out(g, x, wb, ChannelParams::affine(g.c_out, scale, bias), OutKind::floats, out,
+               nullptr, nullptr, threads);
 }
 
 void conv2d_unit(const ConvGeometry &g, const uint64_t *x, const uint64_t *wb, const float *scale,
                  const float *bias, const float *alpha, const float *beta, const float *residual,
                  const UnitAct &act, float *out, const float *sign_shift, uint64_t *signs,
                  int threads) {
-    const ChannelParams p = ChannelParams::unit(g.c_out, scale, bias, alpha, beta, act, sign_shift);
-    TileOut o = p.out(OutKind::unit);
-    o.signs = reinterpret_cast<uint8_t *>(signs);
-    o.signs_stride = words_for(g.c_out) * 8;
-    o.out = out;
-    o.residual = residual;
-    o.pixel_stride = g.c_out;
-    conv2d_tiles(g, x, wb, o, g.c_out * sizeof(float), threads);
+    conv2d_out(g, x, wb,
+               ChannelParams::unit(g.c_out, scale, bias, alpha, beta, act, sign_shift),
+               OutKind::unit, out, residual, signs, threads);
+}
+
+void conv2d_bits(const ConvGeometry &g, const uint64_t *x, const uint64_t *wb,
+                 const int32_t *threshold, const int8_t *direction, uint64_t *out, int threads) {
+    conv2d_out(g, x, wb, ChannelParams::thresholds(g.c_out, threshold, direction),
+               OutKind::bits, out, nullptr, nullptr, threads);
 }
 
 // Checked on every reachable conv output at compile and load (millions of values for a wide
@@ -271,15 +279,6 @@ void fma_channels(const float *y, int64_t n, int64_t c_out, const float *alpha, 
     for (int64_t i = 0; i < n; ++i)
         for (int64_t c = 0; c < c_out; ++c)
             out[i * c_out + c] = std::fma(y[i * c_out + c], alpha[c], beta[c]);
-}
-
-void conv2d_bits(const ConvGeometry &g, const uint64_t *x, const uint64_t *wb,
-                 const int32_t *threshold, const int8_t *direction, uint64_t *out, int threads) {
-    const ChannelParams p = ChannelParams::thresholds(g.c_out, threshold, direction);
-    TileOut o = p.out(OutKind::bits);
-    o.out = out;
-    o.pixel_stride = words_for(g.c_out) * 8;
-    conv2d_tiles(g, x, wb, o, words_for(g.c_out) * sizeof(uint64_t), threads);
 }
 
 }  // namespace bnnx
