@@ -134,25 +134,41 @@ void bconv_ukernel__avx512vpopcnt(const Tile &t, const TileOut &o) {
     const Epilogue<KIND, NR> epilogue(o, t.block0);
     const int64_t wb = t.w_block_stride * kBlock;
     const uint64_t *w0 = t.w + t.block0 * wb;
+    // Short rows (a few words per kernel row, e.g. 64 channels) as one loop over the window's
+    // words from offset tables: the row loop's exits cost more than its words there.
+    constexpr int64_t kFlatWords = 24;
+    const int64_t words = t.nrows * t.run;
+    const bool flat = t.run <= 6 && words <= kFlatWords;
+    int64_t a_word[kFlatWords], w_word[kFlatWords];
+    for (int64_t r = 0, k = 0; flat && r < t.nrows; ++r)
+        for (int64_t c = 0; c < t.run; ++c, ++k) {
+            a_word[k] = t.a_row_off[r] + c;
+            w_word[k] = (t.w_row_off[r] + c) * kBlock;
+        }
     for (int64_t row = 0; row < t.rows; ++row)
     for (int64_t tile = 0; tile < t.tiles; ++tile) {
         __m512i acc[MR][NR];
         for (int i = 0; i < MR; ++i)
             for (int j = 0; j < NR; ++j) acc[i][j] = _mm512_setzero_si512();
         const uint64_t *a0 = t.a + row * t.a_row_stride + tile * MR * t.a_pixel_stride;
-        for (int64_t r = 0; r < t.nrows; ++r) {
-            const uint64_t *a = a0 + t.a_row_off[r];
-            const uint64_t *w = w0 + t.w_row_off[r] * kBlock;
-            for (int64_t k = 0; k < t.run; ++k) {
-                __m512i wv[NR];
-                for (int j = 0; j < NR; ++j) wv[j] = _mm512_loadu_si512(w + j * wb + k * kBlock);
-                for (int i = 0; i < MR; ++i) {
-                    const __m512i b = _mm512_set1_epi64(static_cast<long long>(
-                        a[i * t.a_pixel_stride + k]));
-                    for (int j = 0; j < NR; ++j)
-                        acc[i][j] = _mm512_add_epi64(
-                            acc[i][j], _mm512_popcnt_epi64(_mm512_xor_si512(b, wv[j])));
-                }
+        const auto step = [&](const uint64_t *a, const uint64_t *w) {
+            __m512i wv[NR];
+            for (int j = 0; j < NR; ++j) wv[j] = _mm512_loadu_si512(w + j * wb);
+            for (int i = 0; i < MR; ++i) {
+                const __m512i b =
+                    _mm512_set1_epi64(static_cast<long long>(a[i * t.a_pixel_stride]));
+                for (int j = 0; j < NR; ++j)
+                    acc[i][j] = _mm512_add_epi64(
+                        acc[i][j], _mm512_popcnt_epi64(_mm512_xor_si512(b, wv[j])));
+            }
+        };
+        if (flat) {
+            for (int64_t k = 0; k < words; ++k) step(a0 + a_word[k], w0 + w_word[k]);
+        } else {
+            for (int64_t r = 0; r < t.nrows; ++r) {
+                const uint64_t *a = a0 + t.a_row_off[r];
+                const uint64_t *w = w0 + t.w_row_off[r] * kBlock;
+                for (int64_t k = 0; k < t.run; ++k) step(a + k, w + k * kBlock);
             }
         }
         const int64_t pixel = row * t.out_row_stride + tile * MR;
