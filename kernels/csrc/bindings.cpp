@@ -313,8 +313,11 @@ nb::object run_layer(const ConvLayer &layer, const Array &x, int threads,
                             ", expected the output's (N, OH, OW, C_out)");
     }
     const std::vector<size_t> words = {shape[0], shape[1], shape[2], size_t(words_for(g.c_out))};
+    // Packed outputs get a byte per 8-channel block of every pixel; only bytes past the last
+    // block (C_out not a multiple of 64 and its blocks not filling the last word) need zeros.
+    const bool partial = blocks_for(g.c_out) < words_for(g.c_out) * 8;
     std::optional<nb::ndarray<nb::numpy, uint64_t>> bits;
-    if (signs) bits = new_array<uint64_t>(words);
+    if (signs) bits = new_array<uint64_t>(words, partial);
     const auto run = [&](void *out) {
         nb::gil_scoped_release release;
         conv2d_out(g, px, layer.blocked(), layer.params,
@@ -327,7 +330,7 @@ nb::object run_layer(const ConvLayer &layer, const Array &x, int threads,
             return nb::cast(out);
         }
         case OutKind::bits: {
-            auto out = new_array<uint64_t>(words);
+            auto out = new_array<uint64_t>(words, partial);
             run(out.data());
             return nb::cast(out);
         }
