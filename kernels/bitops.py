@@ -151,8 +151,8 @@ def unit_layer(weight: np.ndarray, channels: int, scale: np.ndarray, bias: np.nd
     computes it, one fused multiply-add), + the call's `residual` (float32 NHWC of the output's
     shape) when given, then `activation` when given. Called with signs=True it also returns the
     next binary layer's input from the same pass: the packed NHWC bits !(y - sign_shift[c] >= 0)
-    (its RSign; a plain sign without sign_shift), as that layer's pack computes them. A call
-    returns (y, bits or None)."""
+    (its RSign; a plain sign without sign_shift), as that layer's pack computes them. A call,
+    layer(x, threads, residual, signs), returns (y, bits or None)."""
     act = activation or UnitActivation("none")
     return ext.unit_layer(weight, int(channels), *_geometry(stride, padding, pad_value), scale,
                           bias, *batchnorm, act.kind, act.gamma, act.slope, act.zeta, act.bounds,
@@ -188,32 +188,6 @@ def conv2d_float(
     """scale[c] * dot + bias[c], float32 (N, OH, OW, C_out) (float_layer, once)."""
     return float_layer(weight, channels, scale, bias, stride, padding, pad_value,
                        blocked)(x, int(threads))
-
-
-def conv2d_unit(
-    x: np.ndarray,
-    weight: np.ndarray,
-    channels: int,
-    scale: np.ndarray,
-    bias: np.ndarray,
-    stride: Pair = 1,
-    padding: Pair = 0,
-    pad_value: int = 0,
-    threads: int = 1,
-    blocked: np.ndarray | None = None,
-    *,
-    batchnorm: tuple[np.ndarray, np.ndarray],
-    residual: np.ndarray | None = None,
-    activation: UnitActivation | None = None,
-    signs: bool = False,
-    sign_shift: np.ndarray | None = None,
-) -> tuple[np.ndarray, np.ndarray | None]:
-    """unit_layer, once: (y, the packed signs or None)."""
-    if sign_shift is not None and not signs:
-        raise ValueError("sign_shift is only used with signs=True")
-    layer = unit_layer(weight, channels, scale, bias, stride, padding, pad_value, blocked,
-                       batchnorm=batchnorm, activation=activation, sign_shift=sign_shift)
-    return layer(x, int(threads), residual, bool(signs))
 
 
 def fma_channels(y: np.ndarray, alpha: np.ndarray, beta: np.ndarray) -> np.ndarray:

@@ -120,15 +120,15 @@ def check_conv(seed: int, geometry: dict | None = None) -> None:
             assert tail == 0 or not (got[..., -1] >> np.uint64(tail)).any(), where
             got = kernels.conv2d_float(bits_in, wp, c["c_in"], scale, bias, *geo)
             np.testing.assert_array_equal(got, expected_float, err_msg=where)
-            got, signs = kernels.conv2d_unit(bits_in, wp, c["c_in"], scale, bias, *geo,
-                                             batchnorm=(alpha, beta), residual=residual)
+            unit = (wp, c["c_in"], scale, bias, c["stride"], c["padding"], c["pad_value"],
+                    blocked)
+            got, signs = kernels.unit_layer(*unit, batchnorm=(alpha, beta))(
+                bits_in, c["threads"], residual)
             assert signs is None, where
             np.testing.assert_array_equal(got, expected_bn + residual, err_msg=where)
-            got, signs = kernels.conv2d_unit(bits_in, wp, c["c_in"], scale, bias, *geo,
-                                             batchnorm=(alpha, beta),
-                                             residual=residual if with_residual else None,
-                                             activation=activation, signs=True,
-                                             sign_shift=sign_shift)
+            got, signs = kernels.unit_layer(*unit, batchnorm=(alpha, beta), activation=activation,
+                                            sign_shift=sign_shift)(
+                bits_in, c["threads"], residual if with_residual else None, True)
             np.testing.assert_array_equal(got.view(np.int32), expected_unit.view(np.int32),
                                           err_msg=where)
             np.testing.assert_array_equal(signs, expected_signs, err_msg=where)

@@ -93,7 +93,8 @@ def test_pointwise_work_split_agrees_on_every_thread_count(isa: str,
 
 def test_prepared_layers_equal_the_one_off_calls_on_any_input() -> None:
     """A layer keeps its blocked weights (the caller's array stays alive with it) and padded
-    output parameters; run on inputs of several sizes it gives what the conv2d_* calls give."""
+    output parameters; run on inputs of several sizes it gives what a layer built for the one
+    call (the conv2d_* functions, or a fresh unit layer) gives."""
     rng = np.random.default_rng(9)
     wt = kernels.pack_weight(pm1(rng, (21, 70, 3, 3)))
     th = rng.integers(-40, 40, 21).astype(np.int32)
@@ -117,9 +118,9 @@ def test_prepared_layers_equal_the_one_off_calls_on_any_input() -> None:
         np.testing.assert_array_equal(
             layers["float"](x), kernels.conv2d_float(x, wt, 70, scale, bias, 1, 1, -1))
         y, bits = layers["unit"](x, 1, residual, True)
-        want_y, want_bits = kernels.conv2d_unit(x, wt, 70, scale, bias, 1, 1, 0,
-                                                batchnorm=(alpha, beta), residual=residual,
-                                                activation=act, signs=True)
+        want_y, want_bits = kernels.unit_layer(wt, 70, scale, bias, 1, 1, 0,
+                                               batchnorm=(alpha, beta),
+                                               activation=act)(x, 1, residual, True)
         np.testing.assert_array_equal(y.view(np.uint32), want_y.view(np.uint32))
         np.testing.assert_array_equal(bits, want_bits)
     assert (layers["unit"].c_in, layers["unit"].c_out) == (70, 21)
@@ -387,27 +388,27 @@ ONES2 = np.ones(2, np.float32)
         (lambda: kernels.conv2d_bits(X, W, 3, TH.astype(np.float32), DIR), TypeError, "int32"),
         (lambda: kernels.conv2d_float(X, W, 3, np.ones(3, np.float32), np.ones(2, np.float32)),
          ValueError, "scale"),
-        (lambda: kernels.conv2d_unit(X, W, 3, ONES2, ONES2, batchnorm=(ONES2, ONES2),
+        (lambda: kernels.unit_layer(W, 3, ONES2, ONES2, batchnorm=(ONES2, ONES2),
                                      activation=kernels.UnitActivation("relu", ONES2)),
          ValueError, "unknown activation 'relu'; allowed: none, prelu, rprelu, hardtanh"),
-        (lambda: kernels.conv2d_unit(X, W, 3, ONES2, ONES2, batchnorm=(ONES2, ONES2),
+        (lambda: kernels.unit_layer(W, 3, ONES2, ONES2, batchnorm=(ONES2, ONES2),
                                      activation=kernels.UnitActivation("hardtanh",
                                                                        bounds=(1.0, -1.0))),
          ValueError, "hardtanh bounds must be ordered"),
-        (lambda: kernels.conv2d_unit(X, W, 3, ONES2, ONES2, batchnorm=(ONES2, ONES2),
+        (lambda: kernels.unit_layer(W, 3, ONES2, ONES2, batchnorm=(ONES2, ONES2),
                                      activation=kernels.UnitActivation("rprelu", ONES2)),
          ValueError, "activation rprelu needs gamma"),
-        (lambda: kernels.conv2d_unit(X, W, 3, ONES2, ONES2, batchnorm=(ONES2, ONES2),
+        (lambda: kernels.unit_layer(W, 3, ONES2, ONES2, batchnorm=(ONES2, ONES2),
                                      activation=kernels.UnitActivation("prelu", ONES2, ONES2)),
          ValueError, "activation prelu takes no gamma"),
-        (lambda: kernels.conv2d_unit(X, W, 3, ONES2, ONES2, batchnorm=(ONES2, ONES2),
+        (lambda: kernels.unit_layer(W, 3, ONES2, ONES2, batchnorm=(ONES2, ONES2),
                                      activation=kernels.UnitActivation("prelu", ONES2[:1])),
          ValueError, "slope"),
-        (lambda: kernels.conv2d_unit(X, W, 3, ONES2, ONES2, batchnorm=(ONES2, ONES2),
-                                     residual=np.zeros((1, 3, 3, 2), np.float32)),
+        (lambda: kernels.unit_layer(W, 3, ONES2, ONES2, batchnorm=(ONES2, ONES2))(
+            X, residual=np.zeros((1, 3, 3, 2), np.float32)),
          ValueError, "residual"),
-        (lambda: kernels.conv2d_unit(X, W, 3, ONES2, ONES2, batchnorm=(ONES2, ONES2),
-                                     sign_shift=ONES2),
+        (lambda: kernels.unit_layer(W, 3, ONES2, ONES2, batchnorm=(ONES2, ONES2),
+                                     sign_shift=ONES2)(X),
          ValueError, "sign_shift is only used with signs=True"),
         (lambda: kernels.maxpool2d_bits(X, 5, 1, 0), ValueError, "larger than"),
         (lambda: kernels.maxpool2d_bits(X, 2, 2, 2), ValueError, "half the kernel"),

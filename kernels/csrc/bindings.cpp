@@ -302,6 +302,8 @@ nb::object run_layer(const ConvLayer &layer, const Array &x, int threads,
     const bool unit = layer.kind == OutKind::unit;
     if (!unit && (residual || signs))
         value_error("residual and signs are only used by unit layers");
+    if (unit && !signs && !layer.params.sign_shift.empty())
+        value_error("this unit layer's sign_shift is only used with signs=True");
     const std::vector<size_t> shape = {size_t(g.n), size_t(g.out_h()), size_t(g.out_w()),
                                        size_t(g.c_out)};
     const float *r = nullptr;
