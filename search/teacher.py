@@ -4,7 +4,8 @@ The twin is the same architecture with both quantizers "none". Its training sett
 defaults (only epochs, batch size and seed follow the student), so every student sharing an
 architecture shares one teacher; it is cached as safetensors under the artifacts folder, keyed by
 a hash of the twin's config and the dataset, and written atomically so concurrent workers at worst
-train it twice.
+train it twice. A cached file that no longer loads (damaged, or from an older layout) is deleted
+and retrained, said on stderr, instead of failing every later run.
 """
 
 from __future__ import annotations
@@ -12,8 +13,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
 from pathlib import Path
 
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -45,7 +48,13 @@ def teacher(config: Config, data: Dataset, cache: Path | None) -> nn.Module:
     twin = fp_twin(config)
     path = cache / TEACHER_DIR / f"{cache_key(twin, data)}.safetensors" if cache else None
     if path is not None and path.is_file():
-        return load_weights(twin, data, path)
+        try:
+            return load_weights(twin, data, path)
+        except (SafetensorError, RuntimeError) as exc:  # RuntimeError: state dict mismatch
+            why = str(exc).partition("\n")[0]
+            print(f"cached teacher {path} does not load ({why}); deleted it, retraining",
+                  file=sys.stderr, flush=True)
+            path.unlink(missing_ok=True)
     model = train(twin, data).model
     if path is not None:
         save_weights(model, path)

@@ -207,14 +207,13 @@ def _check(name: str, value: Any, f: dataclasses.Field) -> Any:
     if expected is bool:
         if not isinstance(value, bool):
             raise ConfigError(f"{name} must be true or false, got {value!r}")
-    elif expected is int:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value):
-            raise ConfigError(f"{name} must be an integer, got {value!r}")
-        value = int(value)
-    elif expected is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
-            raise ConfigError(f"{name} must be a number, got {value!r}")
-        value = float(value)
+    elif expected in (int, float):
+        # NaN passes every range check and int(inf) overflows: refuse non-finite values here
+        finite = isinstance(value, int) or (isinstance(value, float) and math.isfinite(value))
+        if isinstance(value, bool) or not finite or (expected is int and value != int(value)):
+            what = "an integer" if expected is int else "a number"
+            raise ConfigError(f"{name} must be {what}, got {value!r}")
+        value = expected(value)
     elif not isinstance(value, expected):
         raise ConfigError(f"{name} must be a {expected.__name__}, got {value!r}")
     choices = f.metadata.get("choices")

@@ -24,6 +24,7 @@ from .config import Config, ConfigError
 PRESET_DIR = Path(__file__).resolve().parent / "presets"
 BUDGET_KNOBS = ("train.epochs", "seed")  # set by the search budget (--epochs, --seed)
 SPEC_KEYS = {"choices", "exclude", "low", "high", "log"}
+SPEC_FORMS = 'choices (a list), choices "all" (+ exclude), low + high (+ log), or a fixed value'
 
 
 class SpaceError(ValueError):
@@ -66,11 +67,25 @@ def _nested(flat: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _integer(path: str) -> bool:
+    return type(knob_fields()[path].default) is int
+
+
 def _check_value(path: str, value: Any) -> None:
+    # Config would take 4.0 as 4, but a float bound makes Optuna sample floats: integers only
+    if _integer(path) and type(value) is not int:
+        raise SpaceError(f"knob {path}: integers required, got {value!r}")
     try:
         Config.from_dict(_nested({path: value}))
     except ConfigError as exc:
         raise SpaceError(f"knob {path}: {exc}") from None
+
+
+def _keys_that_go_together(spec: dict) -> set[str]:
+    """A choices list stands alone, exclude only trims "all", a range is low + high (+ log)."""
+    if "choices" not in spec:
+        return {"low", "high", "log"}
+    return {"choices", "exclude"} if spec["choices"] == "all" else {"choices"}
 
 
 def validate_knob(path: str, spec: Any) -> Any:
@@ -86,15 +101,21 @@ def validate_knob(path: str, spec: Any) -> Any:
         return spec
     bad = sorted(set(spec) - SPEC_KEYS)
     if bad:
-        raise SpaceError(f"knob {path}: unknown key {bad[0]!r}; allowed: choices (+ exclude), "
-                         "low + high (+ log), or a fixed value")
+        raise SpaceError(f"knob {path}: unknown key {bad[0]!r}; allowed: {SPEC_FORMS}")
+    if not set(spec) <= _keys_that_go_together(spec):
+        raise SpaceError(f"knob {path}: cannot use {' + '.join(sorted(spec))}; "
+                         f"allowed: {SPEC_FORMS}")
     if "choices" in spec:
         choices = spec["choices"]
         if choices == "all":
             if "choices" not in meta:
                 raise SpaceError(f"knob {path}: 'all' needs a field with choices; it has range "
                                  f"{list(meta['range'])}: give low and high")
-            choices = [c for c in meta["choices"] if c not in spec.get("exclude", [])]
+            allowed, exclude = list(meta["choices"]), spec.get("exclude", [])
+            if not isinstance(exclude, list) or any(e not in allowed for e in exclude):
+                raise SpaceError(f"knob {path}: exclude must be a list of its choices "
+                                 f"({', '.join(str(c) for c in allowed)}), got {exclude!r}")
+            choices = [c for c in allowed if c not in exclude]
         if not isinstance(choices, list) or not choices:
             raise SpaceError(f"knob {path}: choices must be a non-empty list or \"all\"")
         for c in choices:
@@ -105,7 +126,9 @@ def validate_knob(path: str, spec: Any) -> Any:
     if "range" not in meta:
         raise SpaceError(f"knob {path}: a range needs a numeric field; allowed choices: "
                          f"{', '.join(str(c) for c in meta['choices'])}")
-    low, high, log = spec["low"], spec["high"], bool(spec.get("log", False))
+    low, high, log = spec["low"], spec["high"], spec.get("log", False)
+    if not isinstance(log, bool):
+        raise SpaceError(f"knob {path}: log must be true or false, got {log!r}")
     _check_value(path, low)
     _check_value(path, high)
     if not low < high or (log and low <= 0):
@@ -114,10 +137,20 @@ def validate_knob(path: str, spec: Any) -> Any:
 
 
 def load_space_file(path: Path) -> dict[str, Any]:
-    """Knobs from a .json or .yaml/.yml file."""
+    """Knobs from a .json or .yaml/.yml file; a file that cannot be read or parsed is one
+    SpaceError naming it (and the line), not a codec or parser traceback."""
     if not path.is_file():
         raise FileNotFoundError(f"search space file {path} does not exist")
-    text = path.read_text()
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise SpaceError(f"{path}: cannot read the space file: {exc.strerror}") from None
+    try:
+        text = raw.decode("utf-8-sig")  # -sig: a BOM from a Windows editor is not an error
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise SpaceError(f"{path}: not UTF-8 text at line {line} (byte {raw[exc.start]:#04x}); "
+                         "save it as UTF-8") from None
     if path.suffix in (".yaml", ".yml"):
         try:
             import yaml
@@ -127,12 +160,16 @@ def load_space_file(path: Path) -> dict[str, Any]:
         try:
             data = yaml.safe_load(text)
         except yaml.YAMLError as exc:
-            raise SpaceError(f"{path}: not valid YAML: {exc}".splitlines()[0]) from None
+            mark = getattr(exc, "problem_mark", None)
+            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+            problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+            raise SpaceError(f"{path}: not valid YAML{where}: {problem}") from None
     else:
         try:
             data = json.loads(text)
         except json.JSONDecodeError as exc:
-            raise SpaceError(f"{path}: not valid JSON: {exc}") from None
+            raise SpaceError(f"{path}: not valid JSON at line {exc.lineno}, column {exc.colno}: "
+                             f"{exc.msg}") from None
     if not isinstance(data, dict) or not data:
         raise SpaceError(f"{path}: a space is a non-empty mapping of knob paths to specs")
     return data
@@ -177,8 +214,6 @@ class SearchSpace:
         name = param_name(path)
         if "choices" in spec:
             return trial.suggest_categorical(name, spec["choices"])
-        if isinstance(spec["low"], int) and isinstance(spec["high"], int) and isinstance(
-            knob_fields()[path].default, int
-        ):
+        if _integer(path):
             return trial.suggest_int(name, spec["low"], spec["high"], log=spec["log"])
         return trial.suggest_float(name, float(spec["low"]), float(spec["high"]), log=spec["log"])

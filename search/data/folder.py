@@ -2,11 +2,13 @@
 
 Images are resized (bilinear) to one square size, the smallest side found in the folder capped at
 MAX_SIZE, so nothing is upsampled and small-image datasets stay small. Grayscale folders stay one
-channel; a folder with any colour image becomes RGB.
+channel; a folder with any colour image becomes RGB. An image Pillow cannot or will not decode
+(broken, or over its decompression-bomb pixel limit) is one ValueError naming the file.
 """
 
 from __future__ import annotations
 
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +20,7 @@ GRAY_MODES = ("1", "L", "LA", "I", "I;16", "F")
 def load_folder(root: Path) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """(images uint8 (N, C, S, S), labels int64, class names sorted) from `root/<class>/*`."""
     try:
-        from PIL import Image, UnidentifiedImageError
+        from PIL import Image
     except ImportError:
         raise ValueError("folder: datasets need Pillow (pip install Pillow)") from None
 
@@ -39,7 +41,10 @@ def load_folder(root: Path) -> tuple[np.ndarray, np.ndarray, list[str]]:
                 with Image.open(path) as im:
                     im.load()
                     images.append(im.copy())
-            except (UnidentifiedImageError, OSError) as exc:
+            except Image.DecompressionBombError as exc:
+                raise ValueError(f"{path}: too many pixels to decode safely ({exc})") from None
+            # what Pillow's decoders raise on broken files (UnidentifiedImageError is an OSError)
+            except (OSError, ValueError, SyntaxError, EOFError, struct.error) as exc:
                 raise ValueError(f"{path}: not an image Pillow can read ({exc})") from None
             labels.append(label)
     gray = all(im.mode in GRAY_MODES for im in images)
