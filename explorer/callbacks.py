@@ -69,7 +69,7 @@ class Explorer:
         except Exception as exc:  # any failure: the UI shows why, the log has the traceback
             log.exception("export of trial %s of %s failed", number, study)
             return None, f"Export of trial {number} failed: {exc}"
-        return archive, f"Exported trial {number} to {archive.with_suffix('')}"
+        return archive, f"Exported trial {number} to {archive}"
 
 
 def register_callbacks(app: dash.Dash, ex: Explorer) -> None:

@@ -1,19 +1,32 @@
-"""Export a trial into runs/exports and zip it for download; compiling only, never training."""
+"""Export a trial into runs/exports and zip it for download; compiling only, never training.
+
+Each export works in a temporary folder of its own and renames only the finished zip into place,
+so two tabs (or a double click) exporting one trial never see each other's half-written files.
+"""
 
 from __future__ import annotations
 
+import os
 import shutil
+import tempfile
 from pathlib import Path
 
 from .paths import export_dir
 
 
 def export_zip(storage_spec: str, study_name: str, trial_number: int, runs_dir: Path) -> Path:
-    """Write runs/exports/<study>/trial-<n>/ via search.export, then zip it beside the folder."""
+    """runs/exports/<study>/trial-<n>.zip holding the folder search.export writes."""
     from search.export import export_trial
 
-    out_dir = export_dir(runs_dir, study_name, trial_number)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    folder = Path(export_trial(storage_spec, study_name, trial_number, out_dir))
-    archive = shutil.make_archive(str(out_dir), "zip", root_dir=folder.parent, base_dir=folder.name)
-    return Path(archive)
+    target = export_dir(runs_dir, study_name, trial_number)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        folder = Path(export_trial(storage_spec, study_name, trial_number, work / target.name))
+        archive = shutil.make_archive(str(work / target.name), "zip", root_dir=folder.parent,
+                                      base_dir=folder.name)
+        zipped = target.with_suffix(".zip")
+        os.replace(archive, zipped)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)  # this call's own temporary folder
+    return zipped

@@ -7,7 +7,7 @@ leaves a half-written model where a complete one is expected.
 from __future__ import annotations
 
 import json
-import shutil
+import os
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -24,7 +24,7 @@ from spaces import Config, build_model
 from .storage import StorageError, artifact_store, load_study
 from .study import study_settings
 
-CONFIG_FILE, WEIGHTS_FILE, PACKED_FILE, CARD_FILE = (
+MODEL_FILES = CONFIG_FILE, WEIGHTS_FILE, PACKED_FILE, CARD_FILE = (
     "config.json",
     "weights.safetensors",
     "model.bnnx",
@@ -62,9 +62,15 @@ def write_model_folder(
     meta: dict[str, Any],
     metrics: dict[str, Any],
     title: str,
+    force: bool = False,
 ) -> Path:
-    """Write config.json, weights.safetensors, model.bnnx and README.md atomically."""
+    """Write config.json, weights.safetensors, model.bnnx and README.md atomically.
+
+    The folder is written beside `out_dir` and renamed into place. An existing `out_dir` must be
+    empty, or a bnnx model folder replaced with `force`: nothing bnnx did not write is deleted.
+    """
     out_dir = Path(out_dir)
+    check_out_dir(out_dir, force)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     try:
@@ -75,13 +81,72 @@ def write_model_folder(
         packed = kernels.compile(model, (meta["in_channels"], size, size))
         packed.save(str(tmp / PACKED_FILE))
         (tmp / CARD_FILE).write_text(model_card(title, config, meta, metrics, packed))
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        tmp.rename(out_dir)
+        _move_into_place(tmp, out_dir, force)
     finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
+        _remove_model_folder(tmp)
     return out_dir
+
+
+def is_model_folder(path: Path) -> bool:
+    """A folder holding a packed model and nothing but the files an export writes."""
+    names = {p.name for p in path.iterdir()} if path.is_dir() else set()
+    return PACKED_FILE in names and names <= set(MODEL_FILES)
+
+
+def check_out_dir(out_dir: Path, force: bool) -> None:
+    """Refuse an output folder whose contents bnnx would have to delete (before any work)."""
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ModelFolderError(f"--out {out_dir} is a file; give a folder path")
+    here = Path.cwd().resolve()
+    if out_dir.resolve() == here or out_dir.resolve() in here.parents:
+        raise ModelFolderError(f"--out {out_dir} is the current folder or holds it; give a new "
+                               "folder for the model")
+    if not out_dir.is_dir() or not any(out_dir.iterdir()):
+        return
+    if not is_model_folder(out_dir):
+        raise ModelFolderError(
+            f"--out {out_dir} is not empty and is not a bnnx model folder; bnnx never deletes "
+            "files it did not write: give a new or empty folder"
+        )
+    if not force:
+        raise ModelFolderError(f"--out {out_dir} holds a bnnx model already; add --force to "
+                               "replace it, or give a new folder")
+
+
+def _move_into_place(new: Path, out_dir: Path, force: bool) -> None:
+    """Rename `new` to `out_dir`; a model folder already there is set aside, then removed."""
+    if out_dir.is_dir() and not any(out_dir.iterdir()):
+        out_dir.rmdir()
+    old = None
+    if out_dir.exists():
+        check_out_dir(out_dir, force)  # it may have changed while the model was written
+        old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old.", dir=out_dir.parent))
+        os.replace(out_dir, old / out_dir.name)
+    try:
+        new.rename(out_dir)
+    except OSError:
+        if old is not None:  # put the previous model back where it was
+            os.replace(old / out_dir.name, out_dir)
+        raise
+    finally:
+        if old is not None:
+            _remove_model_folder(old / out_dir.name)
+            _remove_model_folder(old)
+
+
+def _remove_model_folder(path: Path) -> None:
+    """Delete the files an export writes, then the folder if that left it empty."""
+    if not path.is_dir():
+        return
+    for name in MODEL_FILES:
+        (path / name).unlink(missing_ok=True)
+    for leftover in path.glob(f"{PACKED_FILE}.tmp"):
+        leftover.unlink()
+    try:
+        path.rmdir()
+    except OSError:
+        pass  # something else is in it: not ours to delete
 
 
 def model_card(
@@ -151,8 +216,10 @@ def pick_trial(study: optuna.Study, number: int | None) -> optuna.trial.FrozenTr
     return complete[number]
 
 
-def export_trial(spec: str, study_name: str, trial_number: int | None, out_dir: Path) -> Path:
+def export_trial(spec: str, study_name: str, trial_number: int | None, out_dir: Path,
+                 force: bool = False) -> Path:
     """Rebuild a trial's model from its config and weights artifact and write its folder."""
+    check_out_dir(Path(out_dir), force)
     study = load_study(spec, study_name)
     trial = pick_trial(study, trial_number)
     config = Config.from_dict(trial.user_attrs["config"])
@@ -174,7 +241,7 @@ def export_trial(spec: str, study_name: str, trial_number: int | None, out_dir: 
         model = load_weights(build_for(config, meta), weights)
     title = f"bnnx model: study {study_name}, trial {trial.number}"
     metrics = dict(trial.user_attrs.get("metrics", {}))
-    return write_model_folder(Path(out_dir), config, model, meta, metrics, title)
+    return write_model_folder(Path(out_dir), config, model, meta, metrics, title, force)
 
 
 def load_packed(model_dir: Path) -> kernels.PackedModel:

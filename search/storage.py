@@ -12,8 +12,15 @@ from pathlib import Path
 
 import optuna
 from optuna.artifacts import FileSystemArtifactStore
-from optuna.storages import BaseStorage, JournalStorage, RDBStorage
+from optuna.storages import (
+    BaseStorage,
+    JournalStorage,
+    RDBStorage,
+    RetryHeartbeatStaleTrialCallback,
+)
 from optuna.storages.journal import JournalFileBackend
+
+from .journal import JournalDamagedError, first_bad_line, repair_command, repair_torn_tail
 
 RUNS_DIR = Path("runs")
 DEFAULT_STORAGE = str(RUNS_DIR / "bnnx.journal")
@@ -44,7 +51,9 @@ def open_storage(spec: str, create: bool = False) -> BaseStorage:
         try:
             with warnings.catch_warnings():  # heartbeats: experimental flag, stable behaviour
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                return RDBStorage(url, heartbeat_interval=60, grace_period=180)
+                retry = RetryHeartbeatStaleTrialCallback(max_retry=1)  # a dead worker's trial
+                return RDBStorage(url, heartbeat_interval=60, grace_period=180,
+                                  heartbeat_stale_trial_callback=retry)
         except Exception as exc:  # driver errors vary: name the URL and the cause in one line
             raise StorageError(f"cannot open storage {spec!r}: {exc}".splitlines()[0]) from None
     path = Path(spec)
@@ -57,7 +66,16 @@ def open_storage(spec: str, create: bool = False) -> BaseStorage:
             RUNS_DIR.mkdir(exist_ok=True)
         if not path.parent.is_dir():
             raise StorageError(f"folder {str(path.parent)!r} of storage {spec!r} does not exist")
-    return JournalStorage(JournalFileBackend(str(path)))
+    repair_torn_tail(path)
+    try:
+        return JournalStorage(JournalFileBackend(str(path)))
+    except ValueError as exc:  # Optuna's "Invalid log format." and JSON errors
+        line = first_bad_line(path)
+        where = f"line {line}" if line else "a record"
+        raise JournalDamagedError(
+            f"journal {path} is damaged at {where} ({exc}); run '{repair_command(path)}' "
+            "while no search uses it (it keeps a backup)"
+        ) from None
 
 
 def default_artifacts_dir(spec: str) -> Path:

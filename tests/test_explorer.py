@@ -423,8 +423,10 @@ def test_export_zips_the_trial_folder(explorer_state, storage, monkeypatch) -> N
     make_study(storage, "s1", [(0.9, 1.0), (0.95, 2.0)])
     archive, message = explorer_state.export("s1", None)
     out_dir = explorer_state.runs_dir / "exports" / "s1" / "trial-1"
-    assert calls == [("spec", "s1", 1, out_dir.resolve())]
+    assert [call[:3] for call in calls] == [("spec", "s1", 1)]
+    assert calls[0][3].name == "trial-1" and calls[0][3].parent.parent == out_dir.parent.resolve()
     assert archive == out_dir.with_suffix(".zip").resolve()
+    assert [p.name for p in out_dir.parent.iterdir()] == ["trial-1.zip"]  # no temporary left
     names = [n for n in zipfile.ZipFile(archive).namelist() if not n.endswith("/")]
     assert sorted(names) == [
         "trial-1/README.md",
