@@ -147,6 +147,16 @@ def read_conv_fields(op: Op) -> None:
     op.blocked = bitops.block_weight(op.weight)
 
 
+def conv_output(op: Op, shape: tuple[int, ...]) -> tuple[int, int, int]:
+    """(C_out, OH, OW) of a stored binary conv (read_conv_fields) on a per-sample input map."""
+    channels = op.map_input(shape)[0]
+    if channels != op.c_in:
+        raise ValueError(f"{op.name}: parameter 'c_in' is {op.c_in}, the input has {channels} "
+                         "channels")
+    _, oh, ow = op.window(shape, op.kernel, op.stride, op.padding, kernel_key="kernel")
+    return op.c_out, oh, ow
+
+
 def _maxpool_params(path: str, pool: nn.Module) -> dict[str, list[int]] | None:
     name = type(pool).__name__
     if name == "Identity":
@@ -190,6 +200,12 @@ class PackOp(Op):
     @property
     def output_encoding(self) -> Encoding:
         return "bits"
+
+    def output_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        if len(shape) == 1:  # rows pack as (F, 1, 1) maps
+            shape = (shape[0], 1, 1)
+        self.per_channel(self.map_input(shape)[0], "shift")
+        return shape
 
     def run(self, x: Value, threads: int) -> Value:
         if isinstance(x, Bits):
@@ -327,6 +343,14 @@ class PlainBlockOp(Op):
         s = "" if self.stride == (1, 1) else f"s{self.stride[0]}"
         return f"bconv{kh}x{kw}{s}" + ("+maxpool" if self.pool else "")
 
+    def output_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        c, oh, ow = conv_output(self, shape)
+        if self.pool:
+            kernel, stride, padding = self.pool
+            _, oh, ow = self.window((c, oh, ow), kernel, stride, padding,
+                                   kernel_key="pool kernel_size", pool=True)
+        return c, oh, ow
+
     def run(self, x: Value, threads: int) -> Value:
         if not isinstance(x, Bits) or x.channels != self.c_in:
             got = x.channels if isinstance(x, Bits) else f"a float {tuple(x.shape)} tensor"
@@ -386,6 +410,11 @@ class BinaryLinearOp(Op):
     @property
     def label(self) -> str:
         return "blinear"
+
+    def output_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        if shape != (self.c_in, 1, 1):
+            raise ValueError(f"{self.name}: expects packed ({self.c_in},) rows, got shape {shape}")
+        return (self.c_out,)
 
     def run(self, x: Value, threads: int) -> Value:
         if not isinstance(x, Bits) or x.channels != self.c_in or x.data.shape[1:3] != (1, 1):

@@ -29,6 +29,7 @@ from .binary_ops import (
     binary_weight,
     block_input_shift,
     check_sign_quantizer,
+    conv_output,
     read_conv_fields,
     rsign_alpha,
 )
@@ -44,6 +45,7 @@ from .graph import (
     SignRequest,
     Value,
     as_float,
+    output_shapes,
     pair,
     register_op,
     to_numpy,
@@ -144,6 +146,9 @@ class BinaryConvOp(Op):
             hit = self._unit_layers[key] = (unit, shift, layer)
         return hit[2]
 
+    def output_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        return conv_output(self, shape)
+
     def run(self, x: Value, threads: int) -> torch.Tensor:
         y = self.layer(self._bits(x), threads)
         return torch.from_numpy(y).permute(0, 3, 1, 2)  # NCHW view of the NHWC result
@@ -232,6 +237,10 @@ class RPReLUOp(FloatOp):
                     shift: torch.Tensor | None = None) -> Op:
         return cls(path, {}, {"gamma": to_numpy(module.gamma), "weight": to_numpy(
             module.prelu.weight), "zeta": to_numpy(module.zeta)})
+
+    def output_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        self.per_channel(self.map_input(shape)[0], "gamma", "weight", "zeta", broadcast=True)
+        return shape
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.prelu(x - self.gamma.view(1, -1, 1, 1), self.weight) + self.zeta.view(1, -1, 1, 1)
@@ -340,6 +349,18 @@ class BlockOp(Op):
         """Block-level tensors besides the chains' (named without a chain prefix)."""
         return {}
 
+    def chains_shape(self, shape: tuple[int, ...], *parts: str) -> tuple[int, ...]:
+        """The output shape of the chains `parts` run in turn on `shape` (see output_shapes)."""
+        for part in parts:
+            shape = ([shape] + output_shapes(self.chains[part], shape))[-1]
+        return shape
+
+    def residual(self, main: tuple[int, ...], shortcut: tuple[int, ...]) -> None:
+        """A residual add takes two maps of one shape (never a broadcast)."""
+        if main != shortcut:
+            raise ValueError(f"{self.name}: the shortcut gives shape {shortcut}, the main path "
+                             f"{main}; a residual add needs one shape")
+
     def chain(self, part: str, x: Value) -> Value:
         """Run one chain (an empty chain, e.g. an identity shortcut, returns x)."""
         before = x
@@ -423,6 +444,11 @@ class ResNetBlockOp(BlockOp):
     parts = ("conv1", "bn1", "act1", "conv2", "bn2", "shortcut", "act2")
     units_of = ("1", "2")
 
+    def output_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        y = self.chains_shape(shape, "conv1", "bn1", "act1", "conv2", "bn2")
+        self.residual(y, self.chains_shape(shape, "shortcut"))
+        return self.chains_shape(y, "act2")
+
     def forward(self, x: Value) -> Value:
         block_input = as_float(x)
         y = self.unit("1", x, None, block_input)
@@ -438,6 +464,11 @@ class BiRealBlockOp(BlockOp):
     parts = ("conv", "bn", "shortcut", "act")
     units_of = ("",)
 
+    def output_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        y = self.chains_shape(shape, "conv", "bn")
+        self.residual(y, self.chains_shape(shape, "shortcut"))
+        return self.chains_shape(y, "act")
+
     def forward(self, x: Value) -> Value:
         block_input = as_float(x)
         return self.unit("", x, lambda _: self.chain("shortcut", block_input), block_input)
@@ -451,6 +482,14 @@ class ReActBlockOp(BlockOp):
     handles = ("ReActBlock",)
     parts = ("conv1", "bn1", "shortcut", "act1", "conv2", "bn2", "act2")
     units_of = ("1", "2")
+
+    def output_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        y = self.chains_shape(shape, "conv1", "bn1")
+        self.residual(y, self.chains_shape(shape, "shortcut"))
+        y = self.chains_shape(y, "act1")
+        z = self.chains_shape(y, "conv2", "bn2")
+        self.residual(z, y if z[0] == y[0] else (2 * y[0], *y[1:]))  # y, or [y, y] widened
+        return self.chains_shape(z, "act2")
 
     def forward(self, x: Value) -> Value:
         block_input = as_float(x)
@@ -498,6 +537,10 @@ class PoolFirstBlockOp(BlockOp):
     @property
     def output_encoding(self) -> Encoding:
         return "bits" if self.output == "bits" else "float"
+
+    def output_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        y = self.chains_shape(shape, "conv", "pool", "bn")
+        return self.packer.output_shape(y) if self.output == "bits" else y
 
     def forward(self, x: Value) -> Value:
         y = self.chain("bn", self.chain("pool", self.chain("conv", x)))

@@ -76,6 +76,13 @@ def _optional(module: nn.Module, attr: str, tensors: dict[str, np.ndarray],
         tensors[attr] = to_numpy(t)
 
 
+def check_bias(op: FloatOp, outputs: int) -> None:
+    """An optional bias holds one value per output."""
+    if op.bias is not None and tuple(op.bias.shape) != (outputs,):
+        raise ValueError(f"{op.name}: tensor 'bias' has shape {tuple(op.bias.shape)}, expected "
+                         f"({outputs},)")
+
+
 @register_op
 class NormalizeOp(FloatOp):
     kind = "normalize"
@@ -91,11 +98,16 @@ class NormalizeOp(FloatOp):
                     shift: torch.Tensor | None = None) -> Op:
         return cls(path, {}, {"mean": to_numpy(module.mean), "std": to_numpy(module.std)})
 
+    def output_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        self.map_input(shape)
+        for key, t in (("mean", self.mean), ("std", self.std)):
+            if any(n not in (1, m) for n, m in zip(t.shape, shape, strict=True)):
+                raise ValueError(f"{self.name}: tensor {key!r} of shape {tuple(t.shape)} does not "
+                                 f"broadcast to the input {shape}")
+        return shape
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return (x - self.mean) / self.std
-
-    def macs(self, in_shape: tuple[int, ...], out_shape: tuple[int, ...]) -> tuple[int, int]:
-        return 0, _prod(out_shape)
 
 
 @register_op
@@ -112,6 +124,11 @@ class Conv2dOp(FloatOp):
         self.groups = self.param("groups", int)
         padding = self.param("padding", (list, str))
         self.padding = padding if isinstance(padding, str) else self.int_list("padding", 2)
+        allowed = ("valid", "same") if self.stride == (1, 1) else ("valid",)
+        if isinstance(padding, str) and padding not in allowed:
+            raise ValueError(f"{name}: parameter 'padding' must be 'valid', 'same' (stride 1) or "
+                             f"two ints, got {padding!r}")
+        check_bias(self, self.weight.shape[0])
 
     @classmethod
     def from_module(cls, path: str, module: nn.Module, emit_bits: bool,
@@ -133,6 +150,21 @@ class Conv2dOp(FloatOp):
     def label(self) -> str:
         kh, kw = self.weight.shape[2:]
         return f"float:conv{kh}x{kw}"
+
+    def output_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        c, h, w = self.map_input(shape)
+        out, per_group, kh, kw = self.weight.shape
+        if self.groups < 1 or out % self.groups or c != per_group * self.groups:
+            raise ValueError(f"{self.name}: weight {tuple(self.weight.shape)} with groups "
+                             f"{self.groups} does not take {c} input channels")
+        kernel, geometry = (kh, kw), {"kernel_key": "weight kernel", "dilation": self.dilation}
+        if self.padding == "same":  # torch pads by dilation * (k - 1) in all, stride 1
+            th, tw = (d * (k - 1) for d, k in zip(self.dilation, kernel, strict=True))
+            _, oh, ow = self.window((c, h + th, w + tw), kernel, (1, 1), (0, 0), **geometry)
+        else:
+            padding = (0, 0) if self.padding == "valid" else self.padding
+            _, oh, ow = self.window(shape, kernel, self.stride, padding, **geometry)
+        return out, oh, ow
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # torch's conv may sum in another order on channels-last input: give it the model's NCHW.
@@ -156,7 +188,7 @@ class BatchNormOp(FloatOp):
         self.running_var = self.torch_tensor("running_var", 1)
         self.weight = self.optional_tensor("weight", 1)
         self.bias = self.optional_tensor("bias", 1)
-        self.eps = float(self.param("eps", (int, float)))
+        self.eps = self.real("eps")
 
     @classmethod
     def from_module(cls, path: str, module: nn.Module, emit_bits: bool,
@@ -173,12 +205,15 @@ class BatchNormOp(FloatOp):
         _optional(module, "bias", tensors, params)
         return cls(path, params, tensors)
 
+    def output_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        if len(shape) not in (1, 3):
+            raise ValueError(f"{self.name}: expects a (C, H, W) map or (F,) rows, got {shape}")
+        self.per_channel(shape[0], "running_mean", "running_var", "weight", "bias")
+        return shape
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias,
                             False, 0.0, self.eps)
-
-    def macs(self, in_shape: tuple[int, ...], out_shape: tuple[int, ...]) -> tuple[int, int]:
-        return 0, _prod(out_shape)
 
 
 @register_op
@@ -202,8 +237,8 @@ class HardtanhOp(FloatOp):
 
     def __init__(self, name: str, params: dict[str, Any], tensors: dict[str, np.ndarray]) -> None:
         super().__init__(name, params, tensors)
-        self.min_val = float(self.param("min_val", (int, float)))
-        self.max_val = float(self.param("max_val", (int, float)))
+        self.min_val = self.real("min_val")
+        self.max_val = self.real("max_val")
 
     @classmethod
     def from_module(cls, path: str, module: nn.Module, emit_bits: bool,
@@ -227,6 +262,10 @@ class PReLUOp(FloatOp):
     def from_module(cls, path: str, module: nn.Module, emit_bits: bool,
                     shift: torch.Tensor | None = None) -> Op:
         return cls(path, {}, {"weight": to_numpy(module.weight)})
+
+    def output_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        self.per_channel(shape[0], "weight", broadcast=True)
+        return shape
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.prelu(x, self.weight)
@@ -271,6 +310,12 @@ class MaxPool2dOp(FloatOp):
             "padding": pair(module.padding), "dilation": pair(module.dilation),
             "ceil_mode": bool(module.ceil_mode),
         }, {})
+
+    def output_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        self.per_channel(self.map_input(shape)[0], "lower")
+        return self.window(shape, self.kernel_size, self.stride, self.padding,
+                           kernel_key="kernel_size", pool=True, dilation=self.dilation,
+                           ceil_mode=self.ceil_mode)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.on_bnnx_kernel:
@@ -318,6 +363,10 @@ class AvgPool2dOp(FloatOp):
             "divisor_override": module.divisor_override,
         }, {})
 
+    def output_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        return self.window(shape, self.kernel_size, self.stride, self.padding,
+                           kernel_key="kernel_size", pool=True, ceil_mode=self.ceil_mode)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.avg_pool2d(x, self.kernel_size, self.stride, self.padding, self.ceil_mode,
                             self.count_include_pad, self.divisor_override)
@@ -342,6 +391,10 @@ class AdaptiveAvgPool2dOp(FloatOp):
         size = [size, size] if isinstance(size, int) or size is None else list(size)
         return cls(path, {"output_size": size}, {})
 
+    def output_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        c, h, w = self.map_input(shape)
+        return c, *(n if s is None else s for s, n in zip(self.output_size, (h, w), strict=True))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # Its channels-last kernel sums in another order (last-bit differences): NCHW as in torch.
         return F.adaptive_avg_pool2d(nchw(x), self.output_size)
@@ -362,6 +415,15 @@ class FlattenOp(FloatOp):
                     shift: torch.Tensor | None = None) -> Op:
         return cls(path, {"start_dim": int(module.start_dim), "end_dim": int(module.end_dim)}, {})
 
+    def output_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        dims = len(shape) + 1  # the batch axis too
+        start, end = self.start_dim, self.end_dim
+        if not (-dims <= start < dims and -dims <= end < dims and 1 <= start % dims <= end % dims):
+            raise ValueError(f"{self.name}: parameters 'start_dim' {start} and 'end_dim' {end} "
+                             f"must pick axes 1 to {dims - 1} of the {dims}-D batch, start first")
+        a, b = start % dims - 1, end % dims  # the per-sample axes [a, b) that merge
+        return (*shape[:a], _prod(shape[a:b]), *shape[b:])
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # On the NCHW view of an NHWC buffer this copies in NCHW order, matching torch's flatten.
         return torch.flatten(x, self.start_dim, self.end_dim)
@@ -376,6 +438,7 @@ class LinearOp(FloatOp):
         super().__init__(name, params, tensors)
         self.weight = self.torch_tensor("weight", 2)
         self.bias = self.optional_tensor("bias", 1)
+        check_bias(self, self.weight.shape[0])
 
     @classmethod
     def from_module(cls, path: str, module: nn.Module, emit_bits: bool,
@@ -384,6 +447,13 @@ class LinearOp(FloatOp):
         tensors = {"weight": to_numpy(module.weight)}
         _optional(module, "bias", tensors, params)
         return cls(path, params, tensors)
+
+    def output_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        out, features = self.weight.shape
+        if shape[-1] != features:
+            raise ValueError(f"{self.name}: weight {tuple(self.weight.shape)} takes {features} "
+                             f"features, the input has shape {shape}")
+        return (*shape[:-1], out)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.linear(x, self.weight, self.bias)

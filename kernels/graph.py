@@ -7,6 +7,10 @@ a block type means writing one Op subclass decorated with `@register_op`.
 
 from __future__ import annotations
 
+import contextlib
+import math
+import reprlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal, NamedTuple
 
@@ -17,6 +21,11 @@ from torch import nn
 from .bitops import unpack_nhwc
 
 Encoding = Literal["float", "bits"]
+
+# The most elements (per sample) any map, or a padded conv or pool input, may have: 2^26 float32
+# is 256 MiB, far beyond the networks bnnx trains, so only a damaged or hostile file's geometry
+# reaches it. It also bounds every size parameter, so none overflows a kernel's int.
+MAX_MAP_ELEMENTS = 1 << 26
 
 
 @dataclass(frozen=True)
@@ -123,8 +132,18 @@ class Op:
         its consumer's request)."""
         return False
 
+    def output_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        """The per-sample output shape for an input of per-sample `shape`, from params and tensors
+        alone; ValueError naming the field that does not fit. PackedModel checks every op with it
+        before its dry run allocates anything. This default is an elementwise op's."""
+        return shape
+
     def macs(self, in_shape: tuple[int, ...], out_shape: tuple[int, ...]) -> tuple[int, int]:
-        """(binary, float) multiply-accumulates for one sample; shapes exclude the batch."""
+        """(binary, float) multiply-accumulates for one sample; shapes exclude the batch.
+
+        Only convolutions and linear layers count (Larq's convention, and spaces.summary's):
+        elementwise work such as BatchNorm depends on what the engine fused, not on the model.
+        """
         return 0, 0
 
     def __repr__(self) -> str:
@@ -152,16 +171,90 @@ class Op:
             raise ValueError(f"{self.name}: missing parameter {key!r}")
         value = self.params[key]
         if not isinstance(value, kind) or isinstance(value, bool) and kind is int:
-            raise ValueError(f"{self.name}: parameter {key!r} has invalid value {value!r}")
+            kinds = kind if isinstance(kind, tuple) else (kind,)
+            raise ValueError(f"{self.name}: parameter {key!r} must be "
+                             f"{' or '.join(k.__name__ for k in kinds)}, got {reprlib.repr(value)}")
         return value
+
+    def real(self, key: str) -> float:
+        """A float parameter (a JSON int or float)."""
+        value = self.param(key, (int, float))
+        if not isinstance(value, bool):
+            with contextlib.suppress(OverflowError):  # an int beyond float range
+                return float(value)
+        raise ValueError(f"{self.name}: parameter {key!r} must be a float, got "
+                         f"{reprlib.repr(value)}")
 
     def int_list(self, key: str, length: int, minimum: int = 0) -> tuple[int, ...]:
         value = self.param(key, (list, tuple))
         if len(value) != length or not all(
-            isinstance(v, int) and not isinstance(v, bool) and v >= minimum for v in value
+            isinstance(v, int) and not isinstance(v, bool) and minimum <= v <= MAX_MAP_ELEMENTS
+            for v in value
         ):
-            raise ValueError(f"{self.name}: parameter {key!r} has invalid value {value!r}")
+            raise ValueError(f"{self.name}: parameter {key!r} must be {length} ints in "
+                             f"[{minimum}, {MAX_MAP_ELEMENTS}], got {reprlib.repr(value)}")
         return tuple(value)
+
+    # -- shape checks for output_shape -------------------------------------------------------
+
+    def map_input(self, shape: tuple[int, ...]) -> tuple[int, int, int]:
+        """`shape` as (C, H, W); ValueError unless the input is a map."""
+        if len(shape) != 3:
+            raise ValueError(f"{self.name}: expects a (C, H, W) map, got shape {shape}")
+        return shape[0], shape[1], shape[2]
+
+    def per_channel(self, channels: int, *keys: str, broadcast: bool = False) -> None:
+        """The 1-D tensors `keys` (those present) hold one value per input channel (or, with
+        `broadcast`, may hold a single value)."""
+        for key in keys:
+            size = self.tensors[key].size if key in self.tensors else channels
+            if size != channels and not (broadcast and size == 1):
+                raise ValueError(f"{self.name}: tensor {key!r} has {size} values, the input has "
+                                 f"{channels} channels")
+
+    def window(self, shape: tuple[int, ...], kernel: Sequence[int], stride: Sequence[int],
+               padding: Sequence[int], *, kernel_key: str, pool: bool = False,
+               dilation: Sequence[int] = (1, 1), ceil_mode: bool = False) -> tuple[int, int, int]:
+        """(C, OH, OW) of a conv or pool window on a (C, H, W) map, torch's arithmetic. Padding
+        is at most half the kernel for a pool (torch's rule) and under the window for a conv
+        (more would only add outputs of padding alone); the window must fit the padded map, and
+        the padded map MAX_MAP_ELEMENTS."""
+        c, h, w = self.map_input(shape)
+        spans = [d * (k - 1) + 1 for k, d in zip(kernel, dilation, strict=True)]
+        limits = [k // 2 for k in kernel] if pool else [s - 1 for s in spans]
+        if any(p > limit for p, limit in zip(padding, limits, strict=True)):
+            raise ValueError(f"{self.name}: padding {list(padding)} exceeds "
+                             f"{'half the kernel' if pool else 'the window'} (at most {limits})")
+        padded = [n + 2 * p for n, p in zip((h, w), padding, strict=True)]
+        if c * padded[0] * padded[1] > MAX_MAP_ELEMENTS:
+            raise ValueError(f"{self.name}: padding {list(padding)} makes a {c}x{padded[0]}x"
+                             f"{padded[1]} map, over {MAX_MAP_ELEMENTS} elements")
+        if any(span > n for span, n in zip(spans, padded, strict=True)):
+            dilated = "" if tuple(dilation) == (1, 1) else f" (dilation {list(dilation)})"
+            raise ValueError(f"{self.name}: {kernel_key} {list(kernel)}{dilated} does not fit the "
+                             f"padded {padded[0]}x{padded[1]} input")
+        out = []
+        for n, span, s, p in zip((h, w), spans, stride, padding, strict=True):
+            size = (n + 2 * p - span + (s - 1 if ceil_mode else 0)) // s + 1
+            if ceil_mode and (size - 1) * s >= n + p:  # the last window must start inside
+                size -= 1
+            out.append(size)
+        return c, out[0], out[1]
+
+
+def output_shapes(ops: Sequence[Op], shape: tuple[int, ...]) -> list[tuple[int, ...]]:
+    """Each op's per-sample output shape when `ops` run in turn on `shape` (Op.output_shape),
+    every map within MAX_MAP_ELEMENTS; nothing is allocated or run."""
+    if math.prod(shape) > MAX_MAP_ELEMENTS:
+        raise ValueError(f"input shape {shape} has over {MAX_MAP_ELEMENTS} elements")
+    out = []
+    for op in ops:
+        shape = op.output_shape(shape)
+        if math.prod(shape) > MAX_MAP_ELEMENTS:
+            raise ValueError(f"{op.name}: output shape {shape} has over {MAX_MAP_ELEMENTS} "
+                             "elements")
+        out.append(shape)
+    return out
 
 
 OPS: dict[str, type[Op]] = {}

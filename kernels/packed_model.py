@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from os import PathLike
@@ -11,7 +12,8 @@ import numpy as np
 import torch
 
 from .bitops import active_isa
-from .graph import Bits, Op, Value, as_float, value_shape
+from .errors import InputError
+from .graph import Bits, Op, Value, as_float, output_shapes, value_shape
 from .profiling import Profile, summarise, time_ops
 
 
@@ -33,25 +35,33 @@ class LayerInfo:
 
 
 class PackedModel:
-    """Inference-only packed network: float stem/head via torch.nn.functional, packed body."""
+    """Inference-only packed network: float stem/head via torch.nn.functional, packed body.
+
+    `threads` (the kernels' threads per call) is capped at the CPU count: more only contend.
+    """
 
     def __init__(self, ops: Sequence[Op], input_shape: Sequence[int], threads: int = 1) -> None:
         self.ops = list(ops)
         self.input_shape = tuple(int(s) for s in input_shape)
-        self.threads = _threads(threads)
+        self.threads = min(_threads(threads), os.cpu_count() or 1)
         # Producers whose output pass can also pack their consumer's input do so.
         for producer, consumer in zip(self.ops[:-1], self.ops[1:], strict=True):
             request = consumer.wants_signs()
             if request is not None:
                 producer.emit_signs(request)
-        # A dry run fixes every layer's shapes and proves the graph is consistent.
+        # Every op's shapes from its params and tensors first, so no map a file declares is
+        # allocated before it is proved to fit; then a dry run proves the graph runs as declared.
+        declared = output_shapes(self.ops, self.input_shape)
         value: Value = torch.zeros((1, *self.input_shape))
         self._shapes: list[tuple[tuple[int, ...], tuple[int, ...]]] = []
         with torch.inference_mode():
-            for op in self.ops:
+            for op, shape in zip(self.ops, declared, strict=True):
                 before = value_shape(value)[1:]
                 value = op.run(value, 1)
-                self._shapes.append((before, value_shape(value)[1:]))
+                if value_shape(value)[1:] != shape:
+                    raise ValueError(f"{op.name}: gave shape {value_shape(value)[1:]}, its "
+                                     f"parameters say {shape}")
+                self._shapes.append((before, shape))
         self.output_shape = value_shape(value)[1:]
 
     # -- running ----------------------------------------------------------------------------
@@ -75,20 +85,23 @@ class PackedModel:
         return out
 
     def _prepare(self, x: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """x as float32 NCHW; InputError for any other type, dtype or shape."""
         if isinstance(x, np.ndarray):
             if not (np.issubdtype(x.dtype, np.floating) or np.issubdtype(x.dtype, np.integer)):
-                raise TypeError(f"input must be a numeric array, got dtype {x.dtype}")
+                raise InputError(f"input must be an integer or floating-point array, got dtype "
+                                 f"{x.dtype}")
             t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
         elif isinstance(x, torch.Tensor):
             if x.is_complex() or x.dtype == torch.bool:
-                raise TypeError(f"input must be a real tensor, got dtype {x.dtype}")
+                raise InputError(f"input must be an integer or floating-point tensor, got dtype "
+                                 f"{x.dtype}")
             t = x.detach().to("cpu", torch.float32).contiguous()
         else:
-            raise TypeError(f"input must be a numpy array or torch tensor, got {type(x).__name__}")
+            raise InputError(f"input must be a numpy array or torch tensor, got {type(x).__name__}")
         if t.dim() == 3:
             t = t.unsqueeze(1)
         if t.dim() != 4 or tuple(t.shape[1:]) != self.input_shape:
-            raise ValueError(
+            raise InputError(
                 f"input must have shape (N, {', '.join(map(str, self.input_shape))})"
                 + (f" or (N, {self.input_shape[1]}, {self.input_shape[2]})"
                    if self.input_shape[0] == 1 else "")

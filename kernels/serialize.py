@@ -1,14 +1,22 @@
 """The packed model file: one safetensors file, no pickle.
 
 Metadata: format = "bnnx-packed", version = "1", graph = JSON
-  {"input_shape": [C, H, W], "threads": T,
-   "ops": [{"name": ..., "kind": ..., "params": {...}, "tensors": {"weight": "3.weight", ...}}]}
+  {"input_shape": [C, H, W],
+   "ops": [{"name": ..., "kind": ..., "params": {...}, "tensors": {"weight": "3.weight", ...}}]},
+sha256 = JSON {tensor name: sha256 hex of its dtype, shape and bytes}.
 Tensors: each op's arrays, named "<op index>.<key>" (uint64 packed weights, int32 thresholds,
 int8 directions, float32 scales and float stem/head weights).
+
+A file decides no resources: its params and shapes are checked op by op before anything is
+allocated (Op.output_shape), and threads are the caller's (older files' graph "threads" is
+ignored). Every tensor is checked against its sha256, so damaged bytes never run silently. The
+checksums were added without a version bump, as older builds read these files unchanged; a file
+written before them (no sha256 entry) loads unverified.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from os import PathLike
@@ -21,13 +29,14 @@ from safetensors.numpy import save_file
 
 from .errors import PackedModelError
 from .graph import OPS
-from .packed_model import PackedModel
+from .packed_model import PackedModel, _threads
 
 FORMAT = "bnnx-packed"
 FORMAT_VERSION = 1
 
 
 def save(model: PackedModel, path: str | PathLike[str]) -> None:
+    """Write `model` to `path` atomically (a temporary sibling renamed into place)."""
     tensors: dict[str, np.ndarray] = {}
     graph_ops = []
     for i, op in enumerate(model.ops):
@@ -36,16 +45,23 @@ def save(model: PackedModel, path: str | PathLike[str]) -> None:
             refs[key] = f"{i}.{key}"
             tensors[refs[key]] = np.ascontiguousarray(array)
         graph_ops.append({"name": op.name, "kind": op.kind, "params": op.params, "tensors": refs})
-    graph = {"input_shape": list(model.input_shape), "threads": model.threads, "ops": graph_ops}
-    metadata = {"format": FORMAT, "version": str(FORMAT_VERSION), "graph": json.dumps(graph)}
+    graph = {"input_shape": list(model.input_shape), "ops": graph_ops}
+    sums = {name: _digest(array) for name, array in tensors.items()}
+    metadata = {"format": FORMAT, "version": str(FORMAT_VERSION), "graph": json.dumps(graph),
+                "sha256": json.dumps(sums)}
     target = Path(path)
     tmp = target.with_name(target.name + ".tmp")
     save_file(tensors, str(tmp), metadata=metadata)
     os.replace(tmp, target)  # readers never see a half-written file
 
 
-def load(path: str | PathLike[str]) -> PackedModel:
-    """Read a file written by PackedModel.save; PackedModelError says what is wrong with it."""
+def load(path: str | PathLike[str], threads: int = 1) -> PackedModel:
+    """Read a file written by PackedModel.save; PackedModelError says what is wrong with it.
+
+    The model runs with `threads` kernel threads (capped at the CPU count): the caller's choice,
+    never the file's (the "threads" entry older files carry is ignored).
+    """
+    threads = _threads(threads)  # the caller's mistake, not the file's: a plain ValueError
     target = Path(path)
     if not target.is_file():
         raise PackedModelError(f"{target}: no such file")
@@ -58,6 +74,7 @@ def load(path: str | PathLike[str]) -> PackedModel:
         raise
     except Exception as exc:  # noqa: BLE001 - safetensors raises several types for bad files
         raise PackedModelError(f"{target}: not a readable safetensors file ({exc})") from None
+    _verify(target, metadata, tensors)
     graph = _graph(target, metadata)
     ops = []
     for entry in graph["ops"]:
@@ -67,9 +84,32 @@ def load(path: str | PathLike[str]) -> PackedModel:
         except (KeyError, TypeError, ValueError) as exc:
             raise PackedModelError(f"{target}: op {name!r} is invalid: {exc}") from None
     try:
-        return PackedModel(ops, graph["input_shape"], threads=graph.get("threads", 1))
+        return PackedModel(ops, graph["input_shape"], threads=threads)
     except (TypeError, ValueError, RuntimeError) as exc:
-        raise PackedModelError(f"{target}: the graph does not run: {exc}") from None
+        raise PackedModelError(f"{target}: invalid graph: {exc}") from None
+
+
+def _digest(array: np.ndarray) -> str:
+    """sha256 of a tensor's dtype, shape and bytes."""
+    digest = hashlib.sha256(f"{array.dtype.name}{array.shape}".encode())
+    digest.update(np.ascontiguousarray(array).data)
+    return digest.hexdigest()
+
+
+def _verify(path: Path, metadata: dict[str, str], tensors: dict[str, np.ndarray]) -> None:
+    """Every tensor against its recorded sha256 (a file without checksums predates them)."""
+    if "sha256" not in metadata:
+        return
+    try:
+        sums = json.loads(metadata["sha256"])
+    except (json.JSONDecodeError, RecursionError):
+        sums = None
+    if not isinstance(sums, dict) or sorted(sums) != sorted(tensors):
+        raise PackedModelError(f"{path}: the sha256 metadata is not one checksum per tensor")
+    for name, array in tensors.items():
+        if sums[name] != _digest(array):
+            raise PackedModelError(f"{path}: tensor {name!r} does not match its sha256 (the file "
+                                   "is damaged; export or compile it again)")
 
 
 def _check_header(path: Path, metadata: dict[str, str]) -> None:
@@ -89,7 +129,7 @@ def _check_header(path: Path, metadata: dict[str, str]) -> None:
 def _graph(path: Path, metadata: dict[str, str]) -> dict[str, Any]:
     try:
         graph = json.loads(metadata.get("graph", ""))
-    except json.JSONDecodeError as exc:
+    except (json.JSONDecodeError, RecursionError) as exc:
         raise PackedModelError(f"{path}: graph metadata is not valid JSON ({exc})") from None
     shape = graph.get("input_shape") if isinstance(graph, dict) else None
     if (not isinstance(graph, dict) or not isinstance(graph.get("ops"), list)

@@ -6,6 +6,7 @@ leaves a half-written model where a complete one is expected.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -21,7 +22,7 @@ from torch import nn
 import kernels
 from spaces import Config, build_model
 
-from .storage import StorageError, artifact_store, load_study
+from .storage import StorageError, artifact_store, artifacts_dir, load_study
 from .study import study_settings
 
 MODEL_FILES = CONFIG_FILE, WEIGHTS_FILE, PACKED_FILE, CARD_FILE = (
@@ -30,6 +31,9 @@ MODEL_FILES = CONFIG_FILE, WEIGHTS_FILE, PACKED_FILE, CARD_FILE = (
     "model.bnnx",
     "README.md",
 )
+
+
+CONFIG_DIGEST = "bnnx_config_sha256"  # weights metadata: which config.json they belong to
 
 
 class ModelFolderError(ValueError):
@@ -76,7 +80,9 @@ def write_model_folder(
     try:
         (tmp / CONFIG_FILE).write_text(config.to_json() + "\n")
         state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-        save_file(state, str(tmp / WEIGHTS_FILE), metadata={"bnnx_data": json.dumps(meta)})
+        config_sha = hashlib.sha256((tmp / CONFIG_FILE).read_bytes()).hexdigest()
+        save_file(state, str(tmp / WEIGHTS_FILE),
+                  metadata={"bnnx_data": json.dumps(meta), CONFIG_DIGEST: config_sha})
         size = meta["image_size"]
         packed = kernels.compile(model, (meta["in_channels"], size, size))
         packed.save(str(tmp / PACKED_FILE))
@@ -174,18 +180,22 @@ classes). The model normalises raw images itself (mean {meta['mean']}, std {meta
 {layers}
 
 ## Files
-- `config.json`: the configuration (`python app.py train --config config.json` retrains it).
+- `config.json`: the configuration
+  (`bnnx train --config config.json --dataset {meta['dataset']} --out DIR` retrains it).
 - `weights.safetensors`: the trained torch weights (dataset metadata in the file's metadata).
 - `model.bnnx`: the packed-bit model for the bnnx kernels ({packed.packed_size_bytes} bytes).
 
 ## Use
 ```
-python app.py predict --model THIS_FOLDER --input images.npy
+bnnx predict --model THIS_FOLDER --input images.npy
 ```
 ```python
 import kernels
-model = kernels.load("model.bnnx")
+model = kernels.load("model.bnnx", threads=1)  # packed: XNOR + popcount on the CPU
 logits = model(images)  # (N, H, W) or (N, C, H, W) raw images
+
+from search import torch_model
+net = torch_model("THIS_FOLDER")  # the torch model, e.g. to fine-tune it
 ```
 
 ## Configuration
@@ -217,14 +227,20 @@ def pick_trial(study: optuna.Study, number: int | None) -> optuna.trial.FrozenTr
 
 
 def export_trial(spec: str, study_name: str, trial_number: int | None, out_dir: Path,
-                 force: bool = False) -> Path:
-    """Rebuild a trial's model from its config and weights artifact and write its folder."""
+                 force: bool = False, artifacts: str | None = None) -> Path:
+    """Rebuild a trial's model from its config and weights artifact and write its folder.
+
+    `artifacts` overrides the folder the study recorded (e.g. on another machine)."""
     check_out_dir(Path(out_dir), force)
     study = load_study(spec, study_name)
     trial = pick_trial(study, trial_number)
     config = Config.from_dict(trial.user_attrs["config"])
     meta = trial.user_attrs["data"]
-    store = artifact_store(study_settings(study).artifacts)
+    folder = Path(artifacts) if artifacts else artifacts_dir(spec, study_settings(study).artifacts)
+    if not folder.is_dir():
+        raise StorageError(f"artifacts folder {folder} of study {study_name!r} does not exist; "
+                           "give the folder holding its weights with --artifacts")
+    store = artifact_store(folder)
     with tempfile.TemporaryDirectory() as tmp:
         weights = Path(tmp) / WEIGHTS_FILE
         try:
@@ -235,7 +251,7 @@ def export_trial(spec: str, study_name: str, trial_number: int | None, out_dir: 
             )
         except Exception as exc:
             raise StorageError(
-                f"weights of trial {trial.number} not found in {study_settings(study).artifacts}: "
+                f"weights of trial {trial.number} not found in {folder}: "
                 f"{exc}"
             ) from None
         model = load_weights(build_for(config, meta), weights)
@@ -246,7 +262,8 @@ def export_trial(spec: str, study_name: str, trial_number: int | None, out_dir: 
 
 def load_packed(model_dir: Path) -> kernels.PackedModel:
     """The packed model of an exported folder (or its model.bnnx itself), with errors that say
-    what is missing."""
+    what is missing. A folder's weights.safetensors and config.json, where it has them, must be
+    the model.bnnx's own (_check_one_model): predict never answers for a mixed folder."""
     model_dir = Path(model_dir)
     if model_dir.is_file() and model_dir.suffix == Path(PACKED_FILE).suffix:
         return kernels.load(str(model_dir))
@@ -258,16 +275,83 @@ def load_packed(model_dir: Path) -> kernels.PackedModel:
             f"{model_dir} has no {PACKED_FILE}; an exported folder holds "
             f"{CONFIG_FILE}, {WEIGHTS_FILE}, {PACKED_FILE}, {CARD_FILE}"
         )
-    return kernels.load(str(path))
+    packed = kernels.load(str(path))
+    if (model_dir / WEIGHTS_FILE).is_file():
+        _check_one_model(model_dir, packed)
+    return packed
+
+
+def _check_one_model(model_dir: Path, packed: kernels.PackedModel) -> None:
+    """weights.safetensors (and config.json, see _check_config) must be what model.bnnx was
+    compiled from: the same input shape and classes, and the same values in every float stem or
+    head tensor model.bnnx keeps verbatim (named by module path, as in the state dict). Reads a
+    few small tensors; rebuilds nothing."""
+    import numpy as np
+    from safetensors import safe_open
+
+    from kernels.float_ops import FloatOp
+
+    weights = model_dir / WEIGHTS_FILE
+    meta = _folder_meta(model_dir)
+    size = meta["image_size"]
+    if (packed.input_shape, packed.output_shape) != (
+            (meta["in_channels"], size, size), (meta["num_classes"],)):
+        raise ModelFolderError(
+            f"{weights} is for {meta['in_channels']}x{size}x{size} inputs and "
+            f"{meta['num_classes']} classes, {PACKED_FILE} for "
+            f"{'x'.join(map(str, packed.input_shape))} inputs and {packed.output_shape[0]} "
+            "classes: the folder mixes two models; export it again"
+        )
+    try:
+        with safe_open(str(weights), framework="np") as f:
+            stored = set(f.keys())
+            for op in (op for op in packed.ops if isinstance(op, FloatOp)):
+                for key, array in op.tensors.items():
+                    name = f"{op.name}.{key}"
+                    if name in stored and not np.array_equal(f.get_tensor(name), array):
+                        raise ModelFolderError(
+                            f"{weights} and {PACKED_FILE} differ in {name}: the folder mixes "
+                            "two models; export it again"
+                        )
+    except (SafetensorError, OSError, TypeError) as exc:
+        raise ModelFolderError(f"weights file {weights} is unreadable: {exc}") from None
+    _check_config(model_dir)
+
+
+def _folder_meta(model_dir: Path) -> dict[str, Any]:
+    """weights.safetensors' dataset metadata ("bnnx_data"), checked for the sizes it needs."""
+    weights = model_dir / WEIGHTS_FILE
+    metadata = _safetensors_metadata(weights)
+    try:
+        meta = json.loads(metadata["bnnx_data"])
+        sizes = [meta[key] for key in ("in_channels", "image_size", "num_classes")]
+    except (KeyError, TypeError, json.JSONDecodeError):
+        sizes = []
+    if len(sizes) != 3 or not all(isinstance(v, int) and v >= 1 for v in sizes):
+        raise ModelFolderError(f"weights file {weights} lacks valid bnnx_data metadata "
+                               "(positive ints in_channels, image_size, num_classes)")
+    return meta
+
+
+def _check_config(model_dir: Path) -> None:
+    """config.json must be the one the weights record the sha256 of (CONFIG_DIGEST; folders
+    exported before that record was written are not checked)."""
+    weights, config = model_dir / WEIGHTS_FILE, model_dir / CONFIG_FILE
+    digest = _safetensors_metadata(weights).get(CONFIG_DIGEST)
+    if digest is not None and (not config.is_file()
+                               or hashlib.sha256(config.read_bytes()).hexdigest() != digest):
+        raise ModelFolderError(f"{config} is not the configuration {weights} was trained with "
+                               "(its sha256 differs from the one recorded); export it again")
 
 
 def torch_model(model_dir: Path) -> nn.Module:
     """The torch model of an exported folder (config.json + weights.safetensors)."""
     model_dir = Path(model_dir)
+    meta = _folder_meta(model_dir)
+    _check_config(model_dir)
     try:
         config = Config.from_json((model_dir / CONFIG_FILE).read_text())
-        meta = json.loads(_safetensors_metadata(model_dir / WEIGHTS_FILE)["bnnx_data"])
-    except (OSError, KeyError, json.JSONDecodeError) as exc:
+    except OSError as exc:
         raise ModelFolderError(f"model folder {model_dir} is incomplete: {exc}") from None
     return load_weights(build_for(config, meta), model_dir / WEIGHTS_FILE)
 

@@ -4,7 +4,9 @@
 `precision` attribute (binary layers say 1 when they binarise their input; everything else
 defaults to 32); a weight is stored at its weight quantizer's `precision`; every other parameter
 is 32-bit. A MAC is binary only when both operands are 1-bit (XNOR + popcount); anything else is
-a float MAC. Memory is the bits the parameters need when binary ones are packed.
+a float MAC. Only convolutions and linear layers have MACs (as in Larq): BatchNorm, input
+normalisation, activations, pooling and shortcut adds count none, however an engine runs them.
+Memory is the bits the parameters need when binary ones are packed.
 """
 
 from __future__ import annotations

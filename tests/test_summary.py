@@ -62,3 +62,17 @@ def test_summary_cli(tmp_path):
                          capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr
     assert "MACs binarized" in res.stdout and "BinaryConv2d" in res.stdout
+
+
+@pytest.mark.parametrize("family", ["plain", "resnet", "bireal", "reactnet"])
+@pytest.mark.parametrize("stem_layout", ["conv3x3", "imagenet"])
+def test_summary_and_packed_model_count_the_same_macs(family, stem_layout):
+    import kernels
+
+    config = Config.from_dict({"arch": {"family": family, "width": 16, "depth": 2,
+                                        "stem_layout": stem_layout}})
+    model = build_model(config, 3, 10, 32).eval()
+    summary = summarize(model, (3, 32, 32))
+    rows = kernels.compile(model, (3, 32, 32)).layers_info()
+    assert summary.binary_macs == sum(r.binary_macs for r in rows)
+    assert summary.float_macs == sum(r.float_macs for r in rows)  # one count on the card too
