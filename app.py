@@ -31,21 +31,29 @@ def _int_at_least(low: int):
 
 
 _positive, _non_negative = _int_at_least(1), _int_at_least(0)
+OUT_HELP = "model folder to write: new or empty (written beside it, then renamed into place)"
+FORCE_HELP = "replace --out when it is a bnnx model folder (never any other folder)"
 
 
 def cmd_explorer(args: argparse.Namespace) -> None:
     from explorer import run_app
 
+    if Path(args.runs).exists() and not Path(args.runs).is_dir():
+        raise ValueError(f"--runs {args.runs} is a file; give a folder for logs and exports")
     run_app(args.storage, Path(args.runs), host=args.host, port=args.port,
-            open_browser=not args.no_browser)
+            open_browser=not args.no_browser, allow_remote=args.allow_remote)
 
 
-def cmd_search(args: argparse.Namespace) -> None:
+def cmd_search(args: argparse.Namespace) -> int:
     from search import SearchSettings, run_search
+    from search.stopping import StopSignals
 
     settings = SearchSettings(dataset=args.dataset, space=args.space, trials=args.trials,
-                              epochs=args.epochs, seed=args.seed, artifacts=args.artifacts or "")
-    study = run_search(args.storage, args.study, settings, workers=args.workers)
+                              epochs=args.epochs, seed=args.seed, artifacts=args.artifacts or "",
+                              latency_threads=args.latency_threads)
+    stop = StopSignals.shared() if args.workers > 1 else StopSignals()
+    with stop.installed():
+        study = run_search(args.storage, args.study, settings, workers=args.workers, stop=stop)
     done = [t for t in study.trials if t.values is not None]
     best = max(done, key=lambda t: t.values[0]) if done else None
     print(json.dumps({
@@ -60,21 +68,45 @@ def cmd_search(args: argparse.Namespace) -> None:
         ],
     }, indent=2))
     sys.stdout.flush()
+    return _finish_line(args.study, study, stop)
+
+
+def _finish_line(name: str, study, stop) -> int:
+    """The closing line on stderr and the exit code: 0, 1 if every trial failed, 130 stopped."""
+    from search.stopping import EXIT_STOPPED, STOPPED_REASON
+
+    done = [t for t in study.trials if t.values is not None]
+    failed = [t for t in study.trials if t.values is None]
+    stopped = [t for t in failed if t.user_attrs.get("fail_reason") == STOPPED_REASON]
+    best = max(done, key=lambda t: t.values[0]) if done else None
     best_text = f"best val {100 * best.values[0]:.1f}%" if best else "no completed trial"
-    print(f"search {args.study} finished: {len(done)} complete, "
-          f"{len(study.trials) - len(done)} failed, {best_text}", file=sys.stderr)
+    counts = f"{len(done)} complete, {len(failed) - len(stopped)} failed, {len(stopped)} stopped"
+    if stop.requested:
+        print(f"search {name} stopped by a signal: {counts}, {best_text}", file=sys.stderr)
+        return EXIT_STOPPED
+    print(f"search {name} finished: {counts}, {best_text}", file=sys.stderr)
+    if failed and not done:
+        reason = failed[0].user_attrs.get("fail_reason", "no reason recorded")
+        print(f"error: every trial failed; the first: {reason}", file=sys.stderr)
+        return 1
+    return 0
 
 
-def cmd_worker(args: argparse.Namespace) -> None:
-    from search import run_worker
+def cmd_worker(args: argparse.Namespace) -> int:
+    from search import load_study, run_worker
+    from search.stopping import StopSignals
 
-    run_worker(args.storage, args.study, args.trials, worker=args.worker_index,
-               threads=args.threads)
+    with StopSignals().installed() as stop:
+        run_worker(args.storage, args.study, args.trials, worker=args.worker_index,
+                   threads=args.threads, artifacts=args.artifacts, stop=stop)
+    return _finish_line(args.study, load_study(args.storage, args.study), stop)
 
 
 def cmd_train(args: argparse.Namespace) -> None:
+    import torch
+
     from search.datasets import get_dataset
-    from search.export import write_model_folder
+    from search.export import check_out_dir, write_model_folder
     from search.objective import evaluate_and_profile
     from search.training import print_epoch, train
     from spaces import Config
@@ -83,15 +115,20 @@ def cmd_train(args: argparse.Namespace) -> None:
     if not path.is_file():
         raise FileNotFoundError(f"config file {path} does not exist")
     config = Config.from_json(path.read_text())
+    check_out_dir(Path(args.out), args.force)  # before training, not after it
+    if Path(args.cache).exists() and not Path(args.cache).is_dir():
+        raise ValueError(f"--cache {args.cache} is a file; give a folder")
+    torch.set_num_threads(args.threads)
     if args.epochs is not None:
         config = Config.from_dict({**config.to_dict(),
                                    "train": {**config.to_dict()["train"], "epochs": args.epochs}})
     data = get_dataset(args.dataset)
     result = train(config, data, cache=Path(args.cache), on_epoch=print_epoch(path.stem))
     report = evaluate_and_profile(config, result.model, data)
-    metrics = {**report["metrics"], "train_seconds": result.seconds}
+    metrics = {**report["metrics"], "train_seconds": result.seconds,
+               "train_threads": args.threads}
     out = write_model_folder(Path(args.out), config, result.model, data.meta(), metrics,
-                             f"bnnx model trained from {path.name}")
+                             f"bnnx model trained from {path.name}", args.force)
     print(json.dumps({"out": str(out), **metrics}, indent=2))
 
 
@@ -112,13 +149,15 @@ def cmd_summary(args: argparse.Namespace) -> None:
 def cmd_export(args: argparse.Namespace) -> None:
     from search import export_trial
 
-    out = export_trial(args.storage, args.study, args.trial, Path(args.out))
+    out = export_trial(args.storage, args.study, args.trial, Path(args.out), args.force,
+                       args.artifacts)
     print(json.dumps({"out": str(out)}))
 
 
 def cmd_predict(args: argparse.Namespace) -> None:
     import numpy as np
 
+    from kernels.errors import InputError
     from search import load_packed
 
     model = load_packed(Path(args.model))
@@ -129,15 +168,43 @@ def cmd_predict(args: argparse.Namespace) -> None:
         x = np.load(path, allow_pickle=False)
     except (ValueError, OSError) as exc:
         raise ValueError(f"input {path} is not a readable .npy array: {exc}") from None
-    logits = model(x)
+    if not isinstance(x, np.ndarray):  # np.load opens an .npz archive lazily
+        x.close()
+        raise ValueError(f"input {path} is an .npz archive; predict reads one .npy array")
+    if x.dtype.kind == "f" and not np.isfinite(x).all():  # ints are finite; others refused below
+        bad = x.size - np.count_nonzero(np.isfinite(x))
+        raise ValueError(f"input {path} has {bad} NaN or infinite values; pixels must be finite")
+    try:
+        logits = model(x)
+    except InputError as exc:
+        raise ValueError(f"input {path}: {exc}") from None
     print(json.dumps({"predictions": [int(i) for i in logits.argmax(axis=1)]}))
+
+
+def cmd_repair(args: argparse.Namespace) -> None:
+    from search.journal import first_bad_line, repair_torn_tail, salvage_journal
+
+    path = Path(args.storage)
+    if "://" in args.storage or not path.is_file():
+        raise FileNotFoundError(f"journal file {args.storage} does not exist (repair works on "
+                                "journal files; databases keep their own consistency)")
+    torn = repair_torn_tail(path)
+    line = first_bad_line(path)
+    if line is None:
+        print(json.dumps({"journal": str(path), "repaired": torn is not None,
+                          "backup": str(torn.backup) if torn else None}))
+        return
+    report = salvage_journal(path)
+    print(json.dumps({"journal": str(path), "repaired": True, "first_bad_line": line,
+                      "salvaged_lines": report.salvaged_lines,
+                      "dropped_lines": report.dropped_lines, "backup": str(report.backup)}))
 
 
 def cmd_bench(args: argparse.Namespace) -> None:
     import runpy
 
     folder = Path(__file__).resolve().parent / "bench"
-    suites = sorted(p.stem for p in folder.glob("*.py") if p.stem != "timing")
+    suites = _bench_suites()
     if args.suite not in suites:
         raise ValueError(f"unknown benchmark {args.suite!r}; allowed: {', '.join(suites)}")
     sys.path.insert(0, str(folder))  # the scripts share bench/timing.py
@@ -145,89 +212,173 @@ def cmd_bench(args: argparse.Namespace) -> None:
     runpy.run_path(sys.argv[0], run_name="__main__")
 
 
+STORAGE_HELP = "journal file, sqlite:///FILE (one worker) or postgresql://USER:PASS@HOST/DB"
+SUB_STORAGE_HELP = STORAGE_HELP + " (default: the --storage given before the subcommand)"
+
+
+class _DefaultsFormatter(argparse.HelpFormatter):
+    """Help lines end with the option's default, where it has a real one not already told."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if (action.default not in (None, False, argparse.SUPPRESS) and "default" not in text
+                and action.option_strings):
+            text += " (default: %(default)s)"
+        return text
+
+
+def _port(text: str) -> int:
+    port = _positive(text)
+    if port > 65535:
+        raise argparse.ArgumentTypeError(f"expected a port 1..65535, got {text!r}")
+    return port
+
+
+def _storage(parser: argparse.ArgumentParser) -> None:
+    """--storage after a subcommand; left out, the one before it (or its default) holds."""
+    parser.add_argument("--storage", default=argparse.SUPPRESS, help=SUB_STORAGE_HELP)
+
+
+def _bench_suites() -> list[str]:
+    folder = Path(__file__).resolve().parent / "bench"
+    return sorted(p.stem for p in folder.glob("*.py") if p.stem != "timing")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from search.storage import DEFAULT_STORAGE
 
+    fmt = _DefaultsFormatter
     p = argparse.ArgumentParser(
-        prog="app.py",
-        description="bnnx: search binary neural networks, profile them on packed-bit kernels.",
+        description="bnnx: search binary neural networks, profile them on packed-bit kernels. "
+        "Without a subcommand it serves the explorer.",
+        formatter_class=fmt,
     )
-    p.add_argument("--storage", default=DEFAULT_STORAGE, help="journal file or database URL")
-    p.add_argument("--runs", default="runs", help="folder for logs and exports (explorer)")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=_positive, default=8050)
+    p.add_argument("--storage", default=DEFAULT_STORAGE, help=STORAGE_HELP)
+    p.add_argument("--runs", default="runs", help="folder for the explorer's logs and exports")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address the explorer serves on; any but loopback needs --allow-remote")
+    p.add_argument("--allow-remote", action="store_true",
+                   help="serve on a non-loopback --host (no authentication: anyone who reaches "
+                   "it can start searches and download models)")
+    p.add_argument("--port", type=_port, default=8050, help="the explorer's port")
     p.add_argument("--no-browser", action="store_true", help="do not open a browser tab")
     p.set_defaults(func=cmd_explorer)
     sub = p.add_subparsers(title="subcommands", metavar="COMMAND")
 
-    s = sub.add_parser("search", help="create a study and run it to completion")
+    s = sub.add_parser("search", help="create a study and run it to completion",
+                       formatter_class=fmt)
     s.add_argument("--dataset", default="digits",
                    help="digits, fashion-mnist, mnist, kmnist, cifar10, cifar100 or folder:PATH")
     s.add_argument("--space", default="quick",
                    help="preset (quick, survey) or a .json/.yaml space file")
-    s.add_argument("--trials", type=_positive, default=10)
-    s.add_argument("--epochs", type=_positive, default=3)
-    s.add_argument("--workers", type=_positive, default=1)
-    s.add_argument("--storage", default=DEFAULT_STORAGE,
-                   help="journal file path, sqlite:///FILE (one worker) or postgresql://...")
+    s.add_argument("--trials", type=_positive, default=10, help="trials in all, over all workers")
+    s.add_argument("--epochs", type=_positive, default=3, help="training epochs per trial")
+    s.add_argument("--workers", type=_positive, default=1,
+                   help="local worker processes (each trains on CPUs / workers threads)")
+    _storage(s)
     s.add_argument("--study", default="bnnx", help="study name (must be new)")
-    s.add_argument("--seed", type=_non_negative, default=0)
-    s.add_argument("--artifacts", help="folder for trial weights (default: beside the storage)")
+    s.add_argument("--seed", type=_non_negative, default=0, help="sampler and training seed")
+    s.add_argument("--artifacts", help="folder for trial weights (default: artifacts/ beside a "
+                   "journal or SQLite file, runs/artifacts for a server database)")
+    s.add_argument("--latency-threads", type=_positive, default=1,
+                   help="threads every latency is measured on, stored with the study so all "
+                   "trials compare (1 stays exact on a busy machine)")
     s.set_defaults(func=cmd_search)
 
-    w = sub.add_parser("worker", help="join an existing study (any machine) and run trials")
-    w.add_argument("--storage", required=True)
-    w.add_argument("--study", required=True)
-    w.add_argument("--trials", type=_positive, default=10)
-    w.add_argument("--threads", type=_positive, default=max(1, os.cpu_count() or 1))
+    w = sub.add_parser("worker", help="join an existing study (any machine) and run trials",
+                       formatter_class=fmt)
+    _storage(w)
+    w.add_argument("--study", required=True, help="name of the study to join")
+    w.add_argument("--trials", type=_positive, default=10, help="trials this worker runs")
+    w.add_argument("--threads", type=_positive, default=max(1, os.cpu_count() or 1),
+                   help="training threads (latency uses the study's --latency-threads)")
     w.add_argument("--worker-index", type=_non_negative, default=0,
                    help="distinct per worker: offsets the sampler seed")
+    w.add_argument("--artifacts", help="this machine's path to the study's weights folder "
+                   "(default: the folder recorded with the study)")
     w.set_defaults(func=cmd_worker)
 
-    t = sub.add_parser("train", help="train one configuration and write a model folder")
+    t = sub.add_parser("train", help="train one configuration and write a model folder",
+                       formatter_class=fmt)
     t.add_argument("--config", required=True, help="config JSON file")
-    t.add_argument("--dataset", default="digits")
-    t.add_argument("--epochs", type=_positive)
-    t.add_argument("--out", required=True)
+    t.add_argument("--dataset", default="digits", help="dataset to train on (as for search)")
+    t.add_argument("--epochs", type=_positive, help="override the config's epochs")
+    t.add_argument("--threads", type=_positive, default=max(1, os.cpu_count() or 1),
+                   help="training threads (1 is faster on a busy machine; accuracy can differ "
+                   "between thread counts)")
+    t.add_argument("--out", required=True, help=OUT_HELP)
+    t.add_argument("--force", action="store_true", help=FORCE_HELP)
     t.add_argument("--cache", default="runs", help="folder whose teachers/ keeps trained "
                    "distillation teachers, so a second run reuses its fp twin")
     t.set_defaults(func=cmd_train)
 
-    m = sub.add_parser("summary", help="print a config's per-layer precision, memory and MACs")
+    m = sub.add_parser("summary", help="print a config's per-layer precision, memory and MACs",
+                       formatter_class=fmt)
     m.add_argument("--config", required=True, help="config JSON file")
     m.add_argument("--dataset", default="digits", help="sets input shape and classes")
     m.set_defaults(func=cmd_summary)
 
-    e = sub.add_parser("export", help="write a trial's model folder")
-    e.add_argument("--storage", default=DEFAULT_STORAGE)
-    e.add_argument("--study", required=True)
+    e = sub.add_parser("export", help="write a trial's model folder", formatter_class=fmt)
+    _storage(e)
+    e.add_argument("--study", required=True, help="study holding the trial")
     e.add_argument("--trial", type=_non_negative,
                    help="trial number (default: most accurate on the Pareto front)")
-    e.add_argument("--out", required=True)
+    e.add_argument("--out", required=True, help=OUT_HELP)
+    e.add_argument("--force", action="store_true", help=FORCE_HELP)
+    e.add_argument("--artifacts", help="folder holding the study's weights (default: the one "
+                   "recorded with the study)")
     e.set_defaults(func=cmd_export)
 
-    r = sub.add_parser("predict", help="classify images with an exported model")
+    r = sub.add_parser("predict", help="classify images with an exported model",
+                       formatter_class=fmt)
     r.add_argument("--model", required=True, help="exported model folder, or its model.bnnx")
     r.add_argument("--input", required=True, help=".npy of raw images (N,H,W) or (N,C,H,W)")
     r.set_defaults(func=cmd_predict)
 
-    b = sub.add_parser("bench", help="run a benchmark from bench/")
-    b.add_argument("suite", nargs="?", default="kernels")
-    b.add_argument("rest", nargs=argparse.REMAINDER)
+    j = sub.add_parser("repair", help="repair a journal file a crash left damaged (run it while "
+                       "no search uses the file; a backup copy is kept beside it)",
+                       formatter_class=fmt)
+    _storage(j)
+    j.set_defaults(func=cmd_repair)
+
+    suites = _bench_suites()
+    b = sub.add_parser("bench", help=f"run a benchmark: {', '.join(suites)}",
+                       formatter_class=fmt)
+    b.add_argument("suite", nargs="?", default="kernels", help=f"one of {', '.join(suites)}")
+    b.add_argument("rest", nargs=argparse.REMAINDER,
+                   help="the suite's own options (bnnx bench SUITE --help)")
     b.set_defaults(func=cmd_bench)
     return p
 
 
+def _user_error(exc: BaseException) -> str | None:
+    """The one line for an error a user can cause (bad value, file, storage), else None."""
+    if isinstance(exc, OSError) and exc.strerror:
+        where = f"{exc.filename}: " if exc.filename else ""
+        return f"{where}{exc.strerror}"
+    if isinstance(exc, (ValueError, OSError)):
+        return str(exc)
+    if type(exc).__module__.split(".")[0] in ("optuna", "safetensors", "sqlalchemy", "psycopg"):
+        return f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc) else ''}"
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
+    from search.storage import masked
+
     args = build_parser().parse_args(argv)
     try:
-        args.func(args)
-    except (ValueError, FileNotFoundError) as exc:
-        if os.environ.get("BNNX_DEBUG"):
+        code = args.func(args)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        line = _user_error(exc)
+        if line is None or os.environ.get("BNNX_DEBUG"):
             raise
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {masked(line)}", file=sys.stderr)
         return EXIT_USAGE
-    return 0
+    return code or 0
 
 
 if __name__ == "__main__":

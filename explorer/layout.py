@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from dash import dcc, html
+
+from search.storage import masked
 
 from .data import StudyInfo
 from .figures import empty_figure
@@ -114,7 +115,7 @@ def study_options(studies: list[StudyInfo], pending: set[str]) -> list[dict[str,
 
 def display_spec(spec: str) -> str:
     """The storage spec for the header, with any database password masked."""
-    return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", spec)
+    return masked(spec)
 
 
 def build_layout(

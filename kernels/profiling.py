@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -77,3 +77,21 @@ def summarise(times: np.ndarray, ops: Sequence[Op], isa: str, threads: int,
     layers = [LayerProfile(op.name, op.label, *stats(times[:, i])) for i, op in enumerate(ops)]
     total, spread = stats(times.sum(axis=1))
     return Profile(total, spread, isa, threads, batch_size, times.shape[0], layers)
+
+
+def steady_profile(measure: Callable[[], Profile], max_spread: float = 0.15,
+                   rounds: int = 4) -> tuple[Profile, list[float]]:
+    """The quietest of up to `rounds` profiles, and every round's median (ms).
+
+    A round whose interquartile range exceeds `max_spread` of its median was disturbed (another
+    process took the core), so it is measured again; interference only ever adds time, so the
+    round with the lowest median is kept.
+    """
+    if rounds < 1 or max_spread <= 0:
+        raise ValueError("steady_profile needs rounds >= 1 and max_spread > 0")
+    profiles = [measure()]
+    while (len(profiles) < rounds
+           and profiles[-1].total_iqr_ms > max_spread * profiles[-1].total_ms):
+        profiles.append(measure())
+    best = min(profiles, key=lambda p: p.total_ms)
+    return best, [p.total_ms for p in profiles]

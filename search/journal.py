@@ -40,7 +40,7 @@ class Repair:
 
 
 def repair_command(path: Path) -> str:
-    return f"python app.py repair --storage {path}"
+    return f"bnnx repair --storage {path}"
 
 
 def has_torn_tail(path: Path) -> bool:

@@ -16,13 +16,18 @@ from safetensors.torch import save_file
 from torch import nn
 
 import kernels
+from kernels.machine import machine_info
+from kernels.profiling import Profile, steady_profile
 from spaces import BinaryConv2d, BinaryLinear, Config, SearchSpace, build_model
 from spaces.summary import summarize
 
 from .datasets import Dataset
+from .stale import PROCESS_ATTR, this_process
+from .stopping import STOPPED_REASON, SearchStopped, StopSignals
 from .training import accuracy, train
 
 PROFILE_REPEATS = 20  # median of 20 batch-1 runs: stable to a few % for digits-sized nets
+MAX_SPREAD = 0.15  # a profile whose IQR exceeds this share of its median is taken again
 
 
 def parameter_counts(model: nn.Module) -> dict[str, int]:
@@ -35,18 +40,34 @@ def parameter_counts(model: nn.Module) -> dict[str, int]:
     return {"params_binary": binary, "params_float": total - binary}
 
 
+def measure_latency(packed: kernels.PackedModel, threads: int) -> tuple[Profile, dict]:
+    """A steady batch-1 profile on `threads` threads and the facts it was measured with.
+
+    The thread count is the study's, never the machine's free cores: a 2-thread kernel whose
+    second core is busy waits at every layer's barrier, which once turned 0.05 ms into 90 ms.
+    """
+    profile, rounds = steady_profile(
+        lambda: packed.profile(threads=threads, repeats=PROFILE_REPEATS), MAX_SPREAD
+    )
+    facts = {**machine_info(threads), "repeats": PROFILE_REPEATS, "rounds_ms": rounds,
+             "iqr_ms": profile.total_iqr_ms}
+    return profile, facts
+
+
 def evaluate_and_profile(
     config: Config, model: nn.Module, data: Dataset, threads: int = 1
 ) -> dict[str, Any]:
-    """Metrics of a trained model: accuracies (torch) and latency/size (packed kernels)."""
+    """Metrics of a trained model: accuracies (torch) and latency/size (packed kernels,
+    measured on `threads` threads)."""
     packed = kernels.compile(model, (data.in_channels, data.image_size, data.image_size))
-    profile = packed.profile(threads=threads, repeats=PROFILE_REPEATS)
+    profile, measured_on = measure_latency(packed, threads)
     info = packed.layers_info()
     counts = parameter_counts(model)
     metrics = {
         "val_accuracy": accuracy(model, data.x_val, data.y_val),
         "test_accuracy": accuracy(model, data.x_test, data.y_test),
         "latency_ms": profile.total_ms,
+        "latency_iqr_ms": profile.total_iqr_ms,
         **counts,
         "packed_bytes": packed.packed_size_bytes,
         "fp32_bytes": 4 * (counts["params_binary"] + counts["params_float"]),
@@ -54,7 +75,8 @@ def evaluate_and_profile(
         "float_macs": sum(r.float_macs for r in info),
     }
     layer_latency = [{"name": r.name, "kind": r.kind, "ms": r.median_ms} for r in profile.layers]
-    return {"metrics": metrics, "layer_latency": layer_latency, "isa": profile.isa}
+    return {"metrics": metrics, "layer_latency": layer_latency, "isa": profile.isa,
+            "measured_on": measured_on}
 
 
 class Objective:
@@ -67,29 +89,40 @@ class Objective:
         epochs: int,
         seed: int,
         artifacts: optuna.artifacts.FileSystemArtifactStore,
-        threads: int = 1,
+        latency_threads: int = 1,
         cache: Path | None = None,
+        stop: StopSignals | None = None,
     ) -> None:
         self.data, self.space, self.epochs, self.seed = data, space, epochs, seed
-        self.artifacts, self.threads, self.cache = artifacts, threads, cache
+        self.artifacts, self.latency_threads, self.cache = artifacts, latency_threads, cache
+        self.stop = stop or StopSignals()
 
     def __call__(self, trial: optuna.Trial) -> tuple[float, float]:
         try:
             return self._run(trial)
+        except (SearchStopped, SystemExit, KeyboardInterrupt):
+            # Lightning turns SIGTERM into SystemExit; either way the trial ends FAIL, not RUNNING
+            trial.set_user_attr("fail_reason", STOPPED_REASON)
+            trial.study.stop()
+            raise SearchStopped(STOPPED_REASON) from None
         except Exception as exc:  # recorded with the trial, the search goes on
             trial.set_user_attr("fail_reason", f"{type(exc).__name__}: {exc}")
             raise
 
     def _run(self, trial: optuna.Trial) -> tuple[float, float]:
+        trial.set_user_attr(PROCESS_ATTR, this_process())  # so a dead worker's trial is found
+        if self.stop.requested:  # a signal came while Optuna was creating this trial
+            raise SearchStopped(STOPPED_REASON)
         config = self.space.sample(trial, epochs=self.epochs, seed=self.seed)
         trial.set_user_attr("config", config.to_dict())
         trial.set_user_attr("data", self.data.meta())
         shape = (self.data.in_channels, self.data.image_size, self.data.image_size)
         # A config the kernels cannot run fails here, in milliseconds, not after training.
         kernels.compile(build_model(config, shape[0], self.data.num_classes, shape[1]), shape)
-        result = train(config, self.data, cache=self.cache)
-        report = evaluate_and_profile(config, result.model, self.data, self.threads)
+        result = train(config, self.data, cache=self.cache, on_batch=self.stop.check)
+        report = evaluate_and_profile(config, result.model, self.data, self.latency_threads)
         report["metrics"]["train_seconds"] = result.seconds
+        report["metrics"]["train_threads"] = torch.get_num_threads()  # accuracy depends on it
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "weights.safetensors"
             save_file(_state_dict(result.model), str(path))

@@ -7,6 +7,8 @@ with the study, so export finds them from the storage alone.
 
 from __future__ import annotations
 
+import os
+import re
 import warnings
 from pathlib import Path
 
@@ -35,12 +37,29 @@ def is_url(spec: str) -> bool:
     return "://" in spec
 
 
+def masked(text: str) -> str:
+    """`text` with the password of any database URL in it replaced by ***."""
+    return _PASSWORD.sub(r"\1***@", text)
+
+
+_PASSWORD = re.compile(r"(://[^:/@\s]+:)[^@\s]*@")
+
+
+def check_study_name(name: str) -> str:
+    """A study name a user can type again: not empty, no surrounding spaces or control
+    characters."""
+    if not name or name != name.strip() or not name.isprintable():
+        raise StorageError(f"study name {name!r} is not allowed: give a non-empty name without "
+                           "surrounding spaces or control characters")
+    return name
+
+
 def open_storage(spec: str, create: bool = False) -> BaseStorage:
     """Open a journal file path or a database URL; `create` allows a new journal file."""
     if is_url(spec):
         if not spec.startswith(URL_SCHEMES):
             raise StorageError(
-                f"unsupported storage URL {spec!r}; allowed: a journal file path, "
+                f"unsupported storage URL {masked(spec)!r}; allowed: a journal file path, "
                 + ", ".join(URL_SCHEMES)
             )
         url = spec.replace("postgresql://", "postgresql+psycopg://", 1)  # psycopg 3 driver
@@ -55,7 +74,8 @@ def open_storage(spec: str, create: bool = False) -> BaseStorage:
                 return RDBStorage(url, heartbeat_interval=60, grace_period=180,
                                   heartbeat_stale_trial_callback=retry)
         except Exception as exc:  # driver errors vary: name the URL and the cause in one line
-            raise StorageError(f"cannot open storage {spec!r}: {exc}".splitlines()[0]) from None
+            first = f"{exc}".splitlines()[0] if f"{exc}" else type(exc).__name__
+            raise StorageError(masked(f"cannot open storage {spec!r}: {first}")) from None
     path = Path(spec)
     if path.is_dir():
         raise StorageError(f"storage {spec!r} is a folder; give a journal file path")
@@ -78,6 +98,29 @@ def open_storage(spec: str, create: bool = False) -> BaseStorage:
         ) from None
 
 
+def artifacts_dir(spec: str, recorded: str) -> Path:
+    """The artifacts folder a study recorded: a relative path is relative to the journal's (or
+    SQLite file's) folder, so the two can move together; a server database's, to here."""
+    folder = Path(recorded)
+    if folder.is_absolute() or is_url(spec) and not spec.startswith("sqlite:///"):
+        return folder
+    return _file_of(spec).parent / folder
+
+
+def recorded_artifacts(spec: str, folder: str) -> str:
+    """What a new study records for `folder`: relative to the journal when inside its folder."""
+    path = Path(folder).resolve()
+    if not is_url(spec) or spec.startswith("sqlite:///"):
+        base = _file_of(spec).parent.resolve()
+        if path.is_relative_to(base):
+            return str(path.relative_to(base))
+    return str(path)
+
+
+def _file_of(spec: str) -> Path:
+    return Path(spec[len("sqlite:///") :]) if spec.startswith("sqlite:///") else Path(spec)
+
+
 def default_artifacts_dir(spec: str) -> Path:
     """Beside the journal or SQLite file; `./runs/artifacts` for a server database."""
     if spec.startswith("sqlite:///"):
@@ -87,16 +130,34 @@ def default_artifacts_dir(spec: str) -> Path:
     return Path(spec).parent / "artifacts"
 
 
+def check_artifacts_dir(directory: Path) -> None:
+    """Refuse an artifacts folder that is a file or cannot be created, creating nothing."""
+    if directory.exists() and not directory.is_dir():
+        raise StorageError(f"artifacts folder {directory} is a file; give a folder for weights")
+    existing = next(p for p in (directory.absolute(), *directory.absolute().parents)
+                    if p.exists())
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise StorageError(f"artifacts folder {directory} cannot be created: {existing} is not "
+                           "a writable folder")
+
+
 def artifact_store(directory: str | Path) -> FileSystemArtifactStore:
-    Path(directory).mkdir(parents=True, exist_ok=True)
+    """The store in `directory`, created if missing; a path that is a file is a StorageError."""
+    directory = Path(directory)
+    check_artifacts_dir(directory)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StorageError(f"cannot create artifacts folder {directory}: {exc.strerror}") from None
     return FileSystemArtifactStore(str(directory))
 
 
 def load_study(spec: str, name: str) -> optuna.Study:
     """An existing study; the error lists the studies the storage does have."""
+    check_study_name(name)
     storage = open_storage(spec)
     names = optuna.get_all_study_names(storage)
     if name not in names:
         have = ", ".join(names) if names else "none"
-        raise StorageError(f"study {name!r} not found in {spec}; studies there: {have}")
+        raise StorageError(f"study {name!r} not found in {masked(spec)}; studies there: {have}")
     return optuna.load_study(study_name=name, storage=storage)

@@ -87,10 +87,11 @@ class BinaryClassifier(pl.LightningModule):
 
     def __init__(self, model: nn.Module, train_cfg: TrainConfig, steps_per_epoch: int,
                  stage: Stage, augment: bool = False, teacher: nn.Module | None = None,
-                 on_epoch: Callable[[dict], None] | None = None) -> None:
+                 on_epoch: Callable[[dict], None] | None = None,
+                 on_batch: Callable[[], None] | None = None) -> None:
         super().__init__()
         self.model, self.t, self.stage, self.augment = model, train_cfg, stage, augment
-        self.on_epoch = on_epoch
+        self.on_epoch, self.on_batch = on_epoch, on_batch
         self.steps_per_epoch = steps_per_epoch
         # in a tuple, not a sub-module: frozen, in eval mode throughout, moved in on_fit_start
         self._teacher = (teacher.requires_grad_(False).eval(),) if teacher is not None else ()
@@ -132,6 +133,8 @@ class BinaryClassifier(pl.LightningModule):
             teacher.to(self.device)
 
     def on_train_batch_start(self, batch: object, batch_idx: int) -> None:
+        if self.on_batch is not None:  # e.g. raises to stop a search now
+            self.on_batch()
         done = self.stage.step_offset + self.global_step
         set_training_progress(self.model, min(1.0, done / max(1, self.stage.steps_all)))
 
@@ -186,11 +189,13 @@ def stages(t: TrainConfig, steps_per_epoch: int) -> list[Stage]:
 def train(config: Config, data: Dataset, accelerator: str = "auto",
           cache: Path | None = None,
           on_epoch: Callable[[dict], None] | None = None,
-          teacher: nn.Module | None = None) -> TrainResult:
+          teacher: nn.Module | None = None,
+          on_batch: Callable[[], None] | None = None) -> TrainResult:
     """Build the config's model and train it for config.train.epochs; returns it in eval mode.
 
     `cache` is the folder where distillation teachers are kept between trials; `on_epoch` gets
-    each learning-curve row as its epoch ends (progress lines for long runs). With a distillation
+    each learning-curve row as its epoch ends (progress lines for long runs); `on_batch` runs
+    before every training batch and may raise to end training. With a distillation
     weight, `teacher` is the trained model to distil from (default: the cached fp twin).
     """
     from .teacher import teacher as fp_teacher
@@ -213,7 +218,7 @@ def train(config: Config, data: Dataset, accelerator: str = "auto",
             for m in layers:
                 m.weight_quantizer = None
         module = BinaryClassifier(model, t, steps_per_epoch, stage, data.augment, teacher,
-                                  on_epoch)
+                                  on_epoch, on_batch)
         _trainer(stage.epochs, t.gradient_clip, accelerator).fit(
             module, datamodule=ArrayDataModule(data, t.batch_size, config.seed + stage.index - 1)
         )

@@ -135,7 +135,7 @@ def test_damaged_record_inside_is_reported_then_salvaged(tmp_path):
     lines = path.read_bytes().splitlines(keepends=True)
     glued = lines[3][:20] + lines[4]  # a cut record with the next writer's record glued on
     path.write_bytes(b"".join(lines[:3] + [glued] + lines[5:]))
-    with pytest.raises(JournalDamagedError, match=r"damaged at line 4.*app.py repair"):
+    with pytest.raises(JournalDamagedError, match=r"damaged at line 4.*bnnx repair"):
         open_storage(str(path))
     res = cli("repair", "--storage", str(path))
     assert res.returncode == 0, res.stderr

@@ -50,6 +50,10 @@ def test_two_trial_search_stores_everything(searched):
         assert [r["name"] for r in t.user_attrs["layer_latency"]]
         assert {"width", "depth", "input_quantizer", "weight_quantizer"} <= set(t.params)
         assert t.user_attrs["summary"]["binary_macs"] > 0
+        measured = t.user_attrs["measured_on"]  # the study's latency threads, not --workers'
+        assert measured["threads"] == study.user_attrs["bnnx"]["latency_threads"] == 1
+        assert measured["cpu"] and measured["isa"] and m["latency_iqr_ms"] >= 0
+        assert t.user_attrs["process"]["pid"] > 0
         assert optuna.artifacts.get_all_artifact_meta(t, storage=open_storage(spec))
 
 
