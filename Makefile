@@ -15,7 +15,7 @@ setup: $(STAMP)
 $(STAMP): $(SOURCES)
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PIP) install torch==2.13.0
-	$(PIP) install "scikit-build-core>=0.10" "nanobind>=2.0"
+	$(PIP) install "scikit-build-core>=1.0" "nanobind>=2.0"  # 1.0: app.py as a wheel module
 	$(PIP) install --no-build-isolation -e '.[test]'
 	touch $@
 
