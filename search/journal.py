@@ -2,9 +2,10 @@
 
 Optuna appends one JSON record per line. A writer killed mid-append leaves a torn last line;
 the next writer's record would be glued onto it, and from then on Optuna refuses the whole file.
-A torn tail is truncated on open (under Optuna's own lock, after a backup copy), so that never
-happens; a bad line inside the file (from an older crash) is reported with the command that
-salvages it, which rewrites the file and must run while no search uses it.
+A torn tail is truncated on open and before every append (under Optuna's own lock, after a
+backup copy), so that never happens; a bad line inside the file (from an older crash) is
+reported with the command that salvages it, which rewrites the file and must run while no
+search uses it.
 """
 
 from __future__ import annotations
@@ -18,8 +19,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from optuna.storages.journal import JournalFileSymlinkLock
+from optuna.storages.journal import JournalFileBackend, JournalFileSymlinkLock
 
 RECORD_START = b'{"op_code":'
 TAIL_BYTES = 1 << 16
@@ -62,6 +64,15 @@ def backup(path: Path) -> Path:
             shutil.copy2(path, target)
             return target
     raise FileExistsError(f"too many backups of {path} this second")
+
+
+class CheckedJournalFileBackend(JournalFileBackend):
+    """Optuna's journal file backend that cuts a torn tail before appending, so a record is
+    never glued onto one that a crashed writer left (a running search outlives that crash)."""
+
+    def append_logs(self, logs: list[dict[str, Any]]) -> None:
+        repair_torn_tail(Path(self._file_path))
+        super().append_logs(logs)
 
 
 def repair_torn_tail(path: Path) -> Repair | None:

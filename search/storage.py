@@ -20,9 +20,14 @@ from optuna.storages import (
     RDBStorage,
     RetryHeartbeatStaleTrialCallback,
 )
-from optuna.storages.journal import JournalFileBackend
 
-from .journal import JournalDamagedError, first_bad_line, repair_command, repair_torn_tail
+from .journal import (
+    CheckedJournalFileBackend,
+    JournalDamagedError,
+    first_bad_line,
+    repair_command,
+    repair_torn_tail,
+)
 
 RUNS_DIR = Path("runs")
 DEFAULT_STORAGE = str(RUNS_DIR / "bnnx.journal")
@@ -88,7 +93,7 @@ def open_storage(spec: str, create: bool = False) -> BaseStorage:
             raise StorageError(f"folder {str(path.parent)!r} of storage {spec!r} does not exist")
     repair_torn_tail(path)
     try:
-        return JournalStorage(JournalFileBackend(str(path)))
+        return JournalStorage(CheckedJournalFileBackend(str(path)))
     except ValueError as exc:  # Optuna's "Invalid log format." and JSON errors
         line = first_bad_line(path)
         where = f"line {line}" if line else "a record"

@@ -181,3 +181,15 @@ def test_concurrent_exports_of_one_trial_each_give_a_whole_zip(tmp_path, monkeyp
             "trial-5/README.md", "trial-5/config.json", "trial-5/model.bnnx",
             "trial-5/weights.safetensors"]
     assert [p.name for p in (tmp_path / "exports" / "s").iterdir()] == ["trial-5.zip"]
+
+
+def test_a_running_search_never_appends_onto_a_torn_record(tmp_path, capsys):
+    path = _journal_with_trials(tmp_path, n=1)
+    storage = open_storage(str(path))  # a search that is running while another writer crashes
+    study = optuna.load_study(study_name="s", storage=storage)
+    with path.open("ab") as f:
+        f.write(b'{"op_code":4,"worker_id":"dead","study_id":0,"datet')  # the crash's torn tail
+    study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=2)
+    assert "cut short" in capsys.readouterr().err
+    again = load_study(str(path), "s")  # every record whole: the file still loads
+    assert [t.state for t in again.trials] == [optuna.trial.TrialState.COMPLETE] * 3
