@@ -10,7 +10,15 @@ import argparse
 import json
 import os
 import sys
+import time
+from collections import Counter
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import optuna
+
+    from search.stopping import StopSignals
 
 EXIT_USAGE = 2
 
@@ -48,44 +56,62 @@ def cmd_search(args: argparse.Namespace) -> int:
     from search import SearchSettings, run_search
     from search.stopping import StopSignals
 
-    settings = SearchSettings(dataset=args.dataset, space=args.space, trials=args.trials,
-                              epochs=args.epochs, seed=args.seed, artifacts=args.artifacts or "",
-                              latency_threads=args.latency_threads)
+    settings = None if args.resume else SearchSettings(
+        dataset=args.dataset, space=args.space, trials=args.trials or 10, epochs=args.epochs,
+        seed=args.seed, artifacts=args.artifacts or "", latency_threads=args.latency_threads,
+        sampler=args.sampler, objectives=args.objectives.split(","),
+        max_latency_ms=args.max_latency_ms, max_size_kb=args.max_size_kb,
+        early_stop=args.early_stop,
+    )
     stop = StopSignals.shared() if args.workers > 1 else StopSignals()
     with stop.installed():
-        study = run_search(args.storage, args.study, settings, workers=args.workers, stop=stop)
-    done = [t for t in study.trials if t.values is not None]
-    best = max(done, key=lambda t: t.values[0]) if done else None
+        study = run_search(args.storage, args.study, settings, workers=args.workers, stop=stop,
+                           timeout=args.timeout, resume_trials=args.trials if args.resume else None,
+                           progress=True)
+        if args.remeasure_front and not stop.requested:
+            from search.remeasure import front_numbers, remeasure_trials
+
+            remeasure_trials(args.storage, args.study, front_numbers(study),
+                             study.user_attrs["bnnx"]["latency_threads"], interleaved=True)
+    return _report(args.storage, args.study, study, stop)
+
+
+def _report(spec: str, name: str, study: optuna.Study, stop: StopSignals) -> int:
+    """The study's summary as JSON on stdout, the front table and closing line on stderr; the
+    exit code: 0, 1 if every trial failed, 130 when stopped by a signal."""
+    from search.progress import cpu_models, front_rows, front_table, trial_kind
+    from search.stopping import EXIT_STOPPED
+    from search.storage import masked
+
+    kinds = Counter(trial_kind(t) for t in study.trials)
+    rows = front_rows(study)
+    best = max(rows, key=lambda r: r["val_accuracy"]) if rows else None
     print(json.dumps({
-        "study": args.study,
-        "storage": args.storage,
-        "completed": len(done),
-        "failed": len(study.trials) - len(done),
-        "best_val_accuracy": best.values[0] if best else None,
-        "pareto_front": [
-            {"trial": t.number, "val_accuracy": t.values[0], "latency_ms": t.values[1]}
-            for t in study.best_trials
-        ],
+        "study": name,
+        "storage": masked(spec),
+        **{kind: kinds[kind] for kind in ("complete", "pruned", "infeasible", "failed",
+                                          "stopped")},
+        "best_val_accuracy": best["val_accuracy"] if best else None,
+        "pareto_front": rows,
+        "latency_cpus": cpu_models(study),
     }, indent=2))
     sys.stdout.flush()
-    return _finish_line(args.study, study, stop)
-
-
-def _finish_line(name: str, study, stop) -> int:
-    """The closing line on stderr and the exit code: 0, 1 if every trial failed, 130 stopped."""
-    from search.stopping import EXIT_STOPPED, STOPPED_REASON
-
-    done = [t for t in study.trials if t.values is not None]
-    failed = [t for t in study.trials if t.values is None]
-    stopped = [t for t in failed if t.user_attrs.get("fail_reason") == STOPPED_REASON]
-    best = max(done, key=lambda t: t.values[0]) if done else None
-    best_text = f"best val {100 * best.values[0]:.1f}%" if best else "no completed trial"
-    counts = f"{len(done)} complete, {len(failed) - len(stopped)} failed, {len(stopped)} stopped"
+    if rows:
+        print(f"Pareto front of {name}:\n{front_table(rows)}", file=sys.stderr)
+    cpus = cpu_models(study)
+    if len(cpus) > 1:
+        print(f"warning: latencies were measured on {len(cpus)} CPU models ({'; '.join(cpus)}): "
+              "they compare only within one; 'bnnx remeasure' times them all on this machine",
+              file=sys.stderr)
+    best_text = f"best val {100 * best['val_accuracy']:.1f}%" if best else "no completed trial"
+    counts = ", ".join(f"{kinds[k]} {k}" for k in ("complete", "pruned", "infeasible", "failed",
+                                                   "stopped"))
     if stop.requested:
         print(f"search {name} stopped by a signal: {counts}, {best_text}", file=sys.stderr)
         return EXIT_STOPPED
     print(f"search {name} finished: {counts}, {best_text}", file=sys.stderr)
-    if failed and not done:
+    failed = [t for t in study.trials if trial_kind(t) == "failed"]
+    if failed and not any(t.state.name in ("COMPLETE", "PRUNED") for t in study.trials):
         reason = failed[0].user_attrs.get("fail_reason", "no reason recorded")
         print(f"error: every trial failed; the first: {reason}", file=sys.stderr)
         return 1
@@ -93,13 +119,40 @@ def _finish_line(name: str, study, stop) -> int:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    from search import load_study, run_worker
+    from search import load_study, raise_budget, run_worker
+    from search.progress import Progress
     from search.stopping import StopSignals
 
-    with StopSignals().installed() as stop:
-        run_worker(args.storage, args.study, args.trials, worker=args.worker_index,
-                   threads=args.threads, artifacts=args.artifacts, stop=stop)
-    return _finish_line(args.study, load_study(args.storage, args.study), stop)
+    study = raise_budget(args.storage, args.study, args.trials) if args.trials \
+        else load_study(args.storage, args.study)
+    deadline = None if args.timeout is None else time.time() + args.timeout
+    with StopSignals().installed() as stop, Progress(study):
+        run_worker(args.storage, args.study, worker=args.worker_index, threads=args.threads,
+                   artifacts=args.artifacts, stop=stop, deadline=deadline)
+    return _report(args.storage, args.study, load_study(args.storage, args.study), stop)
+
+
+def cmd_enqueue(args: argparse.Namespace) -> None:
+    from search.enqueue import enqueue_configs
+
+    numbers = enqueue_configs(args.storage, args.study, [Path(c) for c in args.config])
+    print(json.dumps({"study": args.study, "enqueued_trials": numbers}))
+
+
+def cmd_remeasure(args: argparse.Namespace) -> None:
+    from search import load_study
+    from search.remeasure import front_numbers, remeasure_trials
+
+    study = load_study(args.storage, args.study)
+    numbers = args.trial or (front_numbers(study) if args.front else None)
+    threads = args.threads or study.user_attrs["bnnx"].get("latency_threads", 1)
+    rows = remeasure_trials(args.storage, args.study, numbers, threads,
+                            interleaved=args.interleaved, artifacts=args.artifacts)
+    for r in rows:
+        print(f"trial {r['trial']:>4}: {r['stored_ms']:.4f} ms stored (on {r['stored_on']}), "
+              f"{r['latency_ms']:.4f} ms here", file=sys.stderr)
+    print(json.dumps({"study": args.study, "machine": rows[0]["machine"] if rows else None,
+                      "trials": rows}, indent=2))
 
 
 def cmd_train(args: argparse.Namespace) -> None:
@@ -221,10 +274,22 @@ class _DefaultsFormatter(argparse.HelpFormatter):
 
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
-        if (action.default not in (None, False, argparse.SUPPRESS) and "default" not in text
+        if (action.default is not None and action.default is not False
+                and action.default != argparse.SUPPRESS and "default" not in text
                 and action.option_strings):
             text += " (default: %(default)s)"
         return text
+
+
+def _positive_float(text: str) -> float:
+    """An argparse type: a finite number > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}")
+    return value
 
 
 def _port(text: str) -> int:
@@ -245,6 +310,8 @@ def _bench_suites() -> list[str]:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from search.early_stop import EARLY_STOP_MODES
+    from search.samplers import SAMPLERS
     from search.storage import DEFAULT_STORAGE
 
     fmt = _DefaultsFormatter
@@ -265,31 +332,56 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_explorer)
     sub = p.add_subparsers(title="subcommands", metavar="COMMAND")
 
-    s = sub.add_parser("search", help="create a study and run it to completion",
-                       formatter_class=fmt)
+    s = sub.add_parser("search", help="create a study (or --resume one) and run it to its "
+                       "trial budget", formatter_class=fmt)
     s.add_argument("--dataset", default="digits",
                    help="digits, fashion-mnist, mnist, kmnist, cifar10, cifar100 or folder:PATH")
     s.add_argument("--space", default="quick",
                    help="preset (quick, survey) or a .json/.yaml space file")
-    s.add_argument("--trials", type=_positive, default=10, help="trials in all, over all workers")
+    s.add_argument("--trials", type=_positive,
+                   help="the budget: finished (complete or pruned) trials over all workers; "
+                   "failed ones are made up for (default: 10; with --resume: the study's, "
+                   "raised to this)")
     s.add_argument("--epochs", type=_positive, default=3, help="training epochs per trial")
     s.add_argument("--workers", type=_positive, default=1,
                    help="local worker processes (each trains on CPUs / workers threads)")
     _storage(s)
-    s.add_argument("--study", default="bnnx", help="study name (must be new)")
+    s.add_argument("--study", default="bnnx", help="study name (new, unless --resume)")
+    s.add_argument("--resume", action="store_true",
+                   help="continue an existing study with its own settings (only --trials, "
+                   "--timeout, --workers and --remeasure-front apply)")
     s.add_argument("--seed", type=_non_negative, default=0, help="sampler and training seed")
+    s.add_argument("--sampler", default="tpe", choices=SAMPLERS,
+                   help="Optuna sampler, stored with the study")
+    s.add_argument("--objectives", default="acc,latency",
+                   help="acc,latency or acc,latency,size (packed model size in KB)")
+    s.add_argument("--max-latency-ms", type=_positive_float,
+                   help="latency budget: a candidate over it is measured before training, "
+                   "recorded infeasible and never trained")
+    s.add_argument("--max-size-kb", type=_positive_float,
+                   help="packed model size budget, likewise")
+    s.add_argument("--early-stop", default="halving", choices=EARLY_STOP_MODES,
+                   help="halving: stop a trial at an epoch rung when it trails the trials of "
+                   "similar or lower latency (recorded as pruned)")
+    s.add_argument("--timeout", type=_positive_float,
+                   help="seconds after which no new trial starts (running ones finish)")
     s.add_argument("--artifacts", help="folder for trial weights (default: artifacts/ beside a "
                    "journal or SQLite file, runs/artifacts for a server database)")
     s.add_argument("--latency-threads", type=_positive, default=1,
                    help="threads every latency is measured on, stored with the study so all "
                    "trials compare (1 stays exact on a busy machine)")
+    s.add_argument("--remeasure-front", action="store_true",
+                   help="at the end, time the Pareto front's models again side by side")
     s.set_defaults(func=cmd_search)
 
-    w = sub.add_parser("worker", help="join an existing study (any machine) and run trials",
-                       formatter_class=fmt)
+    w = sub.add_parser("worker", help="join an existing study (any machine) and run trials "
+                       "until its budget is reached", formatter_class=fmt)
     _storage(w)
     w.add_argument("--study", required=True, help="name of the study to join")
-    w.add_argument("--trials", type=_positive, default=10, help="trials this worker runs")
+    w.add_argument("--trials", type=_positive,
+                   help="raise the study's trial budget to this (default: keep it)")
+    w.add_argument("--timeout", type=_positive_float,
+                   help="seconds after which no new trial starts (running ones finish)")
     w.add_argument("--threads", type=_positive, default=max(1, os.cpu_count() or 1),
                    help="training threads (latency uses the study's --latency-threads)")
     w.add_argument("--worker-index", type=_non_negative, default=0,
@@ -297,6 +389,32 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--artifacts", help="this machine's path to the study's weights folder "
                    "(default: the folder recorded with the study)")
     w.set_defaults(func=cmd_worker)
+
+    q = sub.add_parser("enqueue", help="queue hand-written configurations (e.g. an exported "
+                       "config.json) in a study; they run first", formatter_class=fmt)
+    _storage(q)
+    q.add_argument("--study", required=True, help="study to seed")
+    q.add_argument("--config", required=True, action="append",
+                   help="config JSON file (repeat for several)")
+    q.set_defaults(func=cmd_enqueue)
+
+    x = sub.add_parser("remeasure", help="time stored trials again on this machine from their "
+                       "weights (no training); kept per machine with the study",
+                       formatter_class=fmt)
+    _storage(x)
+    x.add_argument("--study", required=True, help="study whose trials to time")
+    which = x.add_mutually_exclusive_group()
+    which.add_argument("--front", action="store_true", help="the Pareto front's trials")
+    which.add_argument("--all", action="store_true", help="every trained trial (the default)")
+    which.add_argument("--trial", type=_non_negative, action="append",
+                       help="a trial number (repeat for several)")
+    x.add_argument("--threads", type=_positive,
+                   help="threads to time on (default: the study's --latency-threads)")
+    x.add_argument("--interleaved", action="store_true",
+                   help="time all models side by side in alternating rounds")
+    x.add_argument("--artifacts", help="folder holding the study's weights (default: the one "
+                   "recorded with the study)")
+    x.set_defaults(func=cmd_remeasure)
 
     t = sub.add_parser("train", help="train one configuration and write a model folder",
                        formatter_class=fmt)

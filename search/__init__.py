@@ -22,9 +22,10 @@ _EXPORTS = {
     "StorageError": "storage",
     "load_study": "storage",
     "open_storage": "storage",
-    "SearchSettings": "study",
+    "SearchSettings": "settings",
     "create_study": "study",
     "run_search": "study",
+    "raise_budget": "study",
     "run_worker": "study",
     "study_settings": "study",
 }

@@ -22,6 +22,7 @@ from torch import nn
 import kernels
 from spaces import Config, build_model
 
+from .objective import WEIGHTS_ATTR
 from .storage import StorageError, artifact_store, artifacts_dir, load_study
 from .study import study_settings
 
@@ -226,6 +227,38 @@ def pick_trial(study: optuna.Study, number: int | None) -> optuna.trial.FrozenTr
     return complete[number]
 
 
+def trial_model(spec: str, study: optuna.Study, trial: optuna.trial.FrozenTrial,
+                artifacts: str | None = None) -> nn.Module:
+    """A trial's trained model, rebuilt from its config and weights artifact (for export and
+    search.remeasure).
+
+    `artifacts` overrides the folder the study recorded (e.g. on another machine)."""
+    if WEIGHTS_ATTR not in trial.user_attrs:
+        why = trial.user_attrs.get("infeasible", "it stored no weights")
+        raise StorageError(f"trial {trial.number} of study {study.study_name!r} was never "
+                           f"trained ({why})")
+    folder = Path(artifacts) if artifacts else artifacts_dir(spec, study_settings(study).artifacts)
+    if not folder.is_dir():
+        raise StorageError(f"artifacts folder {folder} of study {study.study_name!r} does not "
+                           "exist; give the folder holding its weights with --artifacts")
+    store = artifact_store(folder)
+    with tempfile.TemporaryDirectory() as tmp:
+        weights = Path(tmp) / WEIGHTS_FILE
+        try:
+            download_artifact(
+                artifact_store=store,
+                file_path=str(weights),
+                artifact_id=trial.user_attrs[WEIGHTS_ATTR],
+            )
+        except Exception as exc:
+            raise StorageError(
+                f"weights of trial {trial.number} not found in {folder}: "
+                f"{exc}"
+            ) from None
+        config = Config.from_dict(trial.user_attrs["config"])
+        return load_weights(build_for(config, trial.user_attrs["data"]), weights)
+
+
 def export_trial(spec: str, study_name: str, trial_number: int | None, out_dir: Path,
                  force: bool = False, artifacts: str | None = None) -> Path:
     """Rebuild a trial's model from its config and weights artifact and write its folder.
@@ -236,25 +269,7 @@ def export_trial(spec: str, study_name: str, trial_number: int | None, out_dir: 
     trial = pick_trial(study, trial_number)
     config = Config.from_dict(trial.user_attrs["config"])
     meta = trial.user_attrs["data"]
-    folder = Path(artifacts) if artifacts else artifacts_dir(spec, study_settings(study).artifacts)
-    if not folder.is_dir():
-        raise StorageError(f"artifacts folder {folder} of study {study_name!r} does not exist; "
-                           "give the folder holding its weights with --artifacts")
-    store = artifact_store(folder)
-    with tempfile.TemporaryDirectory() as tmp:
-        weights = Path(tmp) / WEIGHTS_FILE
-        try:
-            download_artifact(
-                artifact_store=store,
-                file_path=str(weights),
-                artifact_id=trial.user_attrs["weights_artifact"],
-            )
-        except Exception as exc:
-            raise StorageError(
-                f"weights of trial {trial.number} not found in {folder}: "
-                f"{exc}"
-            ) from None
-        model = load_weights(build_for(config, meta), weights)
+    model = trial_model(spec, study, trial, artifacts)
     title = f"bnnx model: study {study_name}, trial {trial.number}"
     metrics = dict(trial.user_attrs.get("metrics", {}))
     return write_model_folder(Path(out_dir), config, model, meta, metrics, title, force)

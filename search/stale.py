@@ -18,7 +18,7 @@ from typing import Any
 import optuna
 from optuna.exceptions import UpdateFinishedTrialError
 from optuna.storages import BaseStorage, RetryHeartbeatStaleTrialCallback
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
 
 PROCESS_ATTR = "process"
 DIED_REASON = "process died"
@@ -33,11 +33,13 @@ def _read(path: str) -> str | None:
 
 
 def _start_ticks(pid: int) -> str | None:
-    """The process's start time in clock ticks since boot (/proc/PID/stat field 22)."""
+    """The process's start time in clock ticks since boot (/proc/PID/stat field 22); None when
+    it is gone or a zombie (killed, not yet reaped by its parent: dead all the same)."""
     stat = _read(f"/proc/{pid}/stat")
     if stat is None:
         return None
-    return stat.rsplit(")", 1)[-1].split()[19]  # fields after the parenthesised name
+    fields = stat.rsplit(")", 1)[-1].split()  # the fields after the parenthesised name
+    return None if fields[0] in ("Z", "X") else fields[19]
 
 
 def this_process() -> dict[str, Any]:
@@ -45,6 +47,12 @@ def this_process() -> dict[str, Any]:
     pid = os.getpid()
     return {"host": socket.gethostname(), "boot": _read("/proc/sys/kernel/random/boot_id"),
             "pid": pid, "started": _start_ticks(pid)}
+
+
+def runs_here(trial: FrozenTrial) -> bool:
+    """True when `trial` records a process of this host (whose death is_dead can tell)."""
+    owner = trial.user_attrs.get(PROCESS_ATTR)
+    return isinstance(owner, dict) and owner.get("host") == socket.gethostname()
 
 
 def is_dead(owner: dict[str, Any]) -> bool:
@@ -68,8 +76,10 @@ def is_dead(owner: dict[str, Any]) -> bool:
     return False
 
 
-def recover_dead_trials(storage: BaseStorage) -> list[tuple[str, int]]:
-    """Fail (and retry once) every RUNNING trial in `storage` whose local process is gone.
+def recover_dead_trials(storage: BaseStorage,
+                        study_name: str | None = None) -> list[tuple[str, int]]:
+    """Fail (and retry once) every RUNNING trial in `storage` (or its study `study_name`)
+    whose local process is gone.
 
     Returns (study, trial number) of each trial it failed.
     """
@@ -77,8 +87,9 @@ def recover_dead_trials(storage: BaseStorage) -> list[tuple[str, int]]:
     with warnings.catch_warnings():  # experimental flag on a stable, documented callback
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         retry = RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY)
-    for summary in optuna.get_all_study_summaries(storage, include_best_trial=False):
-        study = optuna.load_study(study_name=summary.study_name, storage=storage)
+    names = [study_name] if study_name else optuna.get_all_study_names(storage)
+    for name in names:
+        study = optuna.load_study(study_name=name, storage=storage)
         for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             owner = trial.user_attrs.get(PROCESS_ATTR)
             if not isinstance(owner, dict) or not is_dead(owner):
@@ -89,12 +100,12 @@ def recover_dead_trials(storage: BaseStorage) -> list[tuple[str, int]]:
             except UpdateFinishedTrialError:
                 continue  # another process recovered it first
             retry(study, storage.get_trial(trial._trial_id))
-            failed.append((summary.study_name, trial.number))
+            failed.append((name, trial.number))
     return failed
 
 
-def recover_and_report(storage: BaseStorage) -> None:
+def recover_and_report(storage: BaseStorage, study_name: str | None = None) -> None:
     """recover_dead_trials, one stderr line per trial it failed."""
-    for study, number in recover_dead_trials(storage):
+    for study, number in recover_dead_trials(storage, study_name):
         print(f"trial {number} of study {study} was left RUNNING by a process that died: "
               f"marked failed, its parameters queued once more", file=sys.stderr, flush=True)

@@ -27,7 +27,8 @@ class SearchStopped(Exception):
 
 
 class QuietStops(logging.Filter):
-    """Drops Optuna's traceback for trials that were stopped: a stop is not an error."""
+    """Drops Optuna's traceback for trials that were stopped (by a signal, or before any work
+    because the budget was reached): a stop is not an error."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         return not (record.exc_info and isinstance(record.exc_info[1], SearchStopped))

@@ -38,6 +38,15 @@ class StorageError(ValueError):
     """A storage spec that cannot be opened; the message says what was expected."""
 
 
+def heartbeat_seconds() -> int:
+    """Seconds between a database trial's heartbeats (BNNX_HEARTBEAT_S, default 60); a trial
+    silent for three of them is failed and retried once."""
+    text = os.environ.get("BNNX_HEARTBEAT_S", "60")
+    if not text.isdigit() or int(text) < 1:
+        raise StorageError(f"BNNX_HEARTBEAT_S must be a whole number of seconds >= 1, got {text!r}")
+    return int(text)
+
+
 def is_url(spec: str) -> bool:
     return "://" in spec
 
@@ -72,11 +81,12 @@ def open_storage(spec: str, create: bool = False) -> BaseStorage:
             db = Path(url[len("sqlite:///") :])
             if not create and not db.is_file():
                 raise StorageError(f"storage database {db} does not exist")
+        beat = heartbeat_seconds()
         try:
             with warnings.catch_warnings():  # heartbeats: experimental flag, stable behaviour
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                 retry = RetryHeartbeatStaleTrialCallback(max_retry=1)  # a dead worker's trial
-                return RDBStorage(url, heartbeat_interval=60, grace_period=180,
+                return RDBStorage(url, heartbeat_interval=beat, grace_period=3 * beat,
                                   heartbeat_stale_trial_callback=retry)
         except Exception as exc:  # driver errors vary: name the URL and the cause in one line
             first = f"{exc}".splitlines()[0] if f"{exc}" else type(exc).__name__

@@ -7,7 +7,8 @@ does; Bop's flips and the latent-weight decay apply to weights while they are bi
 stage 1 trains real weights like the rest, Bop via its Adam) and distillation from the fp twin
 (ReActNet's distributional loss). Images arrive raw (uint8 for the image datasets) and become
 float per batch; CIFAR-style augmentation runs on the batch, in training only. The learning curve
-is collected here for the objective to store.
+is collected here for the objective to store; a training loss that turns NaN or infinite fails
+the run at that epoch instead of training on garbage.
 """
 
 from __future__ import annotations
@@ -154,8 +155,13 @@ class BinaryClassifier(pl.LightningModule):
             loss, correct, count = self._sums.pop(prefix, [math.nan, math.nan, 1.0])
             row[f"{prefix}_loss"] = loss / count
             row[f"{prefix}_accuracy"] = correct / count
+        loss = row["train_loss"]
+        if not math.isfinite(loss):  # the sums are on the host already: a free check
+            raise ValueError(f"training loss is {'NaN' if math.isnan(loss) else loss} at epoch "
+                             f"{row['epoch']}: the run diverged (try a lower lr or a "
+                             "gradient_clip) or the data holds non-finite values")
         self.curve.append(row)
-        if self.on_epoch is not None:
+        if self.on_epoch is not None:  # runs after this epoch's validation; may raise to stop
             self.on_epoch(row)
 
     def configure_optimizers(self) -> dict:
@@ -194,9 +200,11 @@ def train(config: Config, data: Dataset, accelerator: str = "auto",
     """Build the config's model and train it for config.train.epochs; returns it in eval mode.
 
     `cache` is the folder where distillation teachers are kept between trials; `on_epoch` gets
-    each learning-curve row as its epoch ends (progress lines for long runs); `on_batch` runs
-    before every training batch and may raise to end training. With a distillation
-    weight, `teacher` is the trained model to distil from (default: the cached fp twin).
+    each learning-curve row as its epoch ends, with that epoch's validation in it (progress
+    lines, early stopping); `on_batch` runs before every training batch. Either may raise to end
+    training: Lightning tears down and re-raises the exception unchanged (optuna.TrialPruned,
+    say). With a distillation weight, `teacher` is the trained model to distil from (default:
+    the cached fp twin). Raises ValueError when the training loss stops being finite.
     """
     from .teacher import teacher as fp_teacher
 

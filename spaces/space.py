@@ -217,3 +217,28 @@ class SearchSpace:
         if _integer(path):
             return trial.suggest_int(name, spec["low"], spec["high"], log=spec["log"])
         return trial.suggest_float(name, float(spec["low"]), float(spec["high"]), log=spec["log"])
+
+    def params_for(self, config: Config) -> dict[str, Any]:
+        """The trial params that make `sample` return `config`'s value for each searched knob
+        whose value this space can produce (for enqueuing a known configuration)."""
+        flat = _flatten(config.to_dict())
+        params = {}
+        for path, spec in self.knobs.items():
+            if not isinstance(spec, dict) or path not in flat:
+                continue
+            value = flat[path]
+            inside = (value in spec["choices"] if "choices" in spec
+                      else spec["low"] <= value <= spec["high"])
+            if inside:
+                params[param_name(path)] = value
+        return params
+
+
+def _flatten(nested: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in nested.items():
+        if isinstance(value, dict):
+            out.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out

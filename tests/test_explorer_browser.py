@@ -61,9 +61,9 @@ def test_search_inspect_export(dash_duo, tmp_path: Path) -> None:
 
         dash_duo.find_element("#export-button").click()
         dash_duo.wait_for_contains_text("#export-status", f"Exported trial {number}", timeout=120)
-        out_dir = runs / "exports" / study / f"trial-{number}"
-        assert EXPORTED <= {p.name for p in out_dir.iterdir()}
-        names = zipfile.ZipFile(out_dir.with_suffix(".zip")).namelist()
+        archive = runs / "exports" / study / f"trial-{number}.zip"
+        assert [p.name for p in archive.parent.iterdir()] == [archive.name]  # no temporaries
+        names = zipfile.ZipFile(archive).namelist()
         assert {f"trial-{number}/{name}" for name in EXPORTED} <= set(names)
         download = Path(dash_duo.download_path) / f"trial-{number}.zip"
         until(download.is_file, timeout=30)  # dcc.Download delivered the zip to the browser

@@ -11,7 +11,7 @@ from pathlib import Path
 import optuna
 import pytest
 
-from search import SearchSettings, load_study, run_search, run_worker
+from search import SearchSettings, load_study, raise_budget, run_search, run_worker
 from search.stale import DIED_REASON, recover_dead_trials
 from search.stopping import EXIT_STOPPED, STOPPED_REASON
 from search.storage import StorageError, open_storage
@@ -140,7 +140,8 @@ def test_live_trials_of_this_and_other_hosts_are_left_alone(tmp_path):
 def test_resumed_worker_does_not_replay_trial_zero(tmp_path):
     spec = str(tmp_path / "s.journal")
     run_search(spec, "s", SearchSettings(trials=1, epochs=1, seed=3))
-    run_worker(spec, "s", 1, worker=0)  # the default --worker-index, after a stop
+    raise_budget(spec, "s", 2)
+    run_worker(spec, "s", worker=0)  # the default --worker-index, after a stop
     first, second = load_study(spec, "s").trials
     assert first.params != second.params
 
