@@ -49,6 +49,31 @@ def test_bench_networks_quick_writes_json(tmp_path):
 
 
 @pytest.mark.slow
+def test_bench_search_quick_writes_json_and_plot(tmp_path):
+    report, stdout = quick_bench("search", tmp_path)
+    runs = report["samplers"]["runs"]
+    assert sorted((r["sampler"], r["seed"]) for r in runs) == sorted(
+        (s, seed) for s in ("gp", "nsga2", "random", "tpe") for seed in (0, 1))
+    # Every run is scored against the one reference; a curve point per finished trial.
+    reference = report["samplers"]["reference"]
+    assert reference[0] == 0.0 and reference[1] > 0
+    assert all(len(r["hypervolume"]) == len(r["records"]) == 4 for r in runs)
+    assert all(0 < r["hypervolume"][-1] <= reference[1] for r in runs)
+    assert all(rec["seconds"] > 0 and rec["state"] == "complete" for r in runs
+               for rec in r["records"])
+    assert [r["workers"] for r in report["throughput"]] == [1, 2]
+    assert all(r["trials"] == 2 and r["trials_per_hour"] > 0 for r in report["throughput"])
+    # Early stopping: off and halving on the same seeds, digits only in --quick.
+    digits = report["early_stop"]["digits"]
+    assert sorted((r["early_stop"], r["seed"]) for r in digits["runs"]) == [
+        ("halving", 0), ("halving", 1), ("off", 0), ("off", 1)]
+    assert [row["mode"] for row in digits["summary"]] == ["off", "halving"]
+    assert "fashion-mnist" not in report["early_stop"]
+    assert "MET" in stdout or "not met" in stdout
+    assert (tmp_path / "search-hypervolume.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.slow
 @pytest.mark.skipif(not DEBIAN_FASHION.is_dir(), reason="needs Debian's dataset-fashion-mnist")
 def test_bench_training_distills_from_the_twin_it_saved(tmp_path):
     """--models fp-twin saves the twin beside the JSON; --distill then teaches the binary network
