@@ -8,18 +8,20 @@ from pathlib import Path
 from typing import Any
 
 import dash
-from dash import Input, Output, State, dcc, html, no_update
+from dash import ALL, Input, Output, State, dcc, html, no_update
 from optuna.storages import BaseStorage
 
 from .data import list_studies, load_study_view, load_trial_detail, pick_export_trial
 from .export import export_zip
 from .figures import empty_figure, pareto_figure
-from .forms import FIELDS, fresh_study_name, validate_search_form
+from .forms import ADVANCED, FIELDS, fresh_study_name, validate_search_form
 from .jobs import JobManager
 from .layout import study_options
-from .panels import detail_children, jobs_children, stats_children
+from .panels import detail_children, jobs_children, start_error_children, stats_children
+from .table import GRID_ID, column_defs, table_rows, trials_grid
 
 log = logging.getLogger(__name__)
+GRID_ALL = {**GRID_ID, "name": ALL}  # the trials grid, once mounted
 
 
 @dataclass
@@ -57,11 +59,24 @@ class Explorer:
             return fresh, current
         return fresh, values[0] if values else None
 
+    def stop_job(self, button: Any) -> bool:
+        """Act on a Stop button's id ({"study", "how"}); False when nothing was signalled."""
+        if not isinstance(button, dict) or not isinstance(button.get("study"), str):
+            return False
+        try:
+            return self.jobs.stop(button["study"], button.get("how"))
+        except ValueError:
+            return False
+
     def export(self, study: str | None, selected: int | None) -> tuple[Path | None, str]:
         """(zip path, message) for the selected trial or the most accurate one on the front."""
         if not study:
             return None, "Nothing to export yet."
-        number = pick_export_trial(load_study_view(self.storage, study), selected)
+        view = load_study_view(self.storage, study)
+        row = next((r for r in view.rows if r.number == selected), None) if view else None
+        if row is not None and row.kind != "complete":
+            return None, f"Trial {selected} is {row.kind}: it has no trained model to export."
+        number = pick_export_trial(view, selected)
         if number is None:
             return None, "No completed trial to export yet."
         try:
@@ -81,6 +96,7 @@ def register_callbacks(app: dash.Dash, ex: Explorer) -> None:
             Output("form-message", "children"),
             Output("started-study", "data"),
             Output("form-study", "value"),
+            Output("form-advanced", "open"),
         ],
         Input("start-search", "n_clicks"),
         [State(f"form-{name}", "value") for name in FIELDS],
@@ -90,9 +106,11 @@ def register_callbacks(app: dash.Dash, ex: Explorer) -> None:
         errors, study = ex.start_search(dict(zip(FIELDS, values, strict=True)))
         messages = [errors.get(name, "") for name in FIELDS]
         if study is None:
-            return [*messages, "Fix the fields marked in red.", no_update, no_update]
+            unfold = True if set(errors) & set(ADVANCED) else no_update
+            return [*messages, "Fix the fields marked in red.", no_update, no_update, unfold]
         dataset = values[FIELDS.index("dataset")]
-        return [*messages, f"Started search {study!r}.", study, fresh_study_name(dataset)]
+        started = f"Started search {study!r}."
+        return [*messages, started, study, fresh_study_name(dataset), no_update]
 
     @app.callback(
         Output("study-select", "options"),
@@ -117,33 +135,87 @@ def register_callbacks(app: dash.Dash, ex: Explorer) -> None:
         Input("poll", "n_intervals"),
         Input("study-select", "value"),
         Input("selected-trial", "data"),
+        Input("latency-scale", "value"),
+        Input("show-pruned", "value"),
+        Input("color-by", "value"),
         State("view-signature", "data"),
     )
-    def on_view(_n: int | None, study: str | None, selected: dict | None, signature: Any):
+    def on_view(
+        _n: int | None,
+        study: str | None,
+        selected: dict | None,
+        scale: str | None,
+        pruned: list | None,
+        color_by: str | None,
+        signature: Any,
+    ):
+        # the storage is read on every poll, but the page redraws only what changed
         view = load_study_view(ex.storage, study) if study else None
-        number = selected.get("number") if selected else None
-        new_signature = repr((study, view.signature() if view else None, number))
-        if new_signature == signature:
+        fresh = view.signature() if view else study  # a study not created yet: its name
+        if dash.ctx.triggered_id == "poll" and fresh == signature:
             return no_update, no_update, no_update
         if view is None:
-            figure = empty_figure(
-                "Starting search…" if study else "Start a search to see the Pareto front."
-            )
+            hint = "Starting search…" if study else "Start a search to see the Pareto front."
+            figure = empty_figure(hint)
         else:
-            figure = pareto_figure(view, number)
-        return figure, stats_children(view, study), new_signature
+            number = selected.get("number") if selected and selected.get("study") == study else None
+            figure = pareto_figure(
+                view,
+                number,
+                latency_scale=scale or "auto",
+                show_pruned=bool(pruned),
+                color_by=color_by,
+            )
+        return figure, stats_children(view, study), fresh if fresh != signature else no_update
+
+    @app.callback(
+        Output("trials-table", "children"),
+        Output(GRID_ALL, "rowData"),
+        Output(GRID_ALL, "columnDefs"),
+        Output("color-by", "options"),
+        Input("view-signature", "data"),
+        State("study-select", "value"),
+        State(GRID_ALL, "columnDefs"),
+        State("color-by", "options"),
+        prevent_initial_call=True,
+    )
+    def on_table(_signature: Any, study: str | None, grids: list, knobs: Any):
+        # after the figure, and only when the trials changed: the plot draws first
+        view = load_study_view(ex.storage, study) if study else None
+        rows, columns = table_rows(view), column_defs(view)
+        params = view.param_names if view else []
+        knobs = params if params != knobs else no_update
+        if not grids:  # the first data: mount the grid with it
+            return trials_grid(rows, columns), [], [], knobs
+        return no_update, [rows], [columns if columns != grids[0] else no_update], knobs
 
     @app.callback(
         Output("selected-trial", "data"),
+        Output(GRID_ALL, "selectedRows"),
+        Output(GRID_ALL, "scrollTo"),
         Input("pareto-graph", "clickData"),
+        Input(GRID_ALL, "cellClicked"),
         Input("study-select", "value"),
         prevent_initial_call=True,
     )
-    def on_select(click: dict | None, study: str | None) -> dict | None:
-        if dash.ctx.triggered_id != "pareto-graph" or not click or not study:
-            return None
-        number = clicked_trial(click)
-        return None if number is None else {"study": study, "number": number}
+    def on_select(click: dict | None, cells: list, study: str | None):
+        source = dash.ctx.triggered_id
+        keep = [no_update] * len(cells)  # one per grid: none until the grid is mounted
+        number = None
+        if source == "pareto-graph" and click:
+            number = clicked_trial(click)
+        elif isinstance(source, dict):  # the grid
+            if not cells[0]:  # just mounted, nothing clicked
+                return no_update, keep, keep
+            number = clicked_row(cells[0])
+        if number is None or not study:
+            return None, [[] for _ in cells], keep
+        selected = {"study": study, "number": number}
+        if source != "pareto-graph":  # the grid selected the clicked row itself
+            return selected, keep, keep
+        row = str(number)
+        ids, scroll = {"ids": [row]}, {"rowId": row, "rowPosition": "middle"}
+        return selected, [ids for _ in cells], [scroll for _ in cells]
 
     @app.callback(Output("trial-detail", "children"), Input("selected-trial", "data"))
     def on_detail(selected: dict | None) -> list[Any]:
@@ -154,8 +226,25 @@ def register_callbacks(app: dash.Dash, ex: Explorer) -> None:
         detail = load_trial_detail(ex.storage, selected["study"], selected["number"])
         return detail_children(detail, on_front)
 
-    @app.callback(Output("jobs-panel", "children"), Input("poll", "n_intervals"))
-    def on_jobs(_n: int | None) -> list[Any]:
+    @app.callback(
+        Output("jobs-panel", "children"),
+        Output("form-job-error", "children"),
+        Input("poll", "n_intervals"),
+        State("started-study", "data"),
+    )
+    def on_jobs(_n: int | None, started: str | None):
+        return jobs_children(ex.jobs.jobs()), start_error_children(ex.jobs.find(started))
+
+    @app.callback(
+        Output("jobs-panel", "children", allow_duplicate=True),
+        Input({"type": "job-stop", "study": ALL, "how": ALL}, "n_clicks"),
+        prevent_initial_call=True,
+    )
+    def on_stop(_clicks: list[int | None]) -> Any:
+        # a poll re-renders the buttons with n_clicks 0: only a real click stops a job
+        if not dash.ctx.triggered or not dash.ctx.triggered[0].get("value"):
+            return no_update
+        ex.stop_job(dash.ctx.triggered_id)
         return jobs_children(ex.jobs.jobs())
 
     @app.callback(
@@ -174,8 +263,14 @@ def register_callbacks(app: dash.Dash, ex: Explorer) -> None:
 
 
 def clicked_trial(click: dict) -> int | None:
-    """The trial number a plotly click event points at (customdata[0] of every trace)."""
+    """The trial number a plotly click event points at (customdata[0] of every point trace)."""
     points = click.get("points") or []
     data = points[0].get("customdata") if points else None
     number = data[0] if isinstance(data, list) and data else None
     return number if isinstance(number, int) and not isinstance(number, bool) else None
+
+
+def clicked_row(cell: dict) -> int | None:
+    """The trial number of a clicked trials-table cell (its row id is the number as text)."""
+    row = cell.get("rowId")
+    return int(row) if isinstance(row, str) and row.isdigit() else None

@@ -2,20 +2,29 @@
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
+from search.early_stop import EARLY_STOP_MODES
+from search.samplers import SAMPLERS
+from search.settings import SearchSettings
+
 from .paths import study_name_error
 
-FIELDS = ("dataset", "trials", "epochs", "workers", "study", "seed")
 LIMITS = {
     "trials": (1, 1000),
     "epochs": (1, 200),
     "workers": (1, max(1, os.cpu_count() or 1)),
     "seed": (0, 2**31 - 1),
 }
+CHOICES = {"sampler": SAMPLERS, "early_stop": EARLY_STOP_MODES}
+OPTIONAL = ("max_latency_ms", "max_size_kb", "timeout")  # positive numbers; empty: none
+FIELDS = ("dataset", "trials", "epochs", "workers", "study", "seed", *CHOICES, *OPTIONAL)
+ADVANCED = (*CHOICES, *OPTIONAL)  # shown folded; opened when one of them is wrong
+_SEARCH_DEFAULTS = SearchSettings()
 
 
 @dataclass(frozen=True)
@@ -28,6 +37,11 @@ class SearchRequest:
     workers: int
     study: str
     seed: int
+    sampler: str = _SEARCH_DEFAULTS.sampler
+    early_stop: str = _SEARCH_DEFAULTS.early_stop
+    max_latency_ms: float | None = None
+    max_size_kb: float | None = None
+    timeout: float | None = None
 
 
 def fresh_study_name(dataset: str = "digits", now: datetime | None = None) -> str:
@@ -36,7 +50,8 @@ def fresh_study_name(dataset: str = "digits", now: datetime | None = None) -> st
 
 
 def default_form(dataset: str = "digits") -> dict[str, object]:
-    """A tiny budget so that pressing Start right away gives a result within a minute."""
+    """A tiny budget so that pressing Start right away gives a result within a minute; the
+    sampler and early stopping as `app.py search` has them; no budgets, no timeout."""
     return {
         "dataset": dataset,
         "trials": 4,
@@ -44,6 +59,9 @@ def default_form(dataset: str = "digits") -> dict[str, object]:
         "workers": 1,
         "study": fresh_study_name(dataset),
         "seed": 0,
+        "sampler": _SEARCH_DEFAULTS.sampler,
+        "early_stop": _SEARCH_DEFAULTS.early_stop,
+        **dict.fromkeys(OPTIONAL),
     }
 
 
@@ -55,6 +73,19 @@ def _int_error(value: object, low: int, high: int) -> tuple[int | None, str | No
     if not low <= value <= high:
         return None, f"Must be from {low} to {high}."
     return int(value), None
+
+
+def _positive_error(value: object) -> tuple[float | None, str | None]:
+    """An optional positive number: None (no limit) when left empty."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None, None
+    try:
+        number = float(value) if not isinstance(value, bool) else math.nan
+    except (TypeError, ValueError):
+        number = math.nan
+    if not (math.isfinite(number) and number > 0):
+        return None, "Enter a number above 0, or leave empty for none."
+    return number, None
 
 
 def validate_search_form(
@@ -72,6 +103,14 @@ def validate_search_form(
         if error:
             errors[name] = error
         parsed[name] = number
+    for name, allowed in CHOICES.items():
+        parsed[name] = values.get(name)
+        if parsed[name] not in allowed:
+            errors[name] = f"Choose one of: {', '.join(allowed)}."
+    for name in OPTIONAL:
+        parsed[name], error = _positive_error(values.get(name))
+        if error:
+            errors[name] = error
     study = values.get("study")
     study = study.strip() if isinstance(study, str) else study
     error = study_name_error(study)

@@ -9,8 +9,8 @@ from dash import dcc, html
 from search.storage import masked
 
 from .data import StudyInfo
-from .figures import empty_figure
-from .forms import LIMITS, default_form
+from .figures import LATENCY_SCALES, empty_figure
+from .forms import CHOICES, LIMITS, OPTIONAL, default_form
 from .panels import GRAPH_CONFIG, detail_children, jobs_children, stats_children
 
 POLL_MS = 2000
@@ -22,6 +22,11 @@ _HELP = {
     "workers": "Trials trained in parallel.",
     "study": "Letters, digits, '_', '.', '-'.",
     "seed": "Sampler and training seed.",
+    "sampler": "Optuna sampler proposing the architectures.",
+    "early_stop": "halving: stop trials that trail faster peers.",
+    "max_latency_ms": "Empty: none. Slower candidates are never trained.",
+    "max_size_kb": "Empty: none. Packed model size limit.",
+    "timeout": "Empty: none. No new trial starts after it.",
 }
 _LABELS = {
     "dataset": "Dataset",
@@ -30,6 +35,11 @@ _LABELS = {
     "workers": "Workers",
     "study": "Study name",
     "seed": "Seed",
+    "sampler": "Sampler",
+    "early_stop": "Early stopping",
+    "max_latency_ms": "Max latency (ms)",
+    "max_size_kb": "Max size (KB)",
+    "timeout": "Timeout (s)",
 }
 
 
@@ -55,6 +65,33 @@ def _number(name: str, value: object) -> dcc.Input:
         max=high,
         step=1,
         className="input",
+    )
+
+
+def _choice(name: str, value: object) -> dcc.RadioItems:
+    """A few fixed choices: radio buttons, lighter to mount than a dropdown."""
+    options = list(CHOICES[name])
+    return dcc.RadioItems(id=f"form-{name}", options=options, value=value, inline=True)
+
+
+def _optional(name: str) -> dcc.Input:
+    """A positive number that may stay empty (no budget, no timeout). Text, not a number
+    input: a browser reports a bad number as empty, which would quietly mean no budget."""
+    return dcc.Input(
+        id=f"form-{name}", type="text", inputMode="decimal", className="input", autoComplete="off"
+    )
+
+
+def _advanced(defaults: dict[str, object]) -> html.Details:
+    """Sampler, early stopping, budgets and timeout: folded, with `app.py search`'s defaults."""
+    return html.Details(
+        [
+            html.Summary("Sampler, budgets, early stopping"),
+            *(_field(name, _choice(name, defaults[name])) for name in CHOICES),
+            *(_field(name, _optional(name)) for name in OPTIONAL),
+        ],
+        id="form-advanced",
+        className="advanced",
     )
 
 
@@ -94,11 +131,44 @@ def search_form(datasets: list[str]) -> html.Div:
                     autoComplete="off",
                 ),
             ),
+            _advanced(defaults),
             html.Button("Start search", id="start-search", n_clicks=0, className="btn primary"),
             html.Div(id="form-message", className="form-message"),
+            html.Div(id="form-job-error", className="form-job-error"),
         ],
         id="search-form",
         className="card",
+    )
+
+
+def plot_controls() -> html.Div:
+    """How the front is drawn: latency scale, pruned trials, colour by a sampled knob."""
+    return html.Div(
+        [
+            html.Label("Latency axis", htmlFor="latency-scale"),
+            dcc.RadioItems(
+                id="latency-scale",
+                options=[{"label": s, "value": s} for s in LATENCY_SCALES],
+                value="auto",
+                inline=True,
+                className="segmented",
+            ),
+            dcc.Checklist(
+                id="show-pruned",
+                options=[{"label": "Show pruned", "value": "pruned"}],
+                value=[],
+                inline=True,
+            ),
+            html.Label("Colour by", htmlFor="color-by"),
+            dcc.Dropdown(
+                id="color-by",
+                options=[],
+                placeholder="front / rest",
+                clearable=True,
+                className="color-by",
+            ),
+        ],
+        className="plot-controls",
     )
 
 
@@ -175,6 +245,7 @@ def build_layout(
                 className="toolbar",
             ),
             html.Div(id="export-status", className="export-status"),
+            plot_controls(),
             dcc.Graph(
                 id="pareto-graph",
                 figure=empty_figure("Loading…"),
@@ -184,11 +255,14 @@ def build_layout(
         ],
         className="card",
     )
+    table = html.Div(html.Div("Loading trials…", className="muted"), id="trials-table")
+    table_card = html.Div([html.H2("Trials"), table], className="card trials")
     detail_card = html.Div(detail_children(None, False), id="trial-detail", className="card detail")
+    content = html.Section([front_card, table_card, detail_card], className="content")
     return html.Div(
         [
             header,
-            html.Main([sidebar, html.Section([front_card, detail_card], className="content")]),
+            html.Main([sidebar, content]),
             dcc.Interval(id="poll", interval=POLL_MS),
             dcc.Store(id="selected-trial"),
             dcc.Store(id="started-study"),

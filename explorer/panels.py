@@ -9,9 +9,10 @@ from dash import dcc, html
 
 from .data import StudyView, TrialDetail
 from .figures import layer_latency_figure, learning_curve_figure, short
-from .jobs import Job
+from .jobs import Job, last_lines
 
 GRAPH_CONFIG = {"displaylogo": False, "modeBarButtonsToRemove": ["lasso2d", "select2d"]}
+ERROR_LINES = 6  # log lines shown for a search that failed
 
 
 def _chip(label: str, value: object, tone: str = "") -> html.Span:
@@ -22,7 +23,8 @@ def _chip(label: str, value: object, tone: str = "") -> html.Span:
 
 
 def stats_children(view: StudyView | None, study_name: str | None) -> list[Any]:
-    """Counts by state (failed trials are counted here, not plotted) and the study's budget."""
+    """Counts by kind (failed and stopped trials are counted here, not plotted) and the
+    study's budget."""
     if not study_name:
         return [html.Span("No study yet: start a search on the left.", className="muted")]
     if view is None:
@@ -32,18 +34,19 @@ def stats_children(view: StudyView | None, study_name: str | None) -> list[Any]:
             )
         ]
     counts = view.counts
+    failed = counts.get("failed", 0) + counts.get("stopped", 0)
     chips = [
         _chip("complete", counts.get("complete", 0)),
         _chip("running", counts.get("running", 0), "tone-run"),
-        _chip("failed", counts.get("fail", 0), "tone-fail" if counts.get("fail") else ""),
+        _chip("failed", failed, "tone-fail" if failed else ""),
         _chip("on front", len(view.front), "tone-front"),
     ]
-    if counts.get("pruned"):
-        chips.append(_chip("pruned", counts["pruned"]))
+    chips += [_chip(kind, counts[kind]) for kind in ("pruned", "infeasible") if counts.get(kind)]
     settings = view.settings
     if settings:
         parts = [str(settings.get("dataset", ""))]
         parts += [_plural(settings[k], k[:-1]) for k in ("trials", "epochs") if k in settings]
+        parts += [f"{settings['sampler']} sampler"] if settings.get("sampler") else []
         chips.append(html.Span(" · ".join(p for p in parts if p), className="study-budget"))
     return chips
 
@@ -79,7 +82,8 @@ def _number(value: Any, unit: str, digits: int = 4) -> str:
 
 
 def metric_rows(metrics: dict[str, Any], isa: str | None) -> list[tuple[str, str]]:
-    """(label, formatted value) pairs for the metrics table, units included."""
+    """(label, formatted value) pairs for the metrics table of a trained trial, units
+    included."""
     packed, fp32 = metrics.get("packed_bytes"), metrics.get("fp32_bytes")
     ratio = f"  (×{fp32 / packed:.1f} smaller than fp32)" if packed and fp32 else ""
     return [
@@ -95,6 +99,26 @@ def metric_rows(metrics: dict[str, Any], isa: str | None) -> list[tuple[str, str
         ("Training time", _number(metrics.get("train_seconds"), "s", 3)),
         ("Kernel path", isa or "–"),
     ]
+
+
+def untrained_rows(detail: TrialDetail) -> list[tuple[str, str]]:
+    """What a trial that never finished training measured: its latency and size before
+    training, the machine, and the accuracy at each epoch rung it reached."""
+    on = detail.measured_on
+    machine = " · ".join(
+        str(part)
+        for part in (on.get("cpu"), on.get("isa"), on.get("threads") and f"{on['threads']} thr")
+        if part
+    )
+    rows = [
+        ("Latency before training", _number(detail.latency_before_ms, "ms")),
+        ("Packed size before training", _number(detail.size_before_kb, "KB")),
+        ("Measured on", machine or "–"),
+    ]
+    rows += [(f"Val accuracy at epoch {e}", _pct(a)) for e, a in sorted(detail.rungs.items())]
+    if detail.pruned_at_epoch is not None:
+        rows.append(("Pruned at epoch", str(detail.pruned_at_epoch)))
+    return rows
 
 
 def flatten(config: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
@@ -115,51 +139,70 @@ def _table(rows: list[tuple[str, Any]], class_name: str) -> html.Table:
     )
 
 
+REASON_LABELS = {
+    "infeasible": "Over budget, never trained: ",
+    "pruned": "Stopped early: ",
+    "stopped": "Stopped: ",
+    "failed": "Failed: ",
+}
+
+
+def _graphs(detail: TrialDetail) -> list[Any]:
+    """The learning curve (a pruned trial's rungs when it has no full curve) and the per-layer
+    latency, for whichever the trial recorded."""
+    curve = detail.learning_curve or [
+        {"epoch": e, "val_accuracy": a} for e, a in sorted(detail.rungs.items())
+    ]
+    graphs = []
+    if curve:
+        figure = learning_curve_figure(curve)
+        graphs.append(dcc.Graph(id="learning-curve", figure=figure, config=GRAPH_CONFIG))
+    if detail.layer_latency:
+        figure = layer_latency_figure(detail.layer_latency)
+        graphs.append(dcc.Graph(id="layer-latency", figure=figure, config=GRAPH_CONFIG))
+    return [html.Div(graphs, className="detail-grid")] if graphs else []
+
+
 def detail_children(detail: TrialDetail | None, on_front: bool) -> list[Any]:
-    """The trial panel: metrics, configuration, learning curve and per-layer latency."""
+    """The trial panel, for a trial of any state: its state and why, its metrics (or what it
+    measured before training), its configuration, learning curve and per-layer latency."""
     if detail is None:
         return [
-            html.Div("Click a point on the plot to inspect that trial.", className="placeholder")
+            html.Div(
+                "Click a point on the plot, or a row of the table, to inspect that trial.",
+                className="placeholder",
+            )
         ]
-    badges = [html.Span(detail.state, className=f"badge state-{detail.state}")]
+    badges = [html.Span(detail.kind, className=f"badge state-{detail.kind}")]
     if on_front:
         badges.append(html.Span("Pareto front", className="badge front"))
     header = html.Div([html.H3(f"Trial {detail.number}"), *badges], className="detail-header")
-    if detail.fail_reason:
-        header.children.append(html.Div(detail.fail_reason, className="fail-reason"))
+    if detail.kind in REASON_LABELS:
+        reason = REASON_LABELS[detail.kind] + (detail.reason or "no reason recorded")
+        header.children.append(html.Div(reason, className=f"trial-reason reason-{detail.kind}"))
+    if detail.trained:
+        measured = [html.H4("Metrics"), _table(metric_rows(detail.metrics, detail.isa), "")]
+    else:
+        measured = [html.H4("Measured"), _table(untrained_rows(detail), "")]
+    config = flatten(detail.config or detail.params)
+    config_table = (
+        _table([(k, short(v)) for k, v in config], "config")
+        if config
+        else html.Div("Not recorded: the trial ended before it was sampled.", className="muted")
+    )
     return [
         header,
         html.Div(
             [
+                html.Div(measured, className="detail-col"),
                 html.Div(
-                    [html.H4("Metrics"), _table(metric_rows(detail.metrics, detail.isa), "")],
-                    className="detail-col",
-                ),
-                html.Div(
-                    [
-                        html.H4("Configuration"),
-                        _table([(k, short(v)) for k, v in flatten(detail.config)], "config"),
-                    ],
+                    [html.H4("Configuration"), config_table],
                     className="detail-col",
                 ),
             ],
             className="detail-grid",
         ),
-        html.Div(
-            [
-                dcc.Graph(
-                    id="learning-curve",
-                    figure=learning_curve_figure(detail.learning_curve),
-                    config=GRAPH_CONFIG,
-                ),
-                dcc.Graph(
-                    id="layer-latency",
-                    figure=layer_latency_figure(detail.layer_latency),
-                    config=GRAPH_CONFIG,
-                ),
-            ],
-            className="detail-grid",
-        ),
+        *_graphs(detail),
     ]
 
 
@@ -168,8 +211,34 @@ def _elapsed(seconds: float) -> str:
     return f"{minutes}m {secs:02d}s" if minutes else f"{secs}s"
 
 
+def stop_buttons(job: Job) -> list[Any]:
+    """'Finish running trials' (SIGINT) while running, 'Stop now' (SIGTERM) until it ends."""
+    buttons = []
+    if job.status == "running":
+        buttons.append(
+            (
+                "finish",
+                "Finish running trials",
+                "Start no new trial; exit once the running ones are done",
+            )
+        )
+    if job.running:
+        buttons.append(("now", "Stop now", "End the running trials now (recorded as stopped)"))
+    return [
+        html.Button(
+            label,
+            id={"type": "job-stop", "study": job.study, "how": how},
+            n_clicks=0,
+            className=f"btn small stop-{how}",
+            title=title,
+        )
+        for how, label, title in buttons
+    ]
+
+
 def jobs_children(jobs: list[Job], now: float | None = None) -> list[Any]:
-    """One line per search this explorer started: status, age and the last log line."""
+    """One line per search this explorer started: status, age, stop buttons and the last log
+    line."""
     if not jobs:
         return [html.Div("No searches started from this window yet.", className="muted")]
     now = time.time() if now is None else now
@@ -185,8 +254,20 @@ def jobs_children(jobs: list[Job], now: float | None = None) -> list[Any]:
                     className="job-head",
                 ),
                 html.Div(job.last_log_line() or "…", className="job-log", title=str(job.log)),
+                html.Div(stop_buttons(job), className="job-actions"),
             ],
             className="job",
         )
         for job in jobs
+    ]
+
+
+def start_error_children(job: Job | None) -> list[Any]:
+    """Under the form: the last log lines of the search it started, once that search failed."""
+    if job is None or job.status != "failed":
+        return []
+    code = job.process.returncode
+    return [
+        html.Div(f"Search {job.study!r} failed (exit code {code}):", className="error-title"),
+        html.Pre("\n".join(last_lines(job.log, ERROR_LINES)) or "(empty log)", title=str(job.log)),
     ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 import time
@@ -16,9 +17,10 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution, Int
 from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState, create_trial
+from stand_ins import SIGNALLED_SEARCH
 
-from explorer import callbacks, data, figures, forms, jobs, panels, paths
-from explorer.callbacks import Explorer, clicked_trial
+from explorer import callbacks, data, figures, forms, jobs, panels, paths, table
+from explorer.callbacks import Explorer, clicked_row, clicked_trial
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -78,8 +80,54 @@ def complete_trial(acc: float, latency: float, width: int = 16) -> optuna.trial.
     )  # fmt: skip
 
 
-def failed_trial() -> optuna.trial.FrozenTrial:
-    return create_trial(state=TrialState.FAIL, user_attrs={"fail_reason": "RuntimeError: boom"})
+PARAMS = complete_trial(0.5, 1.0).params
+BEFORE = {
+    "latency_before_training_ms": 0.8,
+    "packed_kb_before_training": 3.5,
+    "measured_on": {"cpu": "Test CPU", "isa": "avx2", "threads": 1},
+    "config": {"arch": {"family": "plain"}},
+}
+
+
+def failed_trial(reason: str = "RuntimeError: boom") -> optuna.trial.FrozenTrial:
+    """Failed after sampling (its params and config recorded), as the objective leaves it."""
+    attrs = {"fail_reason": reason, "config": BEFORE["config"]}
+    return create_trial(
+        state=TrialState.FAIL, params=PARAMS, distributions=DISTRIBUTIONS, user_attrs=attrs
+    )
+
+
+def infeasible_trial(latency: float = 7.5, trained_acc: float | None = None):
+    """Over the latency budget: untrained (values[0] = 0) unless `trained_acc` is given."""
+    attrs = {
+        **BEFORE,
+        "infeasible": f"latency {latency:.4g} ms > budget 5 ms",
+        "metrics": {"val_accuracy": 0.0, "latency_ms": latency, "packed_kb": 4.0},
+    }
+    if trained_acc is not None:  # trained, then measured over the budget
+        attrs["metrics"] = {**attrs["metrics"], "val_accuracy": trained_acc, "test_accuracy": 0.9}
+        attrs["learning_curve"] = [{"epoch": 1, "val_accuracy": trained_acc}]
+    return create_trial(
+        state=TrialState.COMPLETE,
+        values=[trained_acc or 0.0, latency],
+        params=PARAMS,
+        distributions=DISTRIBUTIONS,
+        user_attrs=attrs,
+    )
+
+
+def pruned_trial(rungs: dict[str, float], latency: float = 0.8):
+    epoch = max(rungs, key=int)
+    attrs = {
+        **BEFORE,
+        "latency_before_training_ms": latency,
+        "rungs": rungs,
+        "pruned_at_epoch": int(epoch),
+        "prune_reason": f"epoch {epoch}: val 40.0% below the top third (60.0%) of 3 trials",
+    }
+    return create_trial(
+        state=TrialState.PRUNED, params=PARAMS, distributions=DISTRIBUTIONS, user_attrs=attrs
+    )
 
 
 @pytest.fixture
@@ -87,14 +135,16 @@ def storage(tmp_path: Path) -> JournalStorage:
     return JournalStorage(JournalFileBackend(str(tmp_path / "bnnx.journal")))
 
 
-def make_study(storage, name: str, points: list[tuple[float, float]], failed: int = 0):
+def make_study(storage, name: str, points: list[tuple[float, float]], failed: int = 0, **settings):
     study = optuna.create_study(
         storage=storage, study_name=name, directions=["maximize", "minimize"]
     )
     with pytest.warns(optuna.exceptions.ExperimentalWarning):
         study.set_metric_names(["val_accuracy", "latency_ms"])
-    study.set_user_attr("bnnx", {"dataset": "digits", "space": "quick", "trials": 9, "epochs": 2,
-                                 "seed": 0})  # fmt: skip
+    study.set_user_attr(
+        "bnnx",
+        {"dataset": "digits", "space": "quick", "trials": 9, "epochs": 2, "seed": 0, **settings},
+    )
     for acc, latency in points:
         study.add_trial(complete_trial(acc, latency))
     for _ in range(failed):
@@ -125,10 +175,13 @@ def test_study_view_rows_front_and_counts(storage) -> None:
     make_study(storage, "s1", [(0.9, 1.0), (0.95, 2.0), (0.8, 1.5)], failed=2)
     view = data.load_study_view(storage, "s1")
     assert view is not None
-    assert [r.number for r in view.rows] == [0, 1, 2]
+    assert [r.number for r in view.rows] == [0, 1, 2, 3, 4]  # every trial, failed included
+    assert [r.number for r in view.of_kind("complete")] == [0, 1, 2]
     assert [r.number for r in view.front] == [0, 1]  # by latency
-    assert view.counts == {"complete": 3, "fail": 2}
+    assert view.counts == {"complete": 3, "failed": 2}
     assert view.rows[0].params["width"] == 16
+    assert view.rows[0].size_kb is None and view.rows[0].train_seconds == 3.2
+    assert view.rows[3].reason == "RuntimeError: boom" and not view.rows[3].plotted
     assert view.settings["dataset"] == "digits"
     assert data.load_study_view(storage, "missing") is None
 
@@ -138,7 +191,75 @@ def test_running_trials_are_counted_not_plotted(storage) -> None:
     study.ask()  # a RUNNING trial, as while a search runs
     view = data.load_study_view(storage, "s1")
     assert view.counts == {"complete": 1, "running": 1}
-    assert len(view.rows) == 1
+    assert [(r.kind, r.plotted) for r in view.rows] == [("complete", True), ("running", False)]
+
+
+def test_rows_of_every_kind(storage) -> None:
+    study = make_study(storage, "s1", [(0.9, 1.0)])
+    for trial in (
+        infeasible_trial(),
+        infeasible_trial(latency=6.0, trained_acc=0.97),
+        pruned_trial({"1": 0.3, "3": 0.4}),
+        failed_trial("stopped"),
+        failed_trial("budget reached"),
+        create_trial(state=TrialState.PRUNED, params=PARAMS, distributions=DISTRIBUTIONS),
+    ):
+        study.add_trial(trial)
+    study.enqueue_trial({"width": 8})
+    rows = data.load_study_view(storage, "s1").rows
+    kinds = [r.kind for r in rows]
+    assert kinds == [
+        "complete",
+        "infeasible",
+        "infeasible",
+        "pruned",
+        "stopped",
+        "stopped",
+        "pruned",
+        "waiting",
+    ]
+    untrained, trained, pruned = rows[1:4]
+    assert untrained.val_accuracy is None and untrained.latency_ms == 7.5  # no accuracy of 0
+    assert untrained.size_kb == 4.0 and untrained.reason.startswith("latency 7.5 ms > budget")
+    assert untrained.plotted and trained.val_accuracy == 0.97  # drawn in the floor band
+    assert not trained.on_front  # infeasible: never on the front, however good
+    assert (pruned.val_accuracy, pruned.rung_epoch, pruned.latency_ms) == (0.4, 3, 0.8)
+    assert pruned.size_kb == 3.5 and pruned.reason.startswith("epoch 3: val 40.0%")
+    assert rows[4].reason == "stopped" and rows[5].reason == "budget reached"
+    assert not rows[6].plotted  # pruned without rungs: in the table, not on the plot
+
+
+def test_signature_changes_with_any_trial_state(storage) -> None:
+    study = make_study(storage, "s1", [(0.9, 1.0)])
+    trial = study.ask()
+    first = data.load_study_view(storage, "s1").signature()
+    assert data.load_study_view(storage, "s1").signature() == first  # nothing new: no redraw
+    study.tell(trial, state=TrialState.PRUNED)  # same count of trials, another state
+    second = data.load_study_view(storage, "s1").signature()
+    assert second != first and len(second) == 24  # a short digest, sent back on every poll
+
+
+def test_param_names_in_first_suggested_order(storage) -> None:
+    study = make_study(storage, "s1", [(0.9, 1.0)])
+    extra = {**DISTRIBUTIONS, "bop_threshold": FloatDistribution(1e-8, 1e-4, log=True)}
+    study.add_trial(
+        create_trial(
+            state=TrialState.FAIL, params={**PARAMS, "bop_threshold": 1e-6}, distributions=extra
+        )
+    )
+    assert data.load_study_view(storage, "s1").param_names == [*DISTRIBUTIONS, "bop_threshold"]
+
+
+def _row(number: int, acc: float, latency: float) -> data.TrialRow:
+    return data.TrialRow(number, "complete", acc, latency, None, None, {}, on_front=True)
+
+
+def test_knee_point() -> None:
+    # accuracy saturates after trial 1: far from the line joining trials 0 and 3
+    front = [_row(0, 0.5, 1.0), _row(1, 0.9, 2.0), _row(2, 0.92, 6.0), _row(3, 0.93, 10.0)]
+    assert data.knee_point(front).number == 1
+    assert data.knee_point(front[:2]) is None
+    assert data.knee_point([_row(0, 0.5, 1.0), _row(1, 0.6, 2.0), _row(2, 0.7, 3.0)]) is None
 
 
 def test_list_studies_newest_first(storage) -> None:
@@ -155,8 +276,9 @@ def test_trial_detail(storage) -> None:
     assert detail.metrics["packed_bytes"] == 2048
     assert detail.learning_curve[1]["epoch"] == 2
     assert detail.layer_latency[0]["name"] == "conv1"
-    assert detail.isa == "avx2"
-    assert data.load_trial_detail(storage, "s1", 1).fail_reason == "RuntimeError: boom"
+    assert detail.isa == "avx2" and detail.kind == "complete" and detail.trained
+    failed = data.load_trial_detail(storage, "s1", 1)
+    assert (failed.kind, failed.reason, failed.trained) == ("failed", "RuntimeError: boom", False)
     assert data.load_trial_detail(storage, "s1", 7) is None
     assert data.load_trial_detail(storage, "s1", "0") is None
     assert data.load_trial_detail(storage, "nope", 0) is None
@@ -174,21 +296,193 @@ def test_pick_export_trial(storage) -> None:
 # -- figures ---------------------------------------------------------------------------------
 
 
+def _hoverable(fig) -> list:
+    return [t for t in fig.data if t.hoverinfo != "skip"]
+
+
 def test_pareto_figure_highlights_front(storage) -> None:
     make_study(storage, "s1", [(0.9, 1.0), (0.95, 2.0), (0.8, 1.5)], failed=1)
     fig = figures.pareto_figure(data.load_study_view(storage, "s1"), selected=2)
-    assert [t.name for t in fig.data] == ["all trials", "Pareto front", "trial 2"]
-    everything, front, chosen = fig.data
-    assert len(everything.x) == 3
+    assert [t.name for t in fig.data] == ["trials", "Pareto front", "trial 2"]
+    dominated, front, chosen = fig.data
+    assert list(dominated.x) == [1.5]  # each trial in one trace: the front is not repeated
     assert list(front.x) == [1.0, 2.0] and list(front.y) == [0.9, 0.95]
-    assert front.marker.color != everything.marker.color
+    assert front.mode == "lines+markers" and front.line.shape == "hv"  # a step line
+    assert front.marker.color != dominated.marker.color
     assert [c[0] for c in front.customdata] == [0, 1]  # trial numbers for click and hover
-    assert "Trial %{customdata[0]}" in everything.hovertemplate
-    assert "width" in everything.hovertemplate
-    assert chosen.x == (1.5,)
+    assert chosen.x == (1.5,) and chosen.hoverinfo == "skip"
     assert "1 failed" in fig.layout.title.text
     assert "ms" in fig.layout.xaxis.title.text
     assert "accuracy" in fig.layout.yaxis.title.text.lower()
+
+
+def test_hover_lists_the_study_params_on_a_light_box(storage) -> None:
+    study = make_study(storage, "s1", [(0.9, 1.0)])
+    extra = {**DISTRIBUTIONS, "bop_threshold": FloatDistribution(1e-8, 1e-4, log=True)}
+    study.add_trial(
+        create_trial(
+            state=TrialState.COMPLETE,
+            values=[0.8, 2.0],
+            distributions=extra,
+            params={**PARAMS, "bop_threshold": 1e-6},
+        )
+    )
+    fig = figures.pareto_figure(data.load_study_view(storage, "s1"))
+    trace = fig.data[0]
+    params = [*DISTRIBUTIONS, "bop_threshold"]
+    assert trace.hovertemplate == figures.hovertemplate("complete", params)
+    assert "val accuracy %{y:.2%}" in trace.hovertemplate
+    assert "bop_threshold: %{customdata[10]}" in trace.hovertemplate  # number, size, note first
+    assert trace.customdata[0][10] == "1e-06" and trace.customdata[0][1] == "size –"
+    assert fig.data[1].customdata[0][10] == "–"  # a param this trial never sampled
+    assert "on the Pareto front" in fig.data[1].hovertemplate
+    label = fig.layout.hoverlabel
+    assert label.bgcolor.lower() in ("#ffffff", "white") and label.font.color == "#0f172a"
+    for t in fig.data:  # no trace brings back its own (trace-coloured) box
+        assert t.hoverlabel.bgcolor is None and t.hoverlabel.font.color is None
+
+
+def _even(ticks) -> bool:
+    gaps = {round(b - a, 9) for a, b in zip(ticks, ticks[1:], strict=False)}
+    return len(gaps) == 1
+
+
+@pytest.mark.parametrize(
+    "values",
+    [[0.9], [1.0], [0.0], [0.99, 1.0], [0.0, 1.0], [0.12, 0.97], [0.85, 0.86, 0.87], []],
+)
+def test_percent_axis_within_0_100_with_even_ticks(values) -> None:
+    axis = figures.percent_axis(values)
+    ticks, (low, high) = axis["tickvals"], axis["range"]
+    assert 0 <= ticks[0] and ticks[-1] <= 1 and len(ticks) >= 3 and _even(ticks)
+    assert all(ticks[0] <= v <= ticks[-1] for v in values)
+    assert low < ticks[0] and high > ticks[-1] and high - ticks[-1] < 0.05  # room, not 150%
+    assert len(ticks) <= 7
+
+
+def test_accuracy_axes_fit_the_data(storage) -> None:
+    make_study(storage, "s1", [(0.9, 1.0)])  # one trial: the axis once reached 150%
+    fig = figures.pareto_figure(data.load_study_view(storage, "s1"))
+    assert fig.layout.yaxis.range[1] < 1.0 and 0.85 <= fig.layout.yaxis.range[0] < 0.9
+    assert fig.layout.yaxis.autorange is None
+    curve = figures.learning_curve_figure([{"epoch": 1, "val_accuracy": 0.8}])
+    assert curve.layout.yaxis.range[1] < 1.0 and list(curve.layout.yaxis.tickvals)[-1] <= 0.82
+    assert [t.name for t in curve.data] == ["val accuracy"]  # no loss recorded: no loss trace
+
+
+def test_latency_axis_log_when_spread_and_by_toggle(storage) -> None:
+    make_study(storage, "s1", [(0.9, 1.0), (0.95, 2.0)])
+    make_study(storage, "wide", [(0.9, 0.1), (0.95, 5.0)])
+    narrow, wide = data.load_study_view(storage, "s1"), data.load_study_view(storage, "wide")
+    assert figures.pareto_figure(narrow).layout.xaxis.type == "linear"
+    assert figures.pareto_figure(wide).layout.xaxis.type == "log"  # 50x apart
+    assert figures.pareto_figure(narrow, latency_scale="log").layout.xaxis.type == "log"
+    assert figures.pareto_figure(wide, latency_scale="linear").layout.xaxis.type == "linear"
+    revisions = {
+        figures.pareto_figure(narrow, latency_scale=s).layout.uirevision
+        for s in "log linear".split()
+    }
+    assert len(revisions) == 2  # a zoom kept across polls is dropped when the scale changes
+
+
+def test_infeasible_pruned_budget_and_knee(storage) -> None:
+    study = make_study(
+        storage, "s1", [(0.5, 1.0), (0.9, 2.0), (0.92, 3.0), (0.93, 4.0)], max_latency_ms=5
+    )
+    study.add_trial(infeasible_trial())  # 4: never trained
+    study.add_trial(infeasible_trial(latency=6.0, trained_acc=0.97))  # 5
+    study.add_trial(pruned_trial({"1": 0.3, "3": 0.4}))  # 6
+    view = data.load_study_view(storage, "s1")
+    fig = figures.pareto_figure(view)
+    names = [t.name for t in fig.data]
+    assert names == ["infeasible (over budget)", "Pareto front", "knee (trial 1)"]
+    infeasible = fig.data[0]
+    assert infeasible.marker.color == figures.INFEASIBLE_COLOR
+    assert [c[0] for c in infeasible.customdata] == [4, 5]
+    floor, trained = infeasible.y
+    assert trained == 0.97 and fig.layout.yaxis.range[0] < floor < min(fig.layout.yaxis.tickvals)
+    assert infeasible.customdata[0][2] == "never trained: latency 7.5 ms &gt; budget 5 ms"
+    assert infeasible.customdata[1][2] == "val accuracy 97.00%: latency 6 ms &gt; budget 5 ms"
+    assert infeasible.customdata[0][1] == "4 KB"
+    assert fig.data[2].hoverinfo == "skip" and fig.data[2].x == (2.0,)
+    (budget,) = fig.layout.shapes
+    assert (budget.x0, budget.x1, budget.yref) == (5, 5, "paper")
+    assert budget.name == "latency budget 5 ms" and budget.showlegend
+    assert "1 pruned" in fig.layout.title.text and "2 infeasible" in fig.layout.title.text
+
+    shown = figures.pareto_figure(view, show_pruned=True)
+    pruned = next(t for t in shown.data if t.name.startswith("pruned"))
+    assert (pruned.x, pruned.y) == ((0.8,), (0.4,))  # last rung, latency before training
+    assert pruned.customdata[0][2] == 3 and "at epoch %{customdata[2]}" in pruned.hovertemplate
+
+
+def test_only_pruned_trials_hint_at_the_toggle(storage) -> None:
+    study = make_study(storage, "s1", [])
+    study.add_trial(pruned_trial({"1": 0.3}))
+    view = data.load_study_view(storage, "s1")
+    assert "Show pruned" in figures.pareto_figure(view).layout.annotations[0].text
+    assert figures.pareto_figure(view, show_pruned=True).data[0].name == "pruned (last rung)"
+
+
+def test_color_by_a_knob(storage) -> None:
+    study = make_study(storage, "s1", [(0.9, 1.0), (0.95, 2.0)])
+    study.add_trial(complete_trial(0.8, 1.5, width=64))
+    view = data.load_study_view(storage, "s1")
+    fig = figures.pareto_figure(view, color_by="width")  # numbers: one continuous scale
+    dominated, front = fig.data
+    assert list(dominated.marker.color) == [64] and list(front.marker.color) == [16, 16]
+    assert dominated.marker.showscale and (dominated.marker.cmin, dominated.marker.cmax) == (16, 64)
+    assert (front.marker.cmin, front.marker.cmax) == (16, 64)
+    assert dominated.marker.colorbar.title.text == "width"
+    fig = figures.pareto_figure(view, color_by="input_quantizer")  # names: one colour each
+    assert list(fig.data[0].marker.colorbar.ticktext) == ["clipped_ste"]
+    assert figures.pareto_figure(view, color_by="nope").data[0].marker.color == figures.ALL_COLOR
+    make_study(storage, "over", []).add_trial(infeasible_trial())  # nothing to colour
+    only = figures.pareto_figure(data.load_study_view(storage, "over"), color_by="width")
+    assert [t.name for t in only.data] == ["infeasible (over budget)"]
+
+
+def _plotly_pick(fig, cursor: tuple[float, float], width: float = 800, height: float = 400):
+    """The trial plotly.js 4 hands to a click at `cursor` (data coordinates), following its
+    'closest' rule (fx/hover.js, scatter/hover.js): traces in order, hoverinfo 'skip' left out,
+    a point's distance is max(d - r, 1 - 3 / r) px for marker radius r = max(3, size / 2), and
+    a later point at an equal distance replaces the earlier one."""
+    xs = [x for t in fig.data for x in t.x]
+    x0, x1 = min(xs), max(xs)
+    y0, y1 = fig.layout.yaxis.range
+
+    def px(x: float, y: float) -> tuple[float, float]:
+        return (x - x0) / (x1 - x0) * width, (y - y0) / (y1 - y0) * height
+
+    cx, cy = px(*cursor)
+    best, picked = 20.0, None  # hoverdistance
+    for trace in fig.data:
+        if trace.hoverinfo == "skip" or "markers" not in trace.mode:
+            continue
+        radius = max(3.0, trace.marker.size / 2)
+        for x, y, custom in zip(trace.x, trace.y, trace.customdata, strict=True):
+            px_x, px_y = px(x, y)
+            distance = max(math.hypot(px_x - cx, px_y - cy) - radius, 1 - 3 / radius)
+            if distance <= best:
+                best, picked = distance, custom[0]
+    return picked
+
+
+def test_click_opens_the_trial_under_the_cursor(storage) -> None:
+    # dominated trial 1 sits 3 px right of front trial 0 (latency 0..2 ms on 800 px); the old
+    # figure handed a click on trial 0 to trial 1: its smaller marker won plotly's tie
+    points = [(0.9, 1.0), (0.899, 1.0075), (0.5, 0.0), (0.95, 2.0)]
+    make_study(storage, "s1", points + [(0.6, 1.0 + i / 1000) for i in range(2, 40)])
+    view = data.load_study_view(storage, "s1")
+    for selected in (None, 1, 0):
+        fig = figures.pareto_figure(view, selected)
+        assert _plotly_pick(fig, (1.0, 0.9)) == 0
+        assert _plotly_pick(fig, (1.0175, 0.899)) == 1  # 4 px right of trial 1: only its marker
+    traces = _hoverable(fig)
+    numbers = [c[0] for t in traces for c in t.customdata]
+    assert sorted(numbers) == list(range(len(points) + 38))  # every trial exactly once
+    assert {t.marker.size for t in traces} == {figures.MARKER_SIZE}  # no size wins a tie
+    assert clicked_trial({"points": [{"customdata": list(traces[-1].customdata[0])}]}) == 2
 
 
 def test_pareto_figure_without_points(storage) -> None:
@@ -223,6 +517,90 @@ def test_metric_rows_have_units() -> None:
     assert "×25.4" in rows["Packed model size"]
     assert rows["Binary MACs"] == "1.5 M"
     assert rows["Kernel path"] == "avx2"
+
+
+def _text(component) -> str:
+    return str(component.to_plotly_json() if hasattr(component, "to_plotly_json") else component)
+
+
+@pytest.mark.parametrize(
+    ("trial", "kind", "expected"),
+    [
+        (failed_trial(), "failed", ["Failed: RuntimeError: boom", "arch.family"]),
+        (failed_trial("stopped"), "stopped", ["Stopped: stopped"]),
+        (
+            create_trial(state=TrialState.FAIL, user_attrs={"fail_reason": "budget reached"}),
+            "stopped",
+            ["Stopped: budget reached", "Not recorded: the trial ended before it was sampled"],
+        ),
+        (
+            pruned_trial({"1": 0.3, "3": 0.4}),
+            "pruned",
+            [
+                "Stopped early: epoch 3: val 40.0%",
+                "Val accuracy at epoch 3",
+                "40.00%",
+                "Pruned at epoch",
+                "Latency before training",
+                "0.8 ms",
+                "arch.family",
+            ],
+        ),
+        (
+            infeasible_trial(),
+            "infeasible",
+            [
+                "Over budget, never trained: latency 7.5 ms > budget 5 ms",
+                "3.5 KB",
+                "Test CPU · avx2 · 1 thr",
+                "arch.family",
+            ],
+        ),
+    ],
+)
+def test_detail_of_untrained_trials(storage, trial, kind: str, expected: list[str]) -> None:
+    make_study(storage, "s1", []).add_trial(trial)
+    detail = data.load_trial_detail(storage, "s1", 0)
+    text = _text(panels.detail_children(detail, False))
+    assert f"badge state-{kind}" in text
+    for piece in expected:
+        assert piece in text
+    assert "Test accuracy" not in text  # no metrics table for a trial that was never trained
+    graphs = "learning-curve" in text
+    assert graphs == (kind == "pruned")  # its rungs make its learning curve
+    assert "layer-latency" not in text
+
+
+def test_trials_table_rows_and_columns(storage) -> None:
+    study = make_study(storage, "s1", [(0.9, 1.0)])
+    study.add_trial(pruned_trial({"1": 0.3, "3": 0.4}))
+    study.add_trial(failed_trial())
+    view = data.load_study_view(storage, "s1")
+    rows = table.table_rows(view)
+    assert [(r["id"], r["state"]) for r in rows] == [
+        ("0", "complete"),
+        ("1", "pruned"),
+        ("2", "failed"),
+    ]
+    assert rows[0]["accuracy"] == 90.0 and rows[0]["latency_ms"] == 1.0
+    assert rows[0]["train_s"] == 3.2 and rows[0]["p0"] == 16  # width: the first param
+    assert rows[1]["accuracy"] == 40.0 and rows[1]["size_kb"] == 3.5
+    assert rows[2]["reason"] == "RuntimeError: boom" and "accuracy" not in rows[2]
+    columns = {c["field"]: c for c in table.column_defs(view)}
+    assert list(columns)[:6] == ["number", "state", "accuracy", "latency_ms", "size_kb", "train_s"]
+    assert list(columns)[-1] == "reason"
+    assert (columns["p0"]["headerName"], columns["p3"]["headerName"]) == (
+        "width",
+        "input_quantizer",
+    )
+    assert columns["p0"]["filter"] == "agNumberColumnFilter"
+    assert columns["p3"]["filter"] == "agTextColumnFilter"
+    assert all(c.get("filter") for c in columns.values())  # every column filterable
+    grid = table.trials_grid(rows, list(columns.values()))
+    assert grid.id == table.GRID_ID and grid.rowData == rows
+    assert grid.getRowId == "params.data.id"
+    assert grid.dashGridOptions["rowSelection"]["mode"] == "singleRow"
+    assert grid.dashGridOptions["suppressFieldDotNotation"]  # a param name may have dots
 
 
 def test_short_floats() -> None:
@@ -276,6 +654,41 @@ def test_form_rejects(field: str, value: object) -> None:
     assert list(errors) == [field]
 
 
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("sampler", "cmaes"),
+        ("sampler", None),
+        ("early_stop", "hyperband"),
+        ("max_latency_ms", 0),
+        ("max_latency_ms", -2),
+        ("max_latency_ms", "abc"),
+        ("max_latency_ms", float("inf")),
+        ("max_size_kb", float("nan")),
+        ("max_size_kb", True),
+        ("timeout", "0"),
+    ],
+)
+def test_form_rejects_bad_search_settings(field: str, value: object) -> None:
+    request, errors = forms.validate_search_form(_form(**{field: value}), ["digits"], ())
+    assert request is None
+    assert list(errors) == [field]
+
+
+def test_form_search_settings() -> None:
+    request, _ = forms.validate_search_form(_form(), ["digits"], ())
+    assert (request.sampler, request.early_stop) == ("tpe", "halving")  # app.py's defaults
+    assert (request.max_latency_ms, request.max_size_kb, request.timeout) == (None, None, None)
+    values = _form(
+        sampler="nsga2", early_stop="off", max_latency_ms="2.5", max_size_kb=64, timeout=" "
+    )
+    request, errors = forms.validate_search_form(values, ["digits"], ())
+    assert errors == {}
+    assert (request.sampler, request.early_stop) == ("nsga2", "off")
+    assert (request.max_latency_ms, request.max_size_kb, request.timeout) == (2.5, 64.0, None)
+    assert set(forms.FIELDS) >= set(forms.ADVANCED)
+
+
 def test_form_accepts_numeric_strings() -> None:
     request, _ = forms.validate_search_form(_form(trials="7", study="ok_1.b-2"), ["digits"], ())
     assert request.trials == 7 and request.study == "ok_1.b-2"
@@ -315,7 +728,32 @@ def test_search_command() -> None:
         "--storage": "runs/bnnx.journal",
         "--study": "s1",
         "--seed": "7",
+        "--sampler": "tpe",
+        "--early-stop": "halving",
     }
+    request = forms.SearchRequest("digits", 2, 1, 3, "s1", 7, "random", "off", 2.5, 64.0, 600.0)
+    args = dict(zip(*[iter(jobs.search_command(request, "j")[3:])] * 2, strict=True))
+    assert (args["--sampler"], args["--early-stop"]) == ("random", "off")
+    assert (args["--max-latency-ms"], args["--max-size-kb"], args["--timeout"]) == (
+        "2.5",
+        "64.0",
+        "600.0",
+    )
+
+
+def test_search_command_parses_in_app_py() -> None:
+    """Every flag the form passes is one `app.py search` accepts, with the same meaning."""
+    import app
+
+    request = forms.SearchRequest("digits", 2, 1, 1, "s1", 7, "gp", "off", 2.5, 64.0, 600.0)
+    args = app.build_parser().parse_args(jobs.search_command(request, "x.journal")[2:])
+    assert (args.sampler, args.early_stop, args.max_latency_ms, args.max_size_kb, args.timeout) == (
+        "gp",
+        "off",
+        2.5,
+        64.0,
+        600.0,
+    )
 
 
 def test_last_line_skips_blank_and_bracket_lines(tmp_path: Path) -> None:
@@ -355,7 +793,56 @@ def test_stop_all_terminates_running(tmp_path: Path, monkeypatch) -> None:
     assert job.status == "running"
     started = time.monotonic()
     manager.stop_all(timeout=5)
-    assert job.status == "failed" and time.monotonic() - started < 10
+    assert job.status == "stopped" and time.monotonic() - started < 10  # killed as asked
+
+
+
+
+
+def _wait_for(predicate, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+@pytest.mark.parametrize(("how", "sent"), [("finish", "SIGINT"), ("now", "SIGTERM")])
+def test_stop_sends_the_search_its_signal(tmp_path: Path, monkeypatch, how, sent) -> None:
+    command = [sys.executable, "-c", SIGNALLED_SEARCH]
+    monkeypatch.setattr(jobs, "search_command", lambda r, s: command)
+    manager = jobs.JobManager("unused.journal", tmp_path)
+    job = manager.start(forms.SearchRequest("digits", 1, 1, 1, "s1", 0))
+    _wait_for(lambda: job.last_log_line() == "ready")
+    assert [b.children for b in panels.stop_buttons(job)] == ["Finish running trials", "Stop now"]
+    assert manager.stop("s1", how) and job.status in ("stopping", "stopped")
+    assert job.process.wait(20) == 130
+    assert job.last_log_line() == f"got {sent}"
+    assert job.status == "stopped" and panels.stop_buttons(job) == []
+    assert not manager.stop("s1", how) and not manager.stop("other", how)
+    with pytest.raises(ValueError):
+        manager.stop("s1", "kill")
+
+
+def test_stopping_job_offers_only_stop_now(tmp_path: Path) -> None:
+    process = types.SimpleNamespace(poll=lambda: None, returncode=None)
+    job = jobs.Job("s1", [], tmp_path / "x.log", process, time.time(), stop_requested="finish")
+    assert job.status == "stopping"
+    buttons = panels.stop_buttons(job)
+    assert [b.id for b in buttons] == [{"type": "job-stop", "study": "s1", "how": "now"}]
+
+
+def test_failed_search_shows_its_log_tail(tmp_path: Path, monkeypatch) -> None:
+    script = "import sys; print('loading'); print('error: no such dataset'); sys.exit(2)"
+    monkeypatch.setattr(jobs, "search_command", lambda r, s: [sys.executable, "-c", script])
+    manager = jobs.JobManager("unused.journal", tmp_path)
+    assert panels.start_error_children(None) == []
+    job = manager.start(forms.SearchRequest("digits", 1, 1, 1, "bad", 0))
+    job.process.wait(30)
+    assert manager.find("bad") is job and manager.find("other") is None
+    title, tail = panels.start_error_children(job)
+    assert "exit code 2" in title.children
+    assert tail.children == "loading\nerror: no such dataset"
+    assert jobs.last_lines(job.log, 1) == ["error: no such dataset"]
 
 
 # -- callback logic ----------------------------------------------------------------------------
@@ -390,10 +877,10 @@ def test_choose_study(explorer_state, storage, monkeypatch) -> None:
     assert [o["value"] for o in options] == ["b", "a"] and value == "b"  # newest
     assert explorer_state.choose_study("a", None)[1] == "a"  # keeps the user's choice
     explorer_state.jobs.start(forms.SearchRequest("digits", 1, 1, 1, "c", 0))
-    monkeypatch.setattr(jobs.Job, "status", "running")
+    monkeypatch.setattr(jobs.Job, "running", True)
     options, value = explorer_state.choose_study("a", "c")
     assert value == "c" and options[0] == {"label": "c  (starting)", "value": "c"}
-    monkeypatch.setattr(jobs.Job, "status", "failed")  # died before creating its study
+    monkeypatch.setattr(jobs.Job, "running", False)  # died before creating its study
     assert explorer_state.choose_study("c", None) == (options[1:], "b")
 
 
@@ -401,6 +888,21 @@ def test_clicked_trial() -> None:
     assert clicked_trial({"points": [{"customdata": [4, 16, 2]}]}) == 4
     assert clicked_trial({"points": [{"x": 1}]}) is None
     assert clicked_trial({"points": []}) is None
+    assert clicked_trial({"points": [{"customdata": [True]}]}) is None
+
+
+def test_clicked_row() -> None:
+    assert clicked_row({"rowId": "12", "colId": "state", "timestamp": 1}) == 12
+    for bad in ({}, {"rowId": None}, {"rowId": "-1"}, {"rowId": "1.5"}, {"rowId": 3}):
+        assert clicked_row(bad) is None
+
+
+def test_stop_job_from_button_id(explorer_state, monkeypatch) -> None:
+    calls = []
+    monkeypatch.setattr(explorer_state.jobs, "stop", lambda s, h: calls.append((s, h)) or True)
+    assert explorer_state.stop_job({"type": "job-stop", "study": "s1", "how": "now"})
+    assert not explorer_state.stop_job(None) and not explorer_state.stop_job({"study": 3})
+    assert calls == [("s1", "now")]
 
 
 def _fake_export_module(calls: list) -> types.ModuleType:
@@ -436,6 +938,12 @@ def test_export_zips_the_trial_folder(explorer_state, storage, monkeypatch) -> N
     ]
     assert "trial 1" in message
     assert explorer_state.export("s1", 0)[0].name == "trial-0.zip"
+    storage_study = optuna.load_study(storage=storage, study_name="s1")
+    storage_study.add_trial(pruned_trial({"1": 0.3}))
+    assert explorer_state.export("s1", 2) == (
+        None,
+        "Trial 2 is pruned: it has no trained model to export.",
+    )
 
 
 def test_export_failure_is_reported(explorer_state, storage, monkeypatch) -> None:
@@ -477,9 +985,21 @@ def test_create_app_layout_has_stable_ids(tmp_path: Path, storage, monkeypatch) 
     monkeypatch.setattr(app_module, "open_storage", lambda spec: storage)
     app = app_module.create_app("spec", tmp_path / "runs")
     layout = app.layout()
-    assert {"search-form", "start-search", "pareto-graph", "trial-detail", "export-button"} <= (
-        _ids(layout)
-    )
+    expected = {
+        "search-form",
+        "start-search",
+        "pareto-graph",
+        "trial-detail",
+        "export-button",
+        "trials-table",
+        "latency-scale",
+        "show-pruned",
+        "color-by",
+        "form-advanced",
+        "form-job-error",
+        *(f"form-{name}" for name in forms.FIELDS),
+    }
+    assert expected <= _ids(layout)
     assert isinstance(app.server.extensions["bnnx_jobs"], jobs.JobManager)
     assert (tmp_path / "runs").is_dir()
     client = app.server.test_client()
@@ -502,7 +1022,15 @@ def test_callbacks_module_registers(storage, tmp_path: Path) -> None:
     state = Explorer("spec", storage, tmp_path, jobs.JobManager("spec", tmp_path), ["digits"])
     callbacks.register_callbacks(app, state)
     outputs = " ".join(app.callback_map)
-    for target in ("pareto-graph.figure", "trial-detail.children", "export-download.data"):
+    for target in (
+        "pareto-graph.figure",
+        "trial-detail.children",
+        "export-download.data",
+        "trials-table.children",
+        '"name":["ALL"],"type":"trials-grid"}.rowData',
+        "selected-trial.data",
+        "form-job-error.children",
+    ):
         assert target in outputs
 
 
@@ -514,8 +1042,25 @@ def test_empty_figure_explains_failures(storage) -> None:
 
 def test_stats_count_failed_and_budget(storage) -> None:
     make_study(storage, "s1", [(0.9, 1.0)], failed=1)
+    study = make_study(storage, "s2", [(0.9, 1.0)], failed=1, sampler="nsga2")
+    study.add_trial(failed_trial("stopped"))
+    study.add_trial(infeasible_trial())
     text = str(panels.stats_children(data.load_study_view(storage, "s1"), "s1"))
     assert "'failed'" in text and "digits · 9 trials · 2 epochs" in text
+    children = panels.stats_children(data.load_study_view(storage, "s2"), "s2")
+    chips = {
+        c.children[1].children: c.children[0].children
+        for c in children
+        if c.className.startswith("chip")
+    }
+    assert chips == {
+        "complete": "1",
+        "running": "0",
+        "failed": "2",
+        "on front": "1",
+        "infeasible": "1",
+    }  # failed + stopped; infeasible counted apart
+    assert "nsga2 sampler" in children[-1].children
 
 
 def test_header_masks_database_password() -> None:

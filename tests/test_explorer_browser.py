@@ -7,15 +7,21 @@ without a display.
 
 from __future__ import annotations
 
+import sys
 import zipfile
 from pathlib import Path
 
 import pytest
 from dash.testing.wait import until
+from optuna.storages import JournalStorage
+from optuna.storages.journal import JournalFileBackend
 from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.keys import Keys
+from stand_ins import SIGNALLED_SEARCH
+from test_explorer import failed_trial, infeasible_trial, make_study, pruned_trial
 
 from explorer import create_app
+from explorer import jobs as jobs_module
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -41,6 +47,11 @@ def test_search_inspect_export(dash_duo, tmp_path: Path) -> None:
 
         _type(dash_duo, "#form-trials", "2")
         _type(dash_duo, "#form-epochs", "1")
+        dash_duo.find_element("#form-advanced summary").click()
+        dash_duo.find_element("#form-sampler input[value='random']").click()
+        dash_duo.find_element("#form-early_stop input[value='off']").click()
+        _type(dash_duo, "#form-max_latency_ms", "1000")
+        _type(dash_duo, "#form-timeout", "600")
         study = dash_duo.find_element("#form-study").get_attribute("value")
         dash_duo.find_element("#start-search").click()
         dash_duo.wait_for_contains_text("#form-message", f"Started search '{study}'")
@@ -50,6 +61,10 @@ def test_search_inspect_export(dash_duo, tmp_path: Path) -> None:
         dash_duo.wait_for_element(POINTS, timeout=300)
         assert dash_duo.find_element("#study-select").text.startswith(study)
         dash_duo.wait_for_element("#jobs-panel .job-finished", timeout=300)
+        storage = JournalStorage(JournalFileBackend(str(tmp_path / "bnnx.journal")))
+        settings = storage.get_study_user_attrs(storage.get_study_id_from_name(study))["bnnx"]
+        assert (settings["sampler"], settings["early_stop"]) == ("random", "off")
+        assert (settings["max_latency_ms"], settings["max_size_kb"]) == (1000.0, None)
 
         point = dash_duo.find_elements(POINTS)[0]
         dash_duo.driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", point)
@@ -67,6 +82,128 @@ def test_search_inspect_export(dash_duo, tmp_path: Path) -> None:
         assert {f"trial-{number}/{name}" for name in EXPORTED} <= set(names)
         download = Path(dash_duo.download_path) / f"trial-{number}.zip"
         until(download.is_file, timeout=30)  # dcc.Download delivered the zip to the browser
+        assert dash_duo.get_logs() == []
+    finally:
+        jobs.stop_all()
+
+
+def _point(dash_duo, trace: str, number: int):
+    """The SVG marker of trial `number` in the trace named `trace` (trace groups are in data
+    order; customdata[0] is the trial number)."""
+    return dash_duo.driver.execute_script(
+        """const gd = document.querySelector('#pareto-graph .js-plotly-plot');
+        const i = gd.data.findIndex(t => t.name === arguments[0]);
+        const k = gd.data[i].customdata.findIndex(c => c[0] === arguments[1]);
+        const traces = gd.querySelectorAll('.scatterlayer .trace');
+        return traces[i].querySelectorAll('path.point')[k];""",
+        trace,
+        number,
+    )
+
+
+def _figure(dash_duo, path: str):
+    return dash_duo.driver.execute_script(
+        f"return document.querySelector('#pareto-graph .js-plotly-plot').{path}"
+    )
+
+
+def _click(dash_duo, element, dx: int = 0) -> None:
+    """Click `dx` px right of the element's centre."""
+    dash_duo.driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", element)
+    ActionChains(dash_duo.driver).move_to_element(element).move_by_offset(dx, 0).click().perform()
+
+
+def _grid_cell(dash_duo, number: int):
+    return dash_duo.find_element(
+        f".trials-grid .ag-row[row-id='{number}'] .ag-cell[col-id='state']"
+    )
+
+
+def test_every_trial_kind_inspectable(dash_duo, tmp_path: Path) -> None:
+    """A study of every kind, made without training: clicks land on the marker under the
+    cursor, the table opens failed, pruned and infeasible trials, the plot controls work."""
+    journal = tmp_path / "bnnx.journal"
+    storage = JournalStorage(JournalFileBackend(str(journal)))
+    # dominated trial 1 sits 3 px right of front trial 0 (about 370 px per ms)
+    points = [(0.9, 1.0), (0.899, 1.0075), (0.5, 0.5), (0.95, 2.0)]
+    study = make_study(storage, "kinds", points, max_latency_ms=2.5)
+    study.add_trial(failed_trial())  # 4
+    study.add_trial(pruned_trial({"1": 0.6}, latency=1.5))  # 5
+    study.add_trial(infeasible_trial(latency=3.0))  # 6
+    app = create_app(str(journal), tmp_path / "runs")
+    dash_duo.driver.set_window_size(1440, 1100)
+    dash_duo.start_server(app)
+    dash_duo.wait_for_element(".trials-grid .ag-row[row-id='6']", timeout=20)  # page settled
+    assert _figure(dash_duo, "_fullLayout.xaxis.type") == "linear"  # 6x span: not log
+
+    front_0, dominated_1 = _point(dash_duo, "Pareto front", 0), _point(dash_duo, "trials", 1)
+    gap = dominated_1.rect["x"] - front_0.rect["x"]
+    assert 2 <= gap <= 5, gap  # the markers overlap: each covers the other's centre
+    _click(dash_duo, front_0)  # on trial 0's centre: trial 0, drawn on top
+    dash_duo.wait_for_text_to_equal("#trial-detail h3", "Trial 0", timeout=20)
+    dash_duo.wait_for_element(".trials-grid .ag-row-selected[row-id='0']")  # the table follows
+    _click(dash_duo, dominated_1, dx=4)  # beside trial 1, outside trial 0's marker
+    dash_duo.wait_for_text_to_equal("#trial-detail h3", "Trial 1", timeout=20)
+
+    for number, text in [
+        (4, "Failed: RuntimeError: boom"),
+        (5, "Stopped early: epoch 1: val 40.0%"),
+        (6, "Over budget, never trained: latency 3 ms"),
+    ]:
+        _click(dash_duo, _grid_cell(dash_duo, number))
+        dash_duo.wait_for_text_to_equal("#trial-detail h3", f"Trial {number}", timeout=20)
+        dash_duo.wait_for_contains_text("#trial-detail .trial-reason", text)
+        assert "arch.family" in dash_duo.find_element("#trial-detail").text  # its config
+
+    pruned = "pruned (last rung)"
+    assert pruned not in _figure(dash_duo, "data.map(t => t.name)")
+    dash_duo.find_element("#show-pruned input").click()
+    until(lambda: pruned in _figure(dash_duo, "data.map(t => t.name)"), timeout=10)
+    dash_duo.find_element("#latency-scale input[value='log']").click()
+    until(lambda: _figure(dash_duo, "_fullLayout.xaxis.type") == "log", timeout=10)
+    dash_duo.select_dcc_dropdown("#color-by", "width")
+    dash_duo.wait_for_element("#pareto-graph .colorbar", timeout=10)
+    assert "latency budget 2.5 ms" in _figure(dash_duo, "layout.shapes.map(s => s.name)")
+    assert dash_duo.get_logs() == []
+
+
+
+
+
+def test_stop_buttons_and_start_failure(dash_duo, tmp_path: Path, monkeypatch) -> None:
+    command = [sys.executable, "-c", SIGNALLED_SEARCH]
+    monkeypatch.setattr(jobs_module, "search_command", lambda request, spec: command)
+    app = create_app(str(tmp_path / "bnnx.journal"), tmp_path / "runs")
+    jobs = app.server.extensions["bnnx_jobs"]
+    try:
+        dash_duo.driver.set_window_size(1440, 1000)
+        dash_duo.start_server(app)
+        dash_duo.wait_for_element("#start-search")
+        dash_duo.find_element("#form-advanced summary").click()
+        for bad in ("0", "-3", "1e"):  # typed as is, never read as "no budget"
+            _type(dash_duo, "#form-max_latency_ms", bad)
+            dash_duo.find_element("#start-search").click()
+            dash_duo.wait_for_contains_text("#max_latency_ms-error", "above 0")
+            dash_duo.wait_for_text_to_equal("#form-message", "Fix the fields marked in red.")
+        assert jobs.jobs() == []
+        _type(dash_duo, "#form-max_latency_ms", "2.5")
+        dash_duo.find_element("#form-sampler input[value='random']").click()
+        dash_duo.find_element("#start-search").click()
+        dash_duo.wait_for_contains_text("#form-message", "Started search")
+        dash_duo.wait_for_contains_text("#jobs-panel .job-log", "ready", timeout=30)
+        assert jobs.jobs()[0].status == "running"
+
+        dash_duo.find_element("#jobs-panel .stop-finish").click()
+        dash_duo.wait_for_element("#jobs-panel .job-stopped", timeout=30)
+        assert jobs.jobs()[0].last_log_line() == "got SIGINT"
+        assert not dash_duo.find_elements("#jobs-panel .stop-now")  # nothing left to stop
+
+        command[2] = "import sys; print('error: cannot open the storage'); sys.exit(2)"
+        _type(dash_duo, "#form-study", "doomed")
+        dash_duo.find_element("#start-search").click()
+        dash_duo.wait_for_contains_text("#form-job-error", "error: cannot open the storage", 30)
+        assert "exit code 2" in dash_duo.find_element("#form-job-error").text
+        assert dash_duo.find_element("#jobs-panel .job-failed")
         assert dash_duo.get_logs() == []
     finally:
         jobs.stop_all()
