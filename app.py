@@ -85,6 +85,7 @@ def _report(spec: str, name: str, study: optuna.Study, stop: StopSignals) -> int
 
     kinds = Counter(trial_kind(t) for t in study.trials)
     rows = front_rows(study)
+    cpus = cpu_models(study.trials)
     best = max(rows, key=lambda r: r["val_accuracy"]) if rows else None
     print(json.dumps({
         "study": name,
@@ -93,12 +94,11 @@ def _report(spec: str, name: str, study: optuna.Study, stop: StopSignals) -> int
                                           "stopped")},
         "best_val_accuracy": best["val_accuracy"] if best else None,
         "pareto_front": rows,
-        "latency_cpus": cpu_models(study),
+        "latency_cpus": cpus,
     }, indent=2))
     sys.stdout.flush()
     if rows:
         print(f"Pareto front of {name}:\n{front_table(rows)}", file=sys.stderr)
-    cpus = cpu_models(study)
     if len(cpus) > 1:
         print(f"warning: latencies were measured on {len(cpus)} CPU models ({'; '.join(cpus)}): "
               "they compare only within one; 'bnnx remeasure' times them all on this machine",

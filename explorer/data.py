@@ -13,7 +13,7 @@ from optuna.storages import BaseStorage
 from optuna.trial import FrozenTrial, TrialState
 
 from search.early_stop import LATENCY_ATTR, RUNGS_ATTR
-from search.progress import trial_kind
+from search.progress import cpu_models, trial_kind
 
 # trial_kind values whose reason sits in the user attr "fail_reason"
 FAILED_KINDS = ("failed", "stopped")
@@ -95,6 +95,7 @@ class StudyView:
     rows: list[TrialRow]
     counts: dict[str, int] = field(default_factory=dict)
     settings: dict[str, Any] = field(default_factory=dict)
+    cpus: list[str] = field(default_factory=list)  # CPU models its latencies were measured on
 
     def of_kind(self, kind: str) -> list[TrialRow]:
         """Rows of one trial_kind that have plot coordinates."""
@@ -246,13 +247,15 @@ def load_study_view(storage: BaseStorage, name: str) -> StudyView | None:
     study_id = _study_id(storage, name)
     if study_id is None:
         return None
-    rows = [trial_row(t) for t in storage.get_all_trials(study_id, deepcopy=False)]
+    trials = storage.get_all_trials(study_id, deepcopy=False)
+    rows = [trial_row(t) for t in trials]
     complete = [r for r in rows if r.kind == "complete" and r.plotted]
     front = pareto_front((r.number, r.val_accuracy, r.latency_ms) for r in complete)
     rows = [replace(r, on_front=True) if r.number in front else r for r in rows]
     settings = storage.get_study_user_attrs(study_id).get("bnnx") or {}
     counts = Counter(r.kind for r in rows)
-    return StudyView(name=name, rows=rows, counts=dict(counts), settings=settings)
+    return StudyView(name=name, rows=rows, counts=dict(counts), settings=settings,
+                     cpus=cpu_models(trials))
 
 
 @dataclass(frozen=True)

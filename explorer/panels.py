@@ -42,6 +42,11 @@ def stats_children(view: StudyView | None, study_name: str | None) -> list[Any]:
         _chip("on front", len(view.front), "tone-front"),
     ]
     chips += [_chip(kind, counts[kind]) for kind in ("pruned", "infeasible") if counts.get(kind)]
+    if len(view.cpus) > 1:  # latencies of different CPUs do not compare
+        chips.append(html.Span(
+            f"latencies from {len(view.cpus)} CPU models: compare within one "
+            "('bnnx remeasure' times them all on one machine)",
+            title="; ".join(view.cpus), className="chip tone-fail"))
     settings = view.settings
     if settings:
         parts = [str(settings.get("dataset", ""))]

@@ -11,6 +11,7 @@ import sys
 import threading
 import time
 from collections import Counter
+from collections.abc import Iterable
 from typing import Any, TextIO
 
 import optuna
@@ -146,8 +147,8 @@ def front_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def cpu_models(study: optuna.Study) -> list[str]:
-    """The CPU models the study's latencies were measured on (more than one: not comparable)."""
-    found = {t.user_attrs["measured_on"].get("cpu") for t in study.get_trials(deepcopy=False)
+def cpu_models(trials: Iterable[FrozenTrial]) -> list[str]:
+    """The CPU models the trials' latencies were measured on (more than one: not comparable)."""
+    found = {t.user_attrs["measured_on"].get("cpu") for t in trials
              if isinstance(t.user_attrs.get("measured_on"), dict)}
     return sorted(c for c in found if c)

@@ -1069,3 +1069,19 @@ def test_header_masks_database_password() -> None:
     assert display_spec("postgresql://bob:s3cr:t@db:5432/x") == "postgresql://bob:***@db:5432/x"
     assert display_spec("runs/bnnx.journal") == "runs/bnnx.journal"
     assert display_spec("sqlite:///runs/x.db") == "sqlite:///runs/x.db"
+
+
+def test_stats_warn_when_latencies_span_cpu_models(storage) -> None:
+    study = make_study(storage, "cpus", [])
+    for cpu, latency in (("AMD EPYC", 1.0), ("Intel Xeon", 2.0), ("AMD EPYC", 3.0)):
+        trial = complete_trial(0.9, latency)
+        study.add_trial(optuna.trial.create_trial(
+            state=trial.state, values=trial.values, params=trial.params,
+            distributions=trial.distributions,
+            user_attrs={**trial.user_attrs, "measured_on": {"cpu": cpu, "threads": 1}}))
+    view = data.load_study_view(storage, "cpus")
+    assert view.cpus == ["AMD EPYC", "Intel Xeon"]
+    assert "latencies from 2 CPU models" in str(panels.stats_children(view, "cpus"))
+    one = make_study(storage, "one", [(0.9, 1.0)])
+    assert "CPU models" not in str(panels.stats_children(data.load_study_view(storage, "one"),
+                                                         one.study_name))
