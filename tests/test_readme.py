@@ -13,7 +13,7 @@ import pytest
 import app
 
 ROOT = Path(__file__).resolve().parents[1]
-DOCS = [ROOT / "README.md", ROOT / "bench" / "README.md"]
+DOCS = [ROOT / "README.md", ROOT / "bench" / "README.md", ROOT / "docs" / "search.md"]
 SCRIPT = ".venv/bin/bnnx"
 
 
@@ -33,7 +33,7 @@ def commands(text: str) -> list[list[str]]:
     return found
 
 
-ALL = [(doc.name if doc.parent == ROOT else f"bench/{doc.name}", argv)
+ALL = [(str(doc.relative_to(ROOT)), argv)
        for doc in DOCS for argv in commands(doc.read_text())]
 
 
