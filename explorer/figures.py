@@ -353,6 +353,13 @@ def pareto_figure(
     return fig
 
 
+def _curve(name: str, x: list, y: list, line: dict[str, Any], fmt: str,
+           **extra: Any) -> go.Scatter:
+    """One per-epoch line of the learning curve, its value formatted with `fmt` on hover."""
+    return go.Scatter(name=name, x=x, y=y, mode="lines+markers", line={"width": 2, **line},
+                      hovertemplate=f"epoch %{{x}}: %{{y:{fmt}}}<extra>{name}</extra>", **extra)
+
+
 def learning_curve_figure(curve: list[dict[str, Any]]) -> go.Figure:
     """Validation accuracy (left axis) and, when recorded, training loss (right axis) per
     epoch."""
@@ -361,29 +368,10 @@ def learning_curve_figure(curve: list[dict[str, Any]]) -> go.Figure:
     epochs = [p.get("epoch") for p in curve]
     accuracies = [p.get("val_accuracy") for p in curve]
     losses = [p.get("train_loss") for p in curve]
-    fig = go.Figure()
-    fig.add_trace(
-        go.Scatter(
-            name="val accuracy",
-            x=epochs,
-            y=accuracies,
-            mode="lines+markers",
-            line={"color": ACCENT_COLOR, "width": 2},
-            hovertemplate="epoch %{x}: %{y:.2%}<extra>val accuracy</extra>",
-        )
-    )
+    fig = go.Figure(_curve("val accuracy", epochs, accuracies, {"color": ACCENT_COLOR}, ".2%"))
     if any(loss is not None for loss in losses):
-        fig.add_trace(
-            go.Scatter(
-                name="train loss",
-                x=epochs,
-                y=losses,
-                yaxis="y2",
-                mode="lines+markers",
-                line={"color": FRONT_COLOR, "width": 2, "dash": "dot"},
-                hovertemplate="epoch %{x}: %{y:.4f}<extra>train loss</extra>",
-            )
-        )
+        fig.add_trace(_curve("train loss", epochs, losses,
+                             {"color": FRONT_COLOR, "dash": "dot"}, ".4f", yaxis="y2"))
     return _base_layout(
         fig,
         title={"text": "Learning curve", "font": {"size": 14}, "x": 0.01},

@@ -13,7 +13,8 @@ import pytest
 import app
 
 ROOT = Path(__file__).resolve().parents[1]
-DOCS = [ROOT / "README.md", ROOT / "bench" / "README.md", ROOT / "docs" / "search.md"]
+DOCS = [ROOT / "README.md", ROOT / "bench" / "README.md", ROOT / "docs" / "search.md",
+        ROOT / "docs" / "development.md"]
 SCRIPT = ".venv/bin/bnnx"
 
 
