@@ -6,6 +6,7 @@ This is the only place where the search space, training, the kernels and the stu
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -88,20 +89,25 @@ def evaluate_and_profile(
             "measured_on": measured_on}
 
 
+class DatasetUnavailable(RuntimeError):
+    """The study's dataset cannot load in this process."""
+
+
 class Objective:
     """Callable for `study.optimize`: returns the study's objectives (validation accuracy,
     latency in ms[, packed size in KB])."""
 
     def __init__(
         self,
-        data: Dataset,
+        data: Dataset | Callable[[], Dataset],
         space: SearchSpace,
         settings: SearchSettings,
         artifacts: optuna.artifacts.FileSystemArtifactStore,
         cache: Path | None = None,
         stop: StopSignals | None = None,
     ) -> None:
-        self.data, self.space, self.settings = data, space, settings
+        self._data, self.space, self.settings = data, space, settings
+        self.unavailable: str | None = None  # why the dataset cannot load here, once it failed
         self.artifacts, self.cache = artifacts, cache
         self.stop = stop or StopSignals()
         self.rule = early_stop_rule(settings.early_stop)
@@ -122,6 +128,19 @@ class Objective:
         except Exception as exc:  # recorded with the trial, the search goes on
             trial.set_user_attr("fail_reason", f"{type(exc).__name__}: {exc}")
             raise
+
+    @property
+    def data(self) -> Dataset:
+        """The dataset, loaded by the first trial: a worker on a machine that lacks it fails
+        that trial with the reason (the study and the other workers go on) instead of dying
+        before it records anything."""
+        if not isinstance(self._data, Dataset):
+            try:
+                self._data = self._data()
+            except Exception as exc:
+                self.unavailable = f"dataset cannot load on this machine: {exc}"
+                raise DatasetUnavailable(self.unavailable) from None
+        return self._data
 
     def _run(self, trial: optuna.Trial) -> list[float]:
         trial.set_user_attr(PROCESS_ATTR, this_process())  # so a dead worker's trial is found

@@ -14,6 +14,7 @@ import time
 import warnings
 from contextlib import nullcontext
 from dataclasses import asdict
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -133,7 +134,7 @@ def run_worker(spec: str, name: str, worker: int = 0, threads: int = 1,
                            settings.trials)
     study = optuna.load_study(study_name=name, storage=study._storage, sampler=sampler)
     objective = Objective(
-        get_dataset(settings.dataset),
+        partial(get_dataset, settings.dataset),
         SearchSpace(settings.space, settings.space_knobs or None),
         settings,
         artifact_store(folder),
@@ -166,6 +167,11 @@ def run_worker(spec: str, name: str, worker: int = 0, threads: int = 1,
         timeout = None if deadline is None else max(0.0, deadline - time.time())
         study.optimize(objective, n_trials=1, timeout=timeout, catch=(Exception,),
                        callbacks=[after_trial])
+        if objective.unavailable:  # every trial here would fail the same way
+            print(f"worker {worker}: {objective.unavailable}; its trial failed with that reason, "
+                  "this worker stops (workers on other machines go on)", file=sys.stderr,
+                  flush=True)
+            break
 
 
 def _recover(study: optuna.Study, name: str) -> None:

@@ -121,6 +121,35 @@ def test_failing_trial_is_recorded_and_search_goes_on(tmp_path, monkeypatch):
     assert study.trials[0].user_attrs["fail_reason"] == "RuntimeError: out of memory (simulated)"
 
 
+def test_worker_whose_dataset_cannot_load_fails_a_trial_and_the_study_goes_on(
+        tmp_path, monkeypatch, capsys):
+    """A worker on a machine without the study's data records why, stops, loses nothing; a
+    worker that has the data finishes the budget."""
+    from search import datasets, raise_budget, run_worker
+    from search import study as study_module
+
+    spec = str(tmp_path / "s.journal")
+    run_search(spec, "d", SearchSettings(trials=1, epochs=1), workers=1)
+    real = datasets.get_dataset
+
+    def missing(name):
+        raise FileNotFoundError(f"{name} is not on this machine (simulated)")
+
+    monkeypatch.setattr(study_module, "get_dataset", missing)
+    raise_budget(spec, "d", 2)
+    run_worker(spec, "d", worker=1)
+    assert "dataset cannot load on this machine" in capsys.readouterr().err
+    study = load_study(spec, "d")
+    failed = [t for t in study.trials if t.state == optuna.trial.TrialState.FAIL]
+    assert len(failed) == 1 and "digits is not on this machine" in \
+        failed[0].user_attrs["fail_reason"]
+    monkeypatch.setattr(study_module, "get_dataset", real)
+    run_worker(spec, "d", worker=2)
+    states = [t.state for t in load_study(spec, "d").trials]
+    assert states.count(optuna.trial.TrialState.COMPLETE) == 2
+    assert optuna.trial.TrialState.RUNNING not in states
+
+
 def test_storage_errors_are_clear(tmp_path):
     with pytest.raises(StorageError, match="does not exist"):
         open_storage(str(tmp_path / "missing.journal"))
