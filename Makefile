@@ -16,7 +16,7 @@ $(STAMP): $(SOURCES)
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PIP) install torch==2.13.0
 	$(PIP) install "scikit-build-core>=1.0" "nanobind>=2.0"  # 1.0: app.py as a wheel module
-	$(PIP) install --no-build-isolation -e '.[test]'
+	$(PIP) install --no-build-isolation -e '.[test,deploy]'  # deploy: export tests
 	touch $@
 
 run: setup
@@ -43,12 +43,14 @@ test: setup system-deps lint
 test-fast: setup
 	$(PY) -m pytest -q -m "not slow and not browser"
 
-# OpenVINO is a bench-only peer (the `bench` extra), installed here rather than by setup.
+# The `bench` extra: the peers the benchmarks measure, OpenVINO (setup's `deploy` extra has it
+# too) and optuna-dashboard. `bench search` takes hours and runs on its own.
 bench: setup
 	$(PIP) install --no-build-isolation -e '.[test,bench]'
 	$(PY) app.py bench kernels
 	$(PY) app.py bench networks
 	$(PY) app.py bench training
+	$(PY) app.py bench explorer
 
 # 10,000 random layers per ISA path against torch, bit for bit.
 fuzz: setup

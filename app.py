@@ -203,7 +203,7 @@ def cmd_export(args: argparse.Namespace) -> None:
     from search import export_trial
 
     out = export_trial(args.storage, args.study, args.trial, Path(args.out), args.force,
-                       args.artifacts)
+                       args.artifacts, tuple(args.format.split(",")))
     print(json.dumps({"out": str(out)}))
 
 
@@ -212,8 +212,10 @@ def cmd_predict(args: argparse.Namespace) -> None:
 
     from kernels.errors import InputError
     from search import load_packed
+    from search.deploy import RUNTIME_SUFFIXES, RuntimeModel
 
-    model = load_packed(Path(args.model))
+    where = Path(args.model)
+    model = RuntimeModel(where) if where.suffix in RUNTIME_SUFFIXES else load_packed(where)
     path = Path(args.input)
     if not path.is_file():
         raise FileNotFoundError(f"input file {path} does not exist")
@@ -445,11 +447,16 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--force", action="store_true", help=FORCE_HELP)
     e.add_argument("--artifacts", help="folder holding the study's weights (default: the one "
                    "recorded with the study)")
+    e.add_argument("--format", default="bnnx", help="comma-separated formats to write: bnnx, "
+                   "openvino (model.xml), onnx (model.onnx); each is checked against the packed "
+                   "model on the study's validation images (openvino and onnx need the deploy "
+                   "extra)")
     e.set_defaults(func=cmd_export)
 
     r = sub.add_parser("predict", help="classify images with an exported model",
                        formatter_class=fmt)
-    r.add_argument("--model", required=True, help="exported model folder, or its model.bnnx")
+    r.add_argument("--model", required=True, help="exported model folder, or its model.bnnx, "
+                   "model.onnx (ONNX Runtime) or model.xml (OpenVINO)")
     r.add_argument("--input", required=True, help=".npy of raw images (N,H,W) or (N,C,H,W)")
     r.set_defaults(func=cmd_predict)
 

@@ -14,10 +14,12 @@ import flask
 from search.stale import recover_and_report
 from search.storage import is_url, masked
 
-from .callbacks import Explorer, register_callbacks
+from .actions import Explorer
+from .callbacks import register_callbacks
 from .data import available_datasets, list_studies, open_storage
 from .jobs import JobManager
 from .layout import build_layout
+from .space_editor import space_options
 
 ASSETS = Path(__file__).resolve().parent / "assets"
 
@@ -40,7 +42,8 @@ def create_app(storage_spec: str, runs_dir: Path) -> dash.Dash:
     )
     # A function, so that every page load gets a fresh default study name and current studies.
     app.layout = lambda: build_layout(
-        storage_spec, ex.datasets, list_studies(ex.storage), jobs.running_studies()
+        storage_spec, ex.datasets, list_studies(ex.storage), jobs.running_studies(),
+        space_options(runs_dir),
     )
     register_callbacks(app, ex)
     app.server.extensions["bnnx_jobs"] = jobs

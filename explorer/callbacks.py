@@ -1,90 +1,38 @@
-"""Dash wiring only: each callback delegates to a plain function of `Explorer` and its inputs."""
+"""Dash wiring only: each callback delegates to a plain method of `Explorer` (actions.py) or a
+pure function, with its inputs."""
 
 from __future__ import annotations
 
-import logging
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import dash
 from dash import ALL, Input, Output, State, dcc, html, no_update
-from optuna.storages import BaseStorage
 
-from .data import list_studies, load_study_view, load_trial_detail, pick_export_trial
-from .export import export_zip
+from .actions import Explorer
+from .compare import selected_numbers
+from .data import load_study_view, load_trial_detail
 from .figures import empty_figure, pareto_figure
-from .forms import ADVANCED, FIELDS, fresh_study_name, validate_search_form
-from .jobs import JobManager
-from .layout import study_options
-from .panels import detail_children, jobs_children, start_error_children, stats_children
+from .forms import ADVANCED, FIELDS, fresh_study_name
+from .panels import (
+    detail_children,
+    jobs_children,
+    missing_trial_children,
+    progress_children,
+    start_error_children,
+    stats_children,
+)
+from .paths import log_path
+from .progress import log_text, proposed_budget, search_progress
+from .space_editor import (
+    space_from_controls,
+    space_options,
+)
 from .table import GRID_ID, column_defs, table_rows, trials_grid
+from .urlstate import query_for
 
-log = logging.getLogger(__name__)
+SPACE_CONTROLS = ("checked", "values", "low", "high", "log")  # the space editor's inputs per knob
+SPACE_ALL = {kind: {"type": f"space-{kind}", "knob": ALL} for kind in (*SPACE_CONTROLS, "error")}
 GRID_ALL = {**GRID_ID, "name": ALL}  # the trials grid, once mounted
-
-
-@dataclass
-class Explorer:
-    """What the callbacks share: one storage handle, the runs folder and the started jobs."""
-
-    storage_spec: str
-    storage: BaseStorage
-    runs_dir: Path
-    jobs: JobManager
-    datasets: list[str]
-
-    def study_names(self) -> set[str]:
-        """Names a new search may not take: in the storage or claimed by a started job."""
-        return {s.name for s in list_studies(self.storage)} | self.jobs.study_names()
-
-    def start_search(self, values: dict[str, Any]) -> tuple[dict[str, str], str | None]:
-        """({field: error}, None) on bad input, else ({}, study name) with the job started."""
-        request, errors = validate_search_form(values, self.datasets, self.study_names())
-        if request is None:
-            return errors, None
-        self.jobs.start(request)
-        return {}, request.study
-
-    def choose_study(
-        self, current: str | None, started: str | None
-    ) -> tuple[list[dict], str | None]:
-        """Fresh dropdown options and the value to show: a just-started study, else the
-        current one while it exists, else the newest."""
-        fresh = study_options(list_studies(self.storage), self.jobs.running_studies())
-        values = [o["value"] for o in fresh]
-        if started in values:
-            return fresh, started
-        if current in values:
-            return fresh, current
-        return fresh, values[0] if values else None
-
-    def stop_job(self, button: Any) -> bool:
-        """Act on a Stop button's id ({"study", "how"}); False when nothing was signalled."""
-        if not isinstance(button, dict) or not isinstance(button.get("study"), str):
-            return False
-        try:
-            return self.jobs.stop(button["study"], button.get("how"))
-        except ValueError:
-            return False
-
-    def export(self, study: str | None, selected: int | None) -> tuple[Path | None, str]:
-        """(zip path, message) for the selected trial or the most accurate one on the front."""
-        if not study:
-            return None, "Nothing to export yet."
-        view = load_study_view(self.storage, study)
-        row = next((r for r in view.rows if r.number == selected), None) if view else None
-        if row is not None and row.kind != "complete":
-            return None, f"Trial {selected} is {row.kind}: it has no trained model to export."
-        number = pick_export_trial(view, selected)
-        if number is None:
-            return None, "No completed trial to export yet."
-        try:
-            archive = export_zip(self.storage_spec, study, number, self.runs_dir)
-        except Exception as exc:  # any failure: the UI shows why, the log has the traceback
-            log.exception("export of trial %s of %s failed", number, study)
-            return None, f"Export of trial {number} failed: {exc}"
-        return archive, f"Exported trial {number} to {archive}"
 
 
 def register_callbacks(app: dash.Dash, ex: Explorer) -> None:
@@ -115,23 +63,35 @@ def register_callbacks(app: dash.Dash, ex: Explorer) -> None:
     @app.callback(
         Output("study-select", "options"),
         Output("study-select", "value"),
+        Output("enqueue-study", "options"),
         Input("poll", "n_intervals"),
         Input("started-study", "data"),
+        Input("url-request", "data"),
         State("study-select", "value"),
         State("study-select", "options"),
     )
-    def on_studies(_n: int | None, started: str | None, current: str | None, options: Any):
-        just_started = started if dash.ctx.triggered_id == "started-study" else None
-        fresh, value = ex.choose_study(current, just_started)
+    def on_studies(
+        _n: int | None, started: str | None, request: dict | None, current: str | None,
+        options: Any,
+    ):
+        preferred = {
+            "started-study": started,
+            "url-request": (request or {}).get("study"),
+        }.get(dash.ctx.triggered_id)
+        fresh, value = ex.choose_study(current, preferred)
+        changed = fresh != options
         return (
-            fresh if fresh != options else no_update,
+            fresh if changed else no_update,
             value if value != current else no_update,
+            fresh if changed else no_update,
         )
 
     @app.callback(
         Output("pareto-graph", "figure"),
         Output("study-stats", "children"),
         Output("view-signature", "data"),
+        Output("search-progress", "children"),
+        Output("resume-trials", "value"),
         Input("poll", "n_intervals"),
         Input("study-select", "value"),
         Input("selected-trial", "data"),
@@ -153,7 +113,7 @@ def register_callbacks(app: dash.Dash, ex: Explorer) -> None:
         view = load_study_view(ex.storage, study) if study else None
         fresh = view.signature() if view else study  # a study not created yet: its name
         if dash.ctx.triggered_id == "poll" and fresh == signature:
-            return no_update, no_update, no_update
+            return (no_update,) * 5
         if view is None:
             hint = "Starting search…" if study else "Start a search to see the Pareto front."
             figure = empty_figure(hint)
@@ -166,7 +126,17 @@ def register_callbacks(app: dash.Dash, ex: Explorer) -> None:
                 show_pruned=bool(pruned),
                 color_by=color_by,
             )
-        return figure, stats_children(view, study), fresh if fresh != signature else no_update
+        progress = search_progress(view) if view else None
+        changed = fresh != signature
+        # the resume field proposes a budget again only when the trials changed
+        proposal = proposed_budget(progress) if progress else None
+        return (
+            figure,
+            stats_children(view, study),
+            fresh if changed else no_update,
+            progress_children(progress),
+            proposal if changed else no_update,
+        )
 
     @app.callback(
         Output("trials-table", "children"),
@@ -196,13 +166,24 @@ def register_callbacks(app: dash.Dash, ex: Explorer) -> None:
         Input("pareto-graph", "clickData"),
         Input(GRID_ALL, "cellClicked"),
         Input("study-select", "value"),
+        Input("url-request", "data"),
+        State("selected-trial", "data"),
         prevent_initial_call=True,
     )
-    def on_select(click: dict | None, cells: list, study: str | None):
+    def on_select(
+        click: dict | None, cells: list, study: str | None, request: dict | None,
+        current: dict | None,
+    ):
         source = dash.ctx.triggered_id
         keep = [no_update] * len(cells)  # one per grid: none until the grid is mounted
         number = None
-        if source == "pareto-graph" and click:
+        if "url-request.data" in dash.ctx.triggered_prop_ids:  # the address names a trial
+            if not request or request.get("trial") is None:
+                return no_update, keep, keep
+            number, study, source = request["trial"], request["study"], "url-request"
+        elif source == "study-select" and current and current.get("study") == study:
+            return no_update, keep, keep  # the selection already belongs to this study
+        elif source == "pareto-graph" and click:
             number = clicked_trial(click)
         elif isinstance(source, dict):  # the grid
             if not cells[0]:  # just mounted, nothing clicked
@@ -211,7 +192,7 @@ def register_callbacks(app: dash.Dash, ex: Explorer) -> None:
         if number is None or not study:
             return None, [[] for _ in cells], keep
         selected = {"study": study, "number": number}
-        if source != "pareto-graph":  # the grid selected the clicked row itself
+        if isinstance(source, dict):  # the grid selected the clicked row itself
             return selected, keep, keep
         row = str(number)
         ids, scroll = {"ids": [row]}, {"rowId": row, "rowPosition": "middle"}
@@ -224,7 +205,176 @@ def register_callbacks(app: dash.Dash, ex: Explorer) -> None:
         view = load_study_view(ex.storage, selected["study"])
         on_front = bool(view) and any(r.number == selected["number"] for r in view.front)
         detail = load_trial_detail(ex.storage, selected["study"], selected["number"])
+        if detail is None:
+            return missing_trial_children(selected["study"], selected["number"])
         return detail_children(detail, on_front)
+
+    @app.callback(
+        Output("analysis-body", "children"),
+        Output("marginal-knob", "options"),
+        Output("marginal-knob", "value"),
+        Output("marginal-picker", "style"),
+        Input("analysis-view", "value"),
+        Input("view-signature", "data"),
+        Input("marginal-knob", "value"),
+        State("study-select", "value"),
+    )
+    def on_analysis(which: str | None, _signature: Any, knob: str | None, study: str | None):
+        children, knobs, shown = ex.analysis(study, which, knob)
+        style = {} if which == "marginals" and knobs else {"display": "none"}
+        return children, knobs, shown, style
+
+    @app.callback(
+        Output("search-log", "children"),
+        Output("log-signature", "data"),
+        Output("stop-search", "disabled"),
+        Output("stop-search-now", "disabled"),
+        Output("resume-search", "disabled"),
+        Input("poll", "n_intervals"),
+        Input("study-select", "value"),
+        State("log-signature", "data"),
+    )
+    def on_log(_n: int | None, study: str | None, signature: Any):
+        job = ex.jobs.find(study)
+        running = job is not None and job.running
+        buttons = [not running or job.status == "stopping", not running, running or not study]
+        path = log_path(ex.runs_dir, study) if study else None
+        try:
+            stat = path.stat() if path else None
+        except OSError:
+            stat = None
+        fresh = [study, stat.st_size, stat.st_mtime_ns] if stat else [study]
+        if fresh == signature:
+            return no_update, no_update, *buttons
+        text = log_text(path) if stat else None
+        if text is None:
+            text = "No log: this study's search was not started from this explorer."
+        return text, fresh, *buttons
+
+    @app.callback(
+        Output("search-message", "children"),
+        Input("stop-search", "n_clicks"),
+        Input("stop-search-now", "n_clicks"),
+        Input("resume-search", "n_clicks"),
+        State("study-select", "value"),
+        State("resume-trials", "value"),
+        prevent_initial_call=True,
+    )
+    def on_search_control(_stop: int, _now: int, _resume: int, study: str | None, trials: Any):
+        message, ok = ex.search_control(dash.ctx.triggered_id, study, trials)
+        return html.Span(message, className="ok" if ok else "error")
+
+    @app.callback(
+        Output("compare-trials", "data"),
+        Input("pareto-graph", "selectedData"),
+        Input(GRID_ALL, "selectedRows"),
+        Input("compare-clear", "n_clicks"),
+        Input("study-select", "value"),
+        prevent_initial_call=True,
+    )
+    def on_compare_pick(points: dict | None, rows: list, _clear: int, _study: str | None):
+        source = dash.ctx.triggered_id
+        if source == "pareto-graph":
+            return selected_numbers(points)
+        if isinstance(source, dict):  # the grid: several rows picked (one is just a click)
+            picked = [r["number"] for r in (rows[0] or []) if isinstance(r, dict)
+                      and isinstance(r.get("number"), int)] if rows else []
+            return picked if len(picked) > 1 else no_update
+        return []  # cleared, or another study
+
+    @app.callback(
+        Output("compare-view", "children"),
+        Input("compare-trials", "data"),
+        State("study-select", "value"),
+    )
+    def on_compare(numbers: list[int] | None, study: str | None) -> list[Any]:
+        return ex.compare(study, numbers)
+
+    # in the browser: the theme is CSS only (explorer.css restyles the page, the plots and
+    # their hover boxes under body.dark; AG Grid follows data-ag-theme-mode)
+    app.clientside_callback(
+        """function (value) {
+            const dark = (value || []).includes("dark");
+            document.body.classList.toggle("dark", dark);
+            document.body.dataset.agThemeMode = dark ? "dark" : "light";
+            return dark ? "page dark" : "page";
+        }""",
+        Output("page", "className"),
+        Input("theme-toggle", "value"),
+    )
+
+    @app.callback(
+        Output("enqueue-status", "children"),
+        Input("enqueue-button", "n_clicks"),
+        State("study-select", "value"),
+        State("selected-trial", "data"),
+        State("enqueue-study", "value"),
+        prevent_initial_call=True,
+    )
+    def on_enqueue(_clicks: int, study: str | None, selected: dict | None, target: str | None):
+        message, ok = ex.enqueue(study, selected, target)
+        return html.Span(message, className="ok" if ok else "error")
+
+    @app.callback(
+        Output("space-knobs", "children"),
+        Output("space-message", "children"),
+        Input("space-load", "n_clicks"),
+        State("space-start", "value"),
+        prevent_initial_call=True,
+    )
+    def on_space_load(_clicks: int, choice: str | None):
+        table, message = ex.load_space(choice)
+        return (table if table is not None else no_update,
+                html.Span(message, className="ok" if table is not None else "error"))
+
+    @app.callback(
+        Output(SPACE_ALL["error"], "children"),
+        *(Input(SPACE_ALL[kind], "value") for kind in SPACE_CONTROLS),
+        prevent_initial_call=True,
+    )
+    def on_space_edit(*_values: list) -> list[str]:
+        controls = editor_controls(dash.ctx.inputs_list)
+        _, errors = space_from_controls(ex.space_vocab(), controls)
+        return [errors.get(o["id"]["knob"], "") for o in dash.ctx.outputs_list]
+
+    @app.callback(
+        Output("space-message", "children", allow_duplicate=True),
+        Output("form-space", "options"),
+        Output("space-start", "options"),
+        Input("space-save", "n_clicks"),
+        State("space-name", "value"),
+        *(State(SPACE_ALL[kind], "value") for kind in SPACE_CONTROLS),
+        prevent_initial_call=True,
+    )
+    def on_space_save(_clicks: int, name: str | None, *_values: list):
+        message, ok = ex.save_space(name, editor_controls(dash.ctx.states_list[1:]))
+        options = space_options(ex.runs_dir)
+        return (html.Span(message, className="ok" if ok else "error"), options,
+                [o["value"] for o in options])
+
+    @app.callback(
+        Output("url-request", "data"),
+        Output("url-message", "children"),
+        Input("url", "search"),
+        State("url-request", "data"),
+    )
+    def on_url(search: str | None, applied: dict | None):
+        # read once, at the first address with a query: later changes are this page's own
+        if applied is not None or not search:
+            return no_update, no_update
+        return ex.url_request(search)
+
+    @app.callback(
+        Output("url", "search"),
+        Input("study-select", "value"),
+        Input("selected-trial", "data"),
+        State("url", "search"),
+        prevent_initial_call=True,
+    )
+    def on_address(study: str | None, selected: dict | None, search: str | None):
+        number = selected.get("number") if selected and selected.get("study") == study else None
+        query = query_for(study, number)
+        return query if query != (search or "") else no_update
 
     @app.callback(
         Output("jobs-panel", "children"),
@@ -253,13 +403,29 @@ def register_callbacks(app: dash.Dash, ex: Explorer) -> None:
         Input("export-button", "n_clicks"),
         State("study-select", "value"),
         State("selected-trial", "data"),
+        State("export-formats", "value"),
         prevent_initial_call=True,
     )
-    def on_export(_clicks: int, study: str | None, selected: dict | None):
+    def on_export(_clicks: int, study: str | None, selected: dict | None,
+                  formats: list[str] | None):
         number = selected.get("number") if selected and selected.get("study") == study else None
-        archive, message = ex.export(study, number)
+        archive, message = ex.export(study, number, formats)
         status = html.Span(message, className="ok" if archive else "error")
         return (dcc.send_file(str(archive)) if archive else no_update), status
+
+
+def editor_controls(groups: list) -> dict[str, dict[str, Any]]:
+    """{knob path: {"checked" | "values" | "low" | "high" | "log": value}} from the editor's
+    pattern-matching inputs (dash.ctx.inputs_list or states_list, one group per kind)."""
+    controls: dict[str, dict[str, Any]] = {}
+    for group in groups:
+        for item in group:
+            kind = item["id"]["type"].removeprefix("space-")
+            value = item.get("value")
+            controls.setdefault(item["id"]["knob"], {})[kind] = (
+                bool(value) if kind == "log" else value
+            )
+    return controls
 
 
 def clicked_trial(click: dict) -> int | None:

@@ -12,6 +12,7 @@ from typing import Any
 from optuna.storages import BaseStorage
 from optuna.trial import FrozenTrial, TrialState
 
+from search.budget import FINISHED
 from search.early_stop import LATENCY_ATTR, RUNGS_ATTR
 from search.progress import cpu_models, trial_kind
 
@@ -96,6 +97,7 @@ class StudyView:
     counts: dict[str, int] = field(default_factory=dict)
     settings: dict[str, Any] = field(default_factory=dict)
     cpus: list[str] = field(default_factory=list)  # CPU models its latencies were measured on
+    finished_at: list[float] = field(default_factory=list)  # POSIX times, complete or pruned
 
     def of_kind(self, kind: str) -> list[TrialRow]:
         """Rows of one trial_kind that have plot coordinates."""
@@ -254,8 +256,10 @@ def load_study_view(storage: BaseStorage, name: str) -> StudyView | None:
     rows = [replace(r, on_front=True) if r.number in front else r for r in rows]
     settings = storage.get_study_user_attrs(study_id).get("bnnx") or {}
     counts = Counter(r.kind for r in rows)
+    finished_at = sorted(t.datetime_complete.timestamp() for t in trials
+                         if t.state in FINISHED and t.datetime_complete is not None)
     return StudyView(name=name, rows=rows, counts=dict(counts), settings=settings,
-                     cpus=cpu_models(trials))
+                     cpus=cpu_models(trials), finished_at=finished_at)
 
 
 @dataclass(frozen=True)

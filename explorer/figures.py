@@ -24,6 +24,7 @@ PRUNED_COLOR = "#0ea5e9"
 INFEASIBLE_COLOR = "#cbd5e1"
 SELECTED_COLOR = "#2563eb"
 ACCENT_COLOR = "#0f766e"
+KNEE_COLOR = "#9333ea"
 KNOB_COLORS = (
     "#2563eb",
     "#ea580c",
@@ -43,7 +44,7 @@ LOG_SPAN = 10.0  # "auto" turns the latency axis logarithmic beyond this max/min
 _PERCENT_STEPS = (1, 2, 5, 10, 20, 25)  # accuracy tick spacing, in percent points
 
 
-def _base_layout(fig: go.Figure, **layout: Any) -> go.Figure:
+def base_layout(fig: go.Figure, **layout: Any) -> go.Figure:
     defaults = {
         "template": "plotly_white",
         "font": {"family": FONT, "size": 13, "color": "#1e293b"},
@@ -74,7 +75,7 @@ def empty_figure(message: str) -> go.Figure:
     )
     fig.update_xaxes(visible=False)
     fig.update_yaxes(visible=False)
-    return _base_layout(fig)
+    return base_layout(fig)
 
 
 def short(value: Any) -> Any:
@@ -168,7 +169,7 @@ def hovertemplate(lines: str, params: list[str]) -> str:
     return "<br>".join(rows) + "<extra></extra>"
 
 
-def _sort_key(value: Any) -> tuple:
+def sort_key(value: Any) -> tuple:
     return (0, value, "") if is_number(value) else (1, 0, str(value))
 
 
@@ -180,7 +181,7 @@ def knob_colors(rows: list[TrialRow], param: str) -> tuple[list[Any], dict[str, 
     if all(is_number(v) for v in values):
         scale = {"colorscale": "Viridis", "cmin": min(values), "cmax": max(values)}
         return values, {**scale, "colorbar": title}
-    labels = sorted(set(values), key=_sort_key)
+    labels = sorted(set(values), key=sort_key)
     n = len(labels)
     scale = []
     for i in range(n):
@@ -316,7 +317,8 @@ def pareto_figure(
         traces.append({**front_trace, "mode": "lines+markers"})
     knee = knee_point(front)
     if knee is not None:
-        marker = {"size": 22, "symbol": "diamond-open", "color": "#0f172a", "line": {"width": 2}}
+        # mid-tone purple: seen on the light and the dark theme alike
+        marker = {"size": 22, "symbol": "diamond-open", "color": KNEE_COLOR, "line": {"width": 2}}
         traces.append(_decoration(f"knee (trial {knee.number})", knee, marker))
     chosen = [r for r in plotted if r.number == selected and r.val_accuracy is not None]
     if chosen:
@@ -337,7 +339,7 @@ def pareto_figure(
         parts.append(f"{failed} failed (not plotted)")
     latencies = [r.latency_ms for r in plotted] + ([budget] if budget else [])
     axis_type = latency_axis_type(latencies, latency_scale)
-    _base_layout(
+    base_layout(
         fig,
         title={"text": " · ".join(parts), "font": {"size": 14, "color": "#475569"}, "x": 0.01},
         xaxis_title="Latency per image (ms, bnnx packed-bit CPU kernels) — lower is better",
@@ -372,7 +374,7 @@ def learning_curve_figure(curve: list[dict[str, Any]]) -> go.Figure:
     if any(loss is not None for loss in losses):
         fig.add_trace(_curve("train loss", epochs, losses,
                              {"color": FRONT_COLOR, "dash": "dot"}, ".4f", yaxis="y2"))
-    return _base_layout(
+    return base_layout(
         fig,
         title={"text": "Learning curve", "font": {"size": 14}, "x": 0.01},
         xaxis={"title": "Epoch", "dtick": 1},
@@ -424,7 +426,7 @@ def layer_latency_figure(layers: list[dict[str, Any]]) -> go.Figure:
                 )
             )
     total = sum(float(layer.get("ms") or 0) for layer in layers)
-    return _base_layout(
+    return base_layout(
         fig,
         title={
             "text": f"Latency per layer (total {total:.3g} ms)",

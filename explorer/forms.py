@@ -7,6 +7,7 @@ import os
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 
 from search.early_stop import EARLY_STOP_MODES
 from search.samplers import SAMPLERS
@@ -20,9 +21,13 @@ LIMITS = {
     "workers": (1, max(1, os.cpu_count() or 1)),
     "seed": (0, 2**31 - 1),
 }
+# the space presets `app.py search --space` knows: spaces/presets/<name>.json (read as files:
+# importing spaces would load torch into the web process)
+PRESET_DIR = Path(__file__).resolve().parents[1] / "spaces" / "presets"
+SPACES = tuple(sorted(p.stem for p in PRESET_DIR.glob("*.json")))
 CHOICES = {"sampler": SAMPLERS, "early_stop": EARLY_STOP_MODES}
 OPTIONAL = ("max_latency_ms", "max_size_kb", "timeout")  # positive numbers; empty: none
-FIELDS = ("dataset", "trials", "epochs", "workers", "study", "seed", *CHOICES, *OPTIONAL)
+FIELDS = ("dataset", "space", "trials", "epochs", "workers", "study", "seed", *CHOICES, *OPTIONAL)
 ADVANCED = (*CHOICES, *OPTIONAL)  # shown folded; opened when one of them is wrong
 _SEARCH_DEFAULTS = SearchSettings()
 
@@ -42,6 +47,7 @@ class SearchRequest:
     max_latency_ms: float | None = None
     max_size_kb: float | None = None
     timeout: float | None = None
+    space: str = "quick"
 
 
 def fresh_study_name(dataset: str = "digits", now: datetime | None = None) -> str:
@@ -54,6 +60,7 @@ def default_form(dataset: str = "digits") -> dict[str, object]:
     sampler and early stopping as `app.py search` has them; no budgets, no timeout."""
     return {
         "dataset": dataset,
+        "space": "quick",
         "trials": 4,
         "epochs": 2,
         "workers": 1,
@@ -89,15 +96,23 @@ def _positive_error(value: object) -> tuple[float | None, str | None]:
 
 
 def validate_search_form(
-    values: Mapping[str, object], datasets: Collection[str], existing_studies: Collection[str]
+    values: Mapping[str, object],
+    datasets: Collection[str],
+    existing_studies: Collection[str],
+    spaces: Mapping[str, str] | None = None,
 ) -> tuple[SearchRequest | None, dict[str, str]]:
-    """(request, {}) when the form is valid, else (None, {field: message})."""
+    """(request, {}) when the form is valid, else (None, {field: message}). `spaces` maps the
+    space choices to what `--space` gets (default: the presets, by name)."""
+    spaces = spaces if spaces is not None else {name: name for name in SPACES}
     errors: dict[str, str] = {}
     parsed: dict[str, object] = {}
     dataset = values.get("dataset")
     if dataset not in datasets:
         errors["dataset"] = f"Choose one of: {', '.join(datasets)}."
     parsed["dataset"] = dataset
+    parsed["space"] = spaces.get(values.get("space"))  # type: ignore[arg-type]
+    if parsed["space"] is None:
+        errors["space"] = f"Choose one of: {', '.join(spaces)}."
     for name, (low, high) in LIMITS.items():
         number, error = _int_error(values.get(name), low, high)
         if error:
@@ -122,3 +137,13 @@ def validate_search_form(
     if errors:
         return None, errors
     return SearchRequest(**parsed), {}  # type: ignore[arg-type]
+
+
+def validate_resume(value: object, finished: int, running: int) -> tuple[int | None, str | None]:
+    """(new budget, None), or (None, why not): a stopped or finished study resumes with a
+    budget above its finished trials, up to the form's trial limit."""
+    if running:
+        return None, (f"The study has {running} running trials: stop its search (or let it "
+                      "finish) before resuming.")
+    low, high = finished + 1, max(finished + 1, LIMITS["trials"][1])
+    return _int_error(value, low, high)

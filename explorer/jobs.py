@@ -31,6 +31,7 @@ def search_command(request: SearchRequest, storage_spec: str) -> list[str]:
     command = [
         sys.executable, str(APP_PY), "search",
         "--dataset", request.dataset,
+        "--space", request.space,
         "--trials", str(request.trials),
         "--epochs", str(request.epochs),
         "--workers", str(request.workers),
@@ -49,6 +50,12 @@ def search_command(request: SearchRequest, storage_spec: str) -> list[str]:
         if value is not None:
             command += [flag, repr(float(value))]
     return command
+
+
+def resume_command(study: str, trials: int, storage_spec: str) -> list[str]:
+    """The argv that continues `study` with its own settings, its budget raised to `trials`."""
+    return [sys.executable, str(APP_PY), "search", "--storage", storage_spec, "--study", study,
+            "--resume", "--trials", str(trials)]
 
 
 def last_lines(path: Path, count: int = 1, max_bytes: int = 4096) -> list[str]:
@@ -129,10 +136,20 @@ class JobManager:
         It inherits this process's working directory, so a relative storage spec names the same
         file for both.
         """
-        log = log_path(self.runs_dir, request.study)
+        return self._launch(request.study, search_command(request, self.storage_spec), "wb")
+
+    def resume(self, study: str, trials: int) -> Job:
+        """Continue `study` up to `trials` finished trials; its log goes on where it ended.
+        Refused while this explorer's search of it still runs."""
+        job = self.find(study)
+        if job is not None and job.running:
+            raise ValueError(f"the search of {study!r} is still running")
+        return self._launch(study, resume_command(study, trials, self.storage_spec), "ab")
+
+    def _launch(self, study: str, command: list[str], mode: str) -> Job:
+        log = log_path(self.runs_dir, study)
         log.parent.mkdir(parents=True, exist_ok=True)
-        command = search_command(request, self.storage_spec)
-        with log.open("wb") as out:
+        with log.open(mode) as out:
             process = subprocess.Popen(
                 command,
                 stdin=subprocess.DEVNULL,
@@ -141,7 +158,7 @@ class JobManager:
                 env={**os.environ, "PYTHONUNBUFFERED": "1"},
                 start_new_session=True,
             )
-        job = Job(request.study, command, log, process, time.time())
+        job = Job(study, command, log, process, time.time())
         with self._lock:
             self._jobs.append(job)
         return job
@@ -152,7 +169,7 @@ class JobManager:
             return self._jobs[::-1]
 
     def find(self, study: str | None) -> Job | None:
-        """The job that fills `study` (names are unique among the jobs), or None."""
+        """The newest job that fills `study` (a resumed study has one per run), or None."""
         return next((job for job in self.jobs() if job.study == study), None)
 
     def stop(self, study: str, how: str) -> bool:

@@ -1,4 +1,5 @@
-"""The page skeleton. Every id a test or callback relies on exists from the first load."""
+"""The page skeleton. Every id a test or callback relies on exists from the first load, except
+the graphs of the analysis and compare views, drawn only once they are opened or filled."""
 
 from __future__ import annotations
 
@@ -8,15 +9,32 @@ from dash import dcc, html
 
 from search.storage import masked
 
+from .compare import compare_children
 from .data import StudyInfo
 from .figures import LATENCY_SCALES, empty_figure
 from .forms import CHOICES, LIMITS, OPTIONAL, default_form
-from .panels import GRAPH_CONFIG, detail_children, jobs_children, stats_children
+from .panels import (
+    PARETO_CONFIG,
+    detail_children,
+    jobs_children,
+    progress_children,
+    stats_children,
+)
+from .space_panel import space_editor_card
 
 POLL_MS = 2000
+# search.deploy.FORMATS with their labels (search.deploy imports torch: not in the web process)
+EXPORT_FORMATS = (("bnnx", "bnnx"), ("openvino", "OpenVINO IR"), ("onnx", "ONNX"))
+ANALYSIS_VIEWS = {
+    "history": "Hypervolume & history",
+    "importance": "Importance",
+    "parallel": "Parallel coordinates",
+    "marginals": "Marginals",
+}
 
 _HELP = {
     "dataset": "What the candidates are trained on.",
+    "space": "quick: a few knobs, fast. survey: every family, quantizer and trick.",
     "trials": "Architectures to sample and train.",
     "epochs": "Training epochs per trial.",
     "workers": "Trials trained in parallel.",
@@ -30,6 +48,7 @@ _HELP = {
 }
 _LABELS = {
     "dataset": "Dataset",
+    "space": "Search space",
     "trials": "Trials",
     "epochs": "Epochs",
     "workers": "Workers",
@@ -95,8 +114,9 @@ def _advanced(defaults: dict[str, object]) -> html.Details:
     )
 
 
-def search_form(datasets: list[str]) -> html.Div:
-    """The new-search card; opens with a tiny budget and a fresh study name."""
+def search_form(datasets: list[str], spaces: list[dict[str, str]]) -> html.Div:
+    """The new-search card; opens with a tiny budget and a fresh study name. `spaces`: the
+    options of the space choice (presets, then saved spaces)."""
     defaults = default_form(datasets[0])
     return html.Div(
         [
@@ -110,6 +130,11 @@ def search_form(datasets: list[str]) -> html.Div:
                     clearable=False,
                     searchable=False,
                 ),
+            ),
+            _field(
+                "space",
+                dcc.RadioItems(id="form-space", options=spaces, value=defaults["space"],
+                               inline=True),
             ),
             html.Div(
                 [_field(name, _number(name, defaults[name])) for name in ("trials", "epochs")],
@@ -145,13 +170,19 @@ def plot_controls() -> html.Div:
     """How the front is drawn: latency scale, pruned trials, colour by a sampled knob."""
     return html.Div(
         [
-            html.Label("Latency axis", htmlFor="latency-scale"),
-            dcc.RadioItems(
-                id="latency-scale",
-                options=[{"label": s, "value": s} for s in LATENCY_SCALES],
-                value="auto",
-                inline=True,
-                className="segmented",
+            html.Div(  # the log-latency toggle: "#latency-log input[value='log']"
+                [
+                    html.Label("Latency axis", htmlFor="latency-scale"),
+                    dcc.RadioItems(
+                        id="latency-scale",
+                        options=[{"label": s, "value": s} for s in LATENCY_SCALES],
+                        value="auto",
+                        inline=True,
+                        className="segmented",
+                    ),
+                ],
+                id="latency-log",
+                className="latency-log",
             ),
             dcc.Checklist(
                 id="show-pruned",
@@ -172,6 +203,75 @@ def plot_controls() -> html.Div:
     )
 
 
+def progress_card() -> html.Div:
+    """The selected study's search: progress, Stop and Resume, and its whole log."""
+    return html.Div(
+        [
+            html.H2("Search progress"),
+            html.Div(progress_children(None), id="search-progress", className="progress"),
+            html.Div(
+                [
+                    html.Button("Finish running trials", id="stop-search", n_clicks=0,
+                                disabled=True, className="btn small stop-finish",
+                                title="Start no new trial; exit once the running ones are done"),
+                    html.Button("Stop now", id="stop-search-now", n_clicks=0, disabled=True,
+                                className="btn small stop-now",
+                                title="End the running trials now (recorded as stopped)"),
+                ],
+                className="job-actions",
+            ),
+            html.Div(
+                [
+                    html.Label("New budget", htmlFor="resume-trials"),
+                    dcc.Input(id="resume-trials", type="number", min=1, step=1,
+                              className="input"),
+                    html.Button("Resume", id="resume-search", n_clicks=0, disabled=True,
+                                className="btn small",
+                                title="Continue the study with its settings, up to this many "
+                                "finished trials"),
+                ],
+                className="resume-row",
+            ),
+            html.Div(id="search-message", className="search-message"),
+            # column-reverse: the box opens scrolled to the end, where the news is
+            html.Div(html.Pre(id="search-log"), className="search-log"),
+        ],
+        className="card",
+    )
+
+
+def analysis_card() -> html.Div:
+    """The analysis views; none is open at first, so the page loads no heavier."""
+    return html.Div(
+        [
+            html.Div(
+                [
+                    html.H2("Analysis"),
+                    dcc.RadioItems(
+                        id="analysis-view",
+                        options=[{"label": v, "value": k} for k, v in ANALYSIS_VIEWS.items()],
+                        value=None,
+                        inline=True,
+                        className="segmented",
+                    ),
+                    html.Div(
+                        [
+                            html.Label("Knob", htmlFor="marginal-knob"),
+                            dcc.Dropdown(id="marginal-knob", options=[], clearable=False),
+                        ],
+                        id="marginal-picker",
+                        className="marginal-picker",
+                        style={"display": "none"},
+                    ),
+                ],
+                className="card-head",
+            ),
+            html.Div(id="analysis-body", className="analysis-body"),
+        ],
+        className="card analysis",
+    )
+
+
 def study_options(studies: list[StudyInfo], pending: set[str]) -> list[dict[str, str]]:
     """Dropdown options, newest first; studies a job is still creating come first."""
     known = {s.name for s in studies}
@@ -189,9 +289,14 @@ def display_spec(spec: str) -> str:
 
 
 def build_layout(
-    storage_spec: str, datasets: list[str], studies: list[StudyInfo], pending: set[str]
+    storage_spec: str,
+    datasets: list[str],
+    studies: list[StudyInfo],
+    pending: set[str],
+    spaces: list[dict[str, str]],
 ) -> html.Div:
-    """The whole page: header, form and jobs on the left, front and trial detail on the right."""
+    """The whole page: header, form and jobs on the left, front and trial detail on the right.
+    `spaces`: the search spaces a search may use (presets, then spaces saved from the editor)."""
     options = study_options(studies, pending)
     current = options[0]["value"] if options else None
     header = html.Header(
@@ -206,16 +311,25 @@ def build_layout(
                 className="storage",
                 title=display_spec(storage_spec),
             ),
+            dcc.Checklist(
+                id="theme-toggle",
+                options=[{"label": "Dark", "value": "dark"}],
+                value=[],
+                persistence=True,  # kept in the browser: a reload stays dark
+                persistence_type="local",
+                className="theme-toggle",
+            ),
         ],
         className="topbar",
     )
     sidebar = html.Aside(
         [
-            search_form(datasets),
+            search_form(datasets, spaces),
             html.Div(
                 [html.H2("Searches"), html.Div(jobs_children([]), id="jobs-panel")],
                 className="card",
             ),
+            progress_card(),
         ],
         className="sidebar",
     )
@@ -241,15 +355,40 @@ def build_layout(
                         className="btn",
                         title="Export the selected trial, or the most accurate one on the front",
                     ),
+                    html.Div(
+                        dcc.Checklist(
+                            id="export-formats",
+                            options=[{"label": label, "value": value,
+                                      "disabled": value == "bnnx"}
+                                     for value, label in EXPORT_FORMATS],
+                            value=["bnnx"],
+                            inline=True,
+                        ),
+                        className="export-formats",
+                        title="bnnx's packed model is always written: the other formats are "
+                        "checked against it (OpenVINO and ONNX need the deploy extra)",
+                    ),
                 ],
                 className="toolbar",
             ),
             html.Div(id="export-status", className="export-status"),
+            html.Div(
+                [
+                    html.Label("Queue the selected trial's config in", htmlFor="enqueue-study"),
+                    dcc.Dropdown(id="enqueue-study", options=options, placeholder="study…",
+                                 clearable=False, className="enqueue-study"),
+                    html.Button("Enqueue", id="enqueue-button", n_clicks=0, className="btn small",
+                                title="It runs first when that study next searches"),
+                ],
+                className="enqueue-row",
+            ),
+            html.Div(id="enqueue-status", className="export-status"),
+            html.Div(id="url-message", className="url-message"),
             plot_controls(),
             dcc.Graph(
                 id="pareto-graph",
                 figure=empty_figure("Loading…"),
-                config=GRAPH_CONFIG,
+                config=PARETO_CONFIG,
                 className="pareto",
             ),
         ],
@@ -258,16 +397,44 @@ def build_layout(
     table = html.Div(html.Div("Loading trials…", className="muted"), id="trials-table")
     table_card = html.Div([html.H2("Trials"), table], className="card trials")
     detail_card = html.Div(detail_children(None, False), id="trial-detail", className="card detail")
-    content = html.Section([front_card, table_card, detail_card], className="content")
+    compare_card = html.Div(
+        [
+            html.Div(
+                [
+                    html.H2("Compare trials"),
+                    html.Button("Clear", id="compare-clear", n_clicks=0, className="btn small"),
+                ],
+                className="card-head",
+            ),
+            html.Div(compare_children([], 0), id="compare-view"),
+        ],
+        className="card compare",
+    )
+    content = html.Section(
+        [
+            front_card,
+            table_card,
+            detail_card,
+            compare_card,
+            analysis_card(),
+            space_editor_card([o["value"] for o in spaces]),
+        ],
+        className="content",
+    )
     return html.Div(
         [
             header,
             html.Main([sidebar, content]),
+            dcc.Location(id="url", refresh=False),
+            dcc.Store(id="url-request"),
             dcc.Interval(id="poll", interval=POLL_MS),
             dcc.Store(id="selected-trial"),
             dcc.Store(id="started-study"),
             dcc.Store(id="view-signature"),
+            dcc.Store(id="log-signature"),
+            dcc.Store(id="compare-trials"),
             dcc.Download(id="export-download"),
         ],
+        id="page",
         className="page",
     )

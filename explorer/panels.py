@@ -10,8 +10,10 @@ from dash import dcc, html
 from .data import StudyView, TrialDetail
 from .figures import layer_latency_figure, learning_curve_figure, short
 from .jobs import Job, last_lines
+from .progress import BAR_KINDS, SearchProgress, duration
 
 GRAPH_CONFIG = {"displaylogo": False, "modeBarButtonsToRemove": ["lasso2d", "select2d"]}
+PARETO_CONFIG = {"displaylogo": False}  # keeps box and lasso select: they pick trials to compare
 ERROR_LINES = 6  # log lines shown for a search that failed
 
 
@@ -211,9 +213,10 @@ def detail_children(detail: TrialDetail | None, on_front: bool) -> list[Any]:
     ]
 
 
-def _elapsed(seconds: float) -> str:
-    minutes, secs = divmod(int(seconds), 60)
-    return f"{minutes}m {secs:02d}s" if minutes else f"{secs}s"
+def missing_trial_children(study: str, number: object) -> list[Any]:
+    """The trial panel when the selection (from the address, say) names no trial."""
+    text = f"Study {study!r} has no trial {number}: pick a point or a row instead."
+    return [html.Div(text, className="placeholder missing-trial")]
 
 
 def stop_buttons(job: Job) -> list[Any]:
@@ -254,7 +257,7 @@ def jobs_children(jobs: list[Job], now: float | None = None) -> list[Any]:
                     [
                         html.Span(job.status, className=f"badge job-{job.status}"),
                         html.Span(job.study, className="job-study"),
-                        html.Span(_elapsed((job.ended or now) - job.started), className="job-age"),
+                        html.Span(duration((job.ended or now) - job.started), className="job-age"),
                     ],
                     className="job-head",
                 ),
@@ -265,6 +268,30 @@ def jobs_children(jobs: list[Job], now: float | None = None) -> list[Any]:
         )
         for job in jobs
     ]
+
+
+def progress_children(progress: SearchProgress | None) -> list[Any]:
+    """The progress bar (complete, infeasible, pruned and running trials as shares of the
+    budget) with its counts, failed trials and the ETA."""
+    if progress is None:
+        return [html.Div("No trials yet.", className="muted")]
+    counts = progress.counts
+    bar = html.Div(
+        [
+            html.Div(className=f"progress-part part-{kind}",
+                     style={"width": f"{100 * progress.share(kind):.2f}%"},
+                     title=f"{counts.get(kind, 0)} {kind}")
+            for kind in BAR_KINDS
+            if counts.get(kind)
+        ],
+        className="progress-bar",
+    )
+    total = f"{progress.finished}/{progress.budget}" if progress.budget else str(progress.finished)
+    parts = [f"{total} finished"]
+    parts += [f"{counts[k]} {k}" for k in (*BAR_KINDS, "failed") if counts.get(k)]
+    line = html.Div(" · ".join(parts), className="progress-counts")
+    eta = "ETA " + duration(progress.eta_s) if progress.eta_s is not None else ""
+    return [bar, line, html.Div(eta, className="progress-eta")]
 
 
 def start_error_children(job: Job | None) -> list[Any]:

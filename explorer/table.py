@@ -89,7 +89,9 @@ def trials_grid(rows: list[dict[str, Any]], columns: list[dict[str, Any]]) -> da
         getRowId="params.data.id",
         defaultColDef={"sortable": True, "resizable": True, "floatingFilter": True},
         dashGridOptions={
-            "rowSelection": {"mode": "singleRow", "checkboxes": False},
+            # a click picks one row (and opens it); Ctrl/Shift-click picks more to compare
+            "rowSelection": {"mode": "multiRow", "checkboxes": False, "headerCheckbox": False,
+                             "enableClickSelection": True},
             "suppressFieldDotNotation": True,  # no nested fields: a dot is just a character
             "animateRows": False,
             "tooltipShowDelay": 300,

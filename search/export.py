@@ -22,16 +22,26 @@ from torch import nn
 import kernels
 from spaces import Config, build_model
 
+from .deploy import (
+    DEFAULT_FORMATS,
+    DEPLOY_FILES,
+    FORMAT_LINES,
+    FormatCheck,
+    card_sections,
+    chosen_formats,
+    write_formats,
+)
 from .objective import WEIGHTS_ATTR
 from .storage import StorageError, artifact_store, artifacts_dir, load_study
 from .study import study_settings
 
-MODEL_FILES = CONFIG_FILE, WEIGHTS_FILE, PACKED_FILE, CARD_FILE = (
+CONFIG_FILE, WEIGHTS_FILE, PACKED_FILE, CARD_FILE = (
     "config.json",
     "weights.safetensors",
     "model.bnnx",
     "README.md",
 )
+MODEL_FILES = (CONFIG_FILE, WEIGHTS_FILE, PACKED_FILE, CARD_FILE, *DEPLOY_FILES)  # all bnnx writes
 
 
 CONFIG_DIGEST = "bnnx_config_sha256"  # weights metadata: which config.json they belong to
@@ -68,14 +78,17 @@ def write_model_folder(
     metrics: dict[str, Any],
     title: str,
     force: bool = False,
+    formats: tuple[str, ...] = DEFAULT_FORMATS,
 ) -> Path:
-    """Write config.json, weights.safetensors, model.bnnx and README.md atomically.
+    """Write config.json, weights.safetensors, model.bnnx, README.md and the other `formats`
+    (search.deploy: each checked against model.bnnx) atomically.
 
     The folder is written beside `out_dir` and renamed into place. An existing `out_dir` must be
     empty, or a bnnx model folder replaced with `force`: nothing bnnx did not write is deleted.
     """
     out_dir = Path(out_dir)
     check_out_dir(out_dir, force)
+    formats = chosen_formats(formats)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     try:
@@ -87,7 +100,8 @@ def write_model_folder(
         size = meta["image_size"]
         packed = kernels.compile(model, (meta["in_channels"], size, size))
         packed.save(str(tmp / PACKED_FILE))
-        (tmp / CARD_FILE).write_text(model_card(title, config, meta, metrics, packed))
+        checks = write_formats(tmp, model, packed, meta, formats)
+        (tmp / CARD_FILE).write_text(model_card(title, config, meta, metrics, packed, checks))
         _move_into_place(tmp, out_dir, force)
     finally:
         _remove_model_folder(tmp)
@@ -157,13 +171,15 @@ def _remove_model_folder(path: Path) -> None:
 
 
 def model_card(
-    title: str, config: Config, meta: dict, metrics: dict, packed: kernels.PackedModel
+    title: str, config: Config, meta: dict, metrics: dict, packed: kernels.PackedModel,
+    checks: list[FormatCheck] | None = None,
 ) -> str:
     rows = "\n".join(f"| {k} | {_fmt(v)} |" for k, v in metrics.items())
     layers = "\n".join(
         f"| {r.name} | {r.kind} | {r.binary_macs} | {r.float_macs} |"
         for r in packed.layers_info()
     )
+    formats = "".join(f"- {FORMAT_LINES[c.format]}\n" for c in checks or [] if c.format != "bnnx")
     return f"""# {title}
 
 A binary neural network found by bnnx on `{meta['dataset']}`
@@ -185,20 +201,8 @@ classes). The model normalises raw images itself (mean {meta['mean']}, std {meta
   (`bnnx train --config config.json --dataset {meta['dataset']} --out DIR` retrains it).
 - `weights.safetensors`: the trained torch weights (dataset metadata in the file's metadata).
 - `model.bnnx`: the packed-bit model for the bnnx kernels ({packed.packed_size_bytes} bytes).
-
-## Use
-```
-bnnx predict --model THIS_FOLDER --input images.npy
-```
-```python
-import kernels
-model = kernels.load("model.bnnx", threads=1)  # packed: XNOR + popcount on the CPU
-logits = model(images)  # (N, H, W) or (N, C, H, W) raw images
-
-from search import torch_model
-net = torch_model("THIS_FOLDER")  # the torch model, e.g. to fine-tune it
-```
-
+{formats}
+{card_sections(checks or [])}
 ## Configuration
 ```json
 {config.to_json()}
@@ -260,11 +264,14 @@ def trial_model(spec: str, study: optuna.Study, trial: optuna.trial.FrozenTrial,
 
 
 def export_trial(spec: str, study_name: str, trial_number: int | None, out_dir: Path,
-                 force: bool = False, artifacts: str | None = None) -> Path:
-    """Rebuild a trial's model from its config and weights artifact and write its folder.
+                 force: bool = False, artifacts: str | None = None,
+                 formats: tuple[str, ...] = DEFAULT_FORMATS) -> Path:
+    """Rebuild a trial's model from its config and weights artifact and write its folder, with
+    the deploy `formats` (search.deploy.FORMATS) beside model.bnnx.
 
     `artifacts` overrides the folder the study recorded (e.g. on another machine)."""
     check_out_dir(Path(out_dir), force)
+    formats = chosen_formats(formats)  # checked before anything is loaded
     study = load_study(spec, study_name)
     trial = pick_trial(study, trial_number)
     config = Config.from_dict(trial.user_attrs["config"])
@@ -272,7 +279,7 @@ def export_trial(spec: str, study_name: str, trial_number: int | None, out_dir: 
     model = trial_model(spec, study, trial, artifacts)
     title = f"bnnx model: study {study_name}, trial {trial.number}"
     metrics = dict(trial.user_attrs.get("metrics", {}))
-    return write_model_folder(Path(out_dir), config, model, meta, metrics, title, force)
+    return write_model_folder(Path(out_dir), config, model, meta, metrics, title, force, formats)
 
 
 def load_packed(model_dir: Path) -> kernels.PackedModel:
@@ -282,6 +289,9 @@ def load_packed(model_dir: Path) -> kernels.PackedModel:
     model_dir = Path(model_dir)
     if model_dir.is_file() and model_dir.suffix == Path(PACKED_FILE).suffix:
         return kernels.load(str(model_dir))
+    if model_dir.is_file():
+        raise ModelFolderError(f"{model_dir} is neither a model folder nor a {PACKED_FILE} "
+                               "(predict also runs model.onnx and model.xml)")
     if not model_dir.is_dir():
         raise ModelFolderError(f"model folder {model_dir} does not exist")
     path = model_dir / PACKED_FILE

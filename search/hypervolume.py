@@ -13,6 +13,8 @@ from collections.abc import Sequence
 import numpy as np
 
 DIRECTIONS = ("maximize", "minimize")
+HYPERVOLUME_ATTR = "hypervolume"  # trial attr: the front's hypervolume once that trial is in
+HV_REFERENCE_ATTR = "hv_reference"  # study attr: the reference point of every HYPERVOLUME_ATTR
 FIRST_TRIAL_MARGIN = 2.0  # reference = 2x the first completed trial's latency (and size): see
 # default_reference; twice a typical early (random-sampled) model leaves room for slower ones
 

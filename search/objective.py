@@ -26,14 +26,13 @@ from spaces.summary import summarize
 from .budget import BUDGET_REASON, BudgetReached, check_place
 from .datasets import Dataset
 from .early_stop import LATENCY_ATTR, RungReporter, early_stop_rule
-from .hypervolume import default_reference, hypervolume
+from .hypervolume import HV_REFERENCE_ATTR, HYPERVOLUME_ATTR, default_reference, hypervolume
 from .settings import SearchSettings
 from .stale import PROCESS_ATTR, this_process
 from .stopping import STOPPED_REASON, SearchStopped, StopSignals
 from .training import accuracy, train
 
 WEIGHTS_ATTR = "weights_artifact"  # the Optuna artifact id of a trained trial's weights
-HV_REFERENCE_ATTR = "hv_reference"  # study attr: the reference point of "hypervolume"
 ENQUEUED_ATTR = "enqueued_config"  # a whole config queued by `bnnx enqueue`
 PROFILE_REPEATS = 20  # median of 20 batch-1 runs: stable to a few % for digits-sized nets
 MAX_SPREAD = 0.15  # a profile whose IQR exceeds this share of its median is taken again
@@ -203,7 +202,7 @@ class Objective:
             study.set_user_attr(HV_REFERENCE_ATTR, reference)
         done = [t.values for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
                 if not t.user_attrs.get("infeasible")]
-        trial.set_user_attr("hypervolume", hypervolume([*done, values], s.directions, reference))
+        trial.set_user_attr(HYPERVOLUME_ATTR, hypervolume([*done, values], s.directions, reference))
 
     def _config(self, trial: optuna.Trial) -> Config:
         """The sampled config, or the one enqueued with the trial (run with the study's epochs

@@ -97,3 +97,15 @@ def test_bench_training_distills_from_the_twin_it_saved(tmp_path):
     [row] = json.loads(out.read_text())["accuracy"]
     assert (row["model"], row["distill"], row["epochs"]) == ("binary", 0.5, 1)
     assert 0.0 <= row["test_accuracy"] <= 1.0
+
+
+@pytest.mark.slow
+@pytest.mark.browser
+def test_bench_explorer_quick_times_page_load_and_polls(tmp_path):
+    report, stdout = quick_bench("explorer", tmp_path)
+    rows = report["bnnx"]
+    assert report["trials"] == 200 and report["attrs_kb_per_trial"] > 1
+    assert len(rows["load_ms"]) == len(rows["update_ms"]) == 2
+    assert all(0 < ms < 60_000 for ms in rows["load_ms"] + rows["update_ms"])
+    assert rows["idle_poll_ms"], "no poll was seen on the open page"
+    assert "page load to every point drawn" in stdout and "goal" in stdout

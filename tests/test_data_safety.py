@@ -152,7 +152,7 @@ def test_damaged_record_inside_is_reported_then_salvaged(tmp_path):
 def test_concurrent_exports_of_one_trial_each_give_a_whole_zip(tmp_path, monkeypatch):
     from explorer.export import export_zip
 
-    def slow_export(spec, study, number, out_dir, force=False):
+    def slow_export(spec, study, number, out_dir, force=False, formats=()):
         out_dir.mkdir(parents=True)
         for name in ("config.json", "weights.safetensors", "model.bnnx", "README.md"):
             (out_dir / name).write_bytes(os.urandom(200_000))

@@ -19,8 +19,9 @@ from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState, create_trial
 from stand_ins import SIGNALLED_SEARCH
 
-from explorer import callbacks, data, figures, forms, jobs, panels, paths, table
-from explorer.callbacks import Explorer, clicked_row, clicked_trial
+from explorer import actions, callbacks, data, figures, forms, jobs, panels, paths, table, urlstate
+from explorer.actions import Explorer
+from explorer.callbacks import clicked_row, clicked_trial
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -599,7 +600,7 @@ def test_trials_table_rows_and_columns(storage) -> None:
     grid = table.trials_grid(rows, list(columns.values()))
     assert grid.id == table.GRID_ID and grid.rowData == rows
     assert grid.getRowId == "params.data.id"
-    assert grid.dashGridOptions["rowSelection"]["mode"] == "singleRow"
+    assert grid.dashGridOptions["rowSelection"]["mode"] == "multiRow"  # Ctrl-click: compare
     assert grid.dashGridOptions["suppressFieldDotNotation"]  # a param name may have dots
 
 
@@ -722,6 +723,7 @@ def test_search_command() -> None:
     args = dict(zip(command[3::2], command[4::2], strict=True))
     assert args == {
         "--dataset": "digits",
+        "--space": "quick",
         "--trials": "2",
         "--epochs": "1",
         "--workers": "3",
@@ -745,8 +747,10 @@ def test_search_command_parses_in_app_py() -> None:
     """Every flag the form passes is one `app.py search` accepts, with the same meaning."""
     import app
 
-    request = forms.SearchRequest("digits", 2, 1, 1, "s1", 7, "gp", "off", 2.5, 64.0, 600.0)
+    request = forms.SearchRequest("digits", 2, 1, 1, "s1", 7, "gp", "off", 2.5, 64.0, 600.0,
+                                  "survey")
     args = app.build_parser().parse_args(jobs.search_command(request, "x.journal")[2:])
+    assert args.space == "survey"
     assert (args.sampler, args.early_stop, args.max_latency_ms, args.max_size_kb, args.timeout) == (
         "gp",
         "off",
@@ -906,8 +910,9 @@ def test_stop_job_from_button_id(explorer_state, monkeypatch) -> None:
 
 
 def _fake_export_module(calls: list) -> types.ModuleType:
-    def export_trial(spec: str, study: str, number: int, out_dir: Path) -> Path:
-        calls.append((spec, study, number, out_dir))
+    def export_trial(spec: str, study: str, number: int, out_dir: Path,
+                     formats: tuple[str, ...] = ("bnnx",)) -> Path:
+        calls.append((spec, study, number, out_dir, formats))
         out_dir.mkdir(parents=True, exist_ok=True)
         for name in ("config.json", "weights.safetensors", "model.bnnx", "README.md"):
             (out_dir / name).write_text(json.dumps({"trial": number}))
@@ -937,7 +942,9 @@ def test_export_zips_the_trial_folder(explorer_state, storage, monkeypatch) -> N
         "trial-1/weights.safetensors",
     ]
     assert "trial 1" in message
-    assert explorer_state.export("s1", 0)[0].name == "trial-0.zip"
+    assert calls[0][4] == ("bnnx",)  # the packed model alone unless formats are ticked
+    assert explorer_state.export("s1", 0, ["bnnx", "onnx"])[0].name == "trial-0.zip"
+    assert calls[-1][4] == ("bnnx", "onnx")
     storage_study = optuna.load_study(storage=storage, study_name="s1")
     storage_study.add_trial(pruned_trial({"1": 0.3}))
     assert explorer_state.export("s1", 2) == (
@@ -949,7 +956,7 @@ def test_export_zips_the_trial_folder(explorer_state, storage, monkeypatch) -> N
 def test_export_failure_is_reported(explorer_state, storage, monkeypatch) -> None:
     module = types.ModuleType("search.export")
 
-    def export_trial(*_args):
+    def export_trial(*_args, **_kwargs):
         raise ValueError("weights missing")
 
     module.export_trial = export_trial
@@ -998,6 +1005,18 @@ def test_create_app_layout_has_stable_ids(tmp_path: Path, storage, monkeypatch) 
         "form-advanced",
         "form-job-error",
         *(f"form-{name}" for name in forms.FIELDS),
+        "form-space",
+        "form-sampler",
+        "latency-log",
+        "stop-search",
+        "resume-search",
+        "search-progress",
+        "search-log",
+        "compare-view",
+        "analysis-view",
+        "theme-toggle",
+        "enqueue-button",
+        "url",
     }
     assert expected <= _ids(layout)
     assert isinstance(app.server.extensions["bnnx_jobs"], jobs.JobManager)
@@ -1030,6 +1049,18 @@ def test_callbacks_module_registers(storage, tmp_path: Path) -> None:
         '"name":["ALL"],"type":"trials-grid"}.rowData',
         "selected-trial.data",
         "form-job-error.children",
+        "url.search",
+        "url-request.data",
+        "analysis-body.children",
+        "search-progress.children",
+        "search-log.children",
+        "search-message.children",
+        "compare-view.children",
+        "compare-trials.data",
+        "enqueue-status.children",
+        "space-knobs.children",
+        "form-space.options",
+        "page.className",
     ):
         assert target in outputs
 
@@ -1085,3 +1116,530 @@ def test_stats_warn_when_latencies_span_cpu_models(storage) -> None:
     one = make_study(storage, "one", [(0.9, 1.0)])
     assert "CPU models" not in str(panels.stats_children(data.load_study_view(storage, "one"),
                                                          one.study_name))
+
+
+# -- URL state ---------------------------------------------------------------------------------
+
+
+def test_parse_query_and_query_for() -> None:
+    assert urlstate.parse_query("?study=s1&trial=3") == urlstate.UrlRequest("s1", 3)
+    assert urlstate.parse_query("") == urlstate.UrlRequest()
+    assert urlstate.parse_query(None) == urlstate.UrlRequest()
+    assert urlstate.parse_query("?study=a%20b") == urlstate.UrlRequest("a b")
+    bad = urlstate.parse_query("?study=s1&trial=-2")
+    assert (bad.study, bad.trial) == ("s1", None) and "not a trial number" in bad.error
+    assert "needs a study" in urlstate.parse_query("?trial=2").error
+    assert urlstate.query_for("s 1", 4) == "?study=s+1&trial=4"
+    assert urlstate.query_for("s1", None) == "?study=s1"
+    assert urlstate.query_for(None, 4) == ""
+    for study, trial in [("s1", 0), ("x.y-z", 12), ("a&b=c", None)]:
+        assert urlstate.parse_query(urlstate.query_for(study, trial)) == urlstate.UrlRequest(
+            study, trial
+        )
+
+
+def test_url_request_checks_the_study(explorer_state, storage) -> None:
+    make_study(storage, "s1", [(0.9, 1.0)])
+    assert explorer_state.url_request("?study=s1&trial=7") == ({"study": "s1", "trial": 7}, "")
+    request, message = explorer_state.url_request("?study=nope&trial=1")
+    assert request == {"study": None, "trial": None} and "No study named 'nope'" in message
+    request, message = explorer_state.url_request("?study=s1&trial=x")
+    assert request == {"study": "s1", "trial": None} and "'x'" in message
+
+
+def test_missing_trial_says_so() -> None:
+    text = _text(panels.missing_trial_children("s1", 99))
+    assert "Study 's1' has no trial 99" in text
+
+
+# -- analysis ----------------------------------------------------------------------------------
+
+
+def analysed_study(storage, name: str = "a1", count: int = 12):
+    """`count` trained trials whose accuracy grows with width, each with its stored
+    hypervolume, plus an infeasible and a failed one the analysis leaves out."""
+    study = make_study(storage, name, [])
+    study.set_user_attr("hv_reference", [0.0, 4.0])
+    widths = [8, 16, 32, 64]
+    for i in range(count):
+        width = widths[i % 4]
+        trial = complete_trial(0.5 + width / 200, 0.5 + 0.1 * i, width=width)
+        noise = {"lr": 1e-3 * (1 + i * 7 % 29), "depth": 1 + i * 5 % 3,
+                 "blocks_per_stage": 1 + i * 3 % 2}  # fmt: skip
+        trial.params = {**trial.params, **noise}  # knobs the objectives ignore
+        trial.set_user_attr("hypervolume", 0.1 * (i + 1))
+        study.add_trial(trial)
+    study.add_trial(infeasible_trial())
+    study.add_trial(failed_trial())
+    return study
+
+
+def test_study_trials_keep_trained_feasible_ones(storage) -> None:
+    from explorer import analysis
+
+    analysed_study(storage)
+    trials = analysis.load_study_trials(storage, "a1")
+    assert [t.number for t in trials.trained] == list(range(12))
+    assert trials.metric_names == ["val_accuracy", "latency_ms"]
+    assert trials.directions == ["maximize", "minimize"]
+    assert trials.hv_reference == [0.0, 4.0]
+    points = analysis.hypervolume_points(trials)
+    assert points[0] == (0, 0.1) and len(points) == 12
+    assert analysis.load_study_trials(storage, "nope") is None
+    assert analysis.best_so_far([3, 1, 4, 1], "maximize") == [3, 3, 4, 4]
+    assert analysis.best_so_far([3, 1, 4, 0], "minimize") == [3, 1, 1, 0]
+    assert analysis.categorical_knobs(trials) == ["width", "input_quantizer", "weight_quantizer",
+                                                  "batch_size"]
+
+
+def test_hypervolume_and_history_figures(storage) -> None:
+    from explorer import analysis, analysis_figures
+
+    analysed_study(storage)
+    trials = analysis.load_study_trials(storage, "a1")
+    fig = analysis_figures.hypervolume_figure(trials)
+    assert list(fig.data[0].y) == pytest.approx([0.1 * (i + 1) for i in range(12)])
+    assert "reference point (val_accuracy 0, latency_ms 4)" in fig.layout.title.text
+    fig = analysis_figures.history_figure(trials)
+    assert [t.name for t in fig.data] == ["trial", "best so far"] * 2
+    assert list(fig.data[3].y) == [0.5] * 12  # latency's best so far: the first, lowest
+    assert fig.layout.yaxis.tickformat == ".0%"  # accuracy on a percent axis
+    empty = analysis.StudyTrials("e", [], ["val_accuracy", "latency_ms"],
+                                 ["maximize", "minimize"], None)
+    for build in (analysis_figures.hypervolume_figure, analysis_figures.history_figure,
+                  analysis_figures.parallel_figure):
+        assert build(empty).layout.annotations, build  # a message, not empty axes
+
+
+def test_param_importance_per_objective_cached(storage, monkeypatch) -> None:
+    from explorer import analysis, analysis_figures
+
+    analysed_study(storage, "few", count=analysis.MIN_IMPORTANCE_TRIALS - 1)
+    few = analysis.param_importances(analysis.load_study_trials(storage, "few"))
+    assert isinstance(few, str) and f"at least {analysis.MIN_IMPORTANCE_TRIALS}" in few
+    assert few in analysis_figures.importance_figure(few).layout.annotations[0].text
+
+    study = analysed_study(storage, "many", count=24)
+    trials = analysis.load_study_trials(storage, "many")
+    importances = analysis.param_importances(trials)
+    assert set(importances) == {"val_accuracy", "latency_ms"}
+    for per in importances.values():
+        assert set(per) == set(PARAMS) and sum(per.values()) == pytest.approx(1.0)
+    targets = []  # the evaluator minimizes its target: accuracy goes in negated
+
+    def capture(shadow, target):
+        targets.append([target(t) for t in shadow.get_trials()])
+        return {}
+
+    monkeypatch.setattr(optuna.importance, "get_param_importances", capture)
+    analysis.param_importances(trials)
+    accuracy, latency = targets
+    assert accuracy == [-t.values[0] for t in trials.trained]
+    assert latency == [t.values[1] for t in trials.trained]
+    monkeypatch.undo()
+    fig = analysis_figures.importance_figure(importances)
+    assert [t.name for t in fig.data] == ["val_accuracy", "latency_ms"]
+    assert "width" in fig.data[0].y
+
+    calls = []
+    real = analysis.param_importances
+    monkeypatch.setattr(analysis, "param_importances", lambda s: calls.append(s) or real(s))
+    cache = analysis.ImportanceCache()
+    assert cache.get(trials) == cache.get(trials) and len(calls) == 1  # once per trial count
+    study.add_trial(complete_trial(0.9, 0.2))
+    assert cache.get(analysis.load_study_trials(storage, "many")) and len(calls) == 2
+
+
+def test_parallel_and_marginal_figures(storage) -> None:
+    from explorer import analysis, analysis_figures
+
+    analysed_study(storage)
+    trials = analysis.load_study_trials(storage, "a1")
+    fig = analysis_figures.parallel_figure(trials)
+    dims = {d.label: d for d in fig.data[0].dimensions}
+    assert list(dims)[-2:] == ["val_accuracy", "latency_ms"] and "lr" in dims
+    assert list(dims["input_quantizer"].ticktext) == ["clipped_ste"]  # coded categories
+    assert analysis_figures.latency_bands([5, 1, 3, 2, 4, 6]) == [
+        "slowest third", "fastest third", "middle third", "fastest third", "middle third",
+        "slowest third"]  # fmt: skip
+    fig = analysis_figures.marginal_figure(trials, "width")
+    assert [t.name for t in fig.data] == list(analysis_figures.LATENCY_BANDS)
+    assert list(fig.layout.xaxis.categoryarray) == ["8", "16", "32", "64"]
+    assert sorted(x for t in fig.data for x in t.x) == sorted(
+        str(t.params["width"]) for t in trials.trained)
+
+
+def test_explorer_analysis_computes_only_the_open_view(explorer_state, storage) -> None:
+    analysed_study(storage)
+    children, knobs, knob = explorer_state.analysis("a1", None, None)
+    assert knobs == [] and actions.ANALYSIS_HINT in _text(children)
+    children, knobs, knob = explorer_state.analysis("a1", "history", None)
+    assert [c.id for c in children] == ["hypervolume-graph", "history-graph"]
+    children, _, _ = explorer_state.analysis("a1", "importance", None)
+    assert [c.id for c in children] == ["importance-graph"]
+    assert [t.name for t in children[0].figure.data] == ["val_accuracy", "latency_ms"]
+    children, _, _ = explorer_state.analysis("a1", "parallel", None)
+    assert [c.id for c in children] == ["parallel-graph"]
+    children, knobs, knob = explorer_state.analysis("a1", "marginals", "nope")
+    assert [c.id for c in children] == ["marginal-graph"] and knob == knobs[0] == "width"
+    assert explorer_state.analysis("a1", "marginals", "batch_size")[2] == "batch_size"
+    assert "no trials yet" in _text(explorer_state.analysis("gone", "history", None)[0])
+
+
+# -- a running search: progress, log, stop, resume ---------------------------------------------
+
+
+def test_search_progress_counts_budget_and_eta(storage) -> None:
+    from explorer import progress
+
+    study = make_study(storage, "p1", [(0.9, 1.0), (0.8, 0.5)], failed=1, trials=10)
+    study.add_trial(pruned_trial({"1": 0.5}))
+    study.add_trial(infeasible_trial())
+    study.add_trial(create_trial(state=TrialState.RUNNING, params=PARAMS,
+                                 distributions=DISTRIBUTIONS))  # fmt: skip
+    view = data.load_study_view(storage, "p1")
+    assert len(view.finished_at) == 4  # complete (infeasible included) and pruned
+    state = progress.search_progress(view)
+    assert (state.budget, state.finished) == (10, 4)
+    assert state.counts == {"complete": 2, "pruned": 1, "infeasible": 1, "running": 1,
+                            "failed": 1}  # fmt: skip
+    assert state.share("complete") == 0.2 and state.share("failed") == 0.1
+    text = _text(panels.progress_children(state))
+    assert "4/10 finished · 2 complete · 1 infeasible · 1 pruned · 1 running · 1 failed" in text
+    assert progress.eta_seconds([0.0, 10.0, 20.0], 3, 10) == 70.0  # 10 s a trial, 7 left
+    assert progress.eta_seconds(list(map(float, range(0, 200, 10))), 20, 30) == 100.0
+    assert progress.eta_seconds([0.0], 1, 10) is None
+    assert progress.eta_seconds([0.0, 5.0], 10, 10) is None  # nothing left
+    assert progress.duration(3725) == "1h 02m" and progress.duration(65.9) == "1m 05s"
+    assert progress.duration(7) == "7s"
+
+
+def test_progress_bar_widths_and_no_eta_when_idle(storage) -> None:
+    from explorer import progress
+
+    make_study(storage, "idle", [(0.9, 1.0)], trials=4)
+    state = progress.search_progress(data.load_study_view(storage, "idle"))
+    assert state.eta_s is None  # nothing running: no ETA
+    bar = panels.progress_children(state)[0]
+    assert [(p.className, p.style["width"]) for p in bar.children] == [
+        ("progress-part part-complete", "25.00%")]
+    assert "No trials yet" in _text(panels.progress_children(None))
+
+
+def test_log_text_shows_the_tail(tmp_path: Path) -> None:
+    from explorer import progress
+
+    log = tmp_path / "s.log"
+    log.write_bytes(b"a\r\nb\rc\n")
+    assert progress.log_text(log) == "a\nb\nc\n"
+    log.write_bytes(b"x" * 3000 + b"\nend\n")
+    text = progress.log_text(log, limit=1024)
+    assert text.startswith("[first 1 KB not shown") and text.endswith("end\n")
+    assert progress.log_text(tmp_path / "missing.log") is None
+
+
+def test_validate_resume() -> None:
+    assert forms.validate_resume(12, 10, 0) == (12, None)
+    assert forms.validate_resume("15", 10, 0) == (15, None)
+    assert "from 11" in forms.validate_resume(10, 10, 0)[1]  # must raise past finished trials
+    assert "whole number" in forms.validate_resume(None, 3, 0)[1]
+    assert "2 running trials" in forms.validate_resume(20, 3, 2)[1]
+
+
+def test_resume_command_parses_in_app_py() -> None:
+    import app
+
+    command = jobs.resume_command("s1", 25, "x.journal")
+    assert command[:3] == [sys.executable, str(REPO / "app.py"), "search"]
+    args = app.build_parser().parse_args(command[2:])
+    assert (args.study, args.resume, args.trials, args.storage) == ("s1", True, 25, "x.journal")
+
+
+def test_resume_appends_to_the_log_and_refuses_a_running_search(tmp_path, monkeypatch) -> None:
+    monkeypatch.setattr(jobs, "search_command",
+                        lambda r, s: [sys.executable, "-c", "import time; time.sleep(60)"])
+    monkeypatch.setattr(jobs, "resume_command",
+                        lambda study, n, s: [sys.executable, "-c", f"print('resumed to {n}')"])
+    manager = jobs.JobManager("unused.journal", tmp_path)
+    first = manager.start(forms.SearchRequest("digits", 1, 1, 1, "s1", 0))
+    with pytest.raises(ValueError, match="still running"):
+        manager.resume("s1", 5)
+    first.stop("now")
+    first.process.wait(30)
+    first.log.write_text("first run\n")
+    again = manager.resume("s1", 5)
+    again.process.wait(30)
+    assert again.log.read_text() == "first run\nresumed to 5\n"
+    assert manager.find("s1") is again and again.status == "finished"
+
+
+def test_search_control_stop_and_resume(explorer_state, storage, monkeypatch) -> None:
+    calls = []
+    monkeypatch.setattr(explorer_state.jobs, "resume", lambda s, n: calls.append((s, n)))
+    assert explorer_state.search_control("resume-search", None, 5) == ("Select a study first.",
+                                                                       False)
+    message, ok = explorer_state.search_control("stop-search", "s1", None)
+    assert not ok and "No search of 's1'" in message
+    message, ok = explorer_state.search_control("resume-search", "s1", 5)
+    assert not ok and "does not exist" in message
+    make_study(storage, "s1", [(0.9, 1.0), (0.8, 0.5)], trials=2)
+    message, ok = explorer_state.search_control("resume-search", "s1", 2)
+    assert not ok and "from 3" in message and calls == []
+    assert explorer_state.search_control("resume-search", "s1", 6) == (
+        "Resumed 's1' up to 6 finished trials.", True)
+    assert calls == [("s1", 6)]
+    stops = []
+    monkeypatch.setattr(explorer_state.jobs, "stop", lambda s, how: stops.append(how) or True)
+    assert explorer_state.search_control("stop-search", "s1", None)[1]
+    assert explorer_state.search_control("stop-search-now", "s1", None)[1]
+    assert stops == ["finish", "now"]
+
+
+# -- compare -----------------------------------------------------------------------------------
+
+
+def test_selected_numbers_from_a_box_selection() -> None:
+    from explorer import compare
+
+    points = {"points": [{"customdata": [3, "1 KB", ""]}, {"x": 1.0}, {"customdata": [1]},
+                         {"customdata": [3]}, {"customdata": [True]}]}  # fmt: skip
+    assert compare.selected_numbers(points) == [3, 1]
+    assert compare.selected_numbers(None) == [] and compare.selected_numbers({}) == []
+
+
+def test_compare_diff_curves_and_layers(storage) -> None:
+    from explorer import compare
+
+    study = make_study(storage, "c1", [(0.9, 1.0)])
+    study.add_trial(complete_trial(0.8, 0.5, width=32))
+    study.add_trial(pruned_trial({"1": 0.6, "2": 0.7}))
+    details = [data.load_trial_detail(storage, "c1", n) for n in (0, 1, 2)]
+    rows, same = compare.config_diff(details)
+    assert rows == [("arch.width", [16, 32, "–"])]  # the pruned trial's config has no width
+    assert same == 1  # arch.family; empty sections hold no settings
+    headline = dict(compare.headline_rows(details))
+    assert headline["state"] == ["complete", "complete", "pruned"]
+    assert headline["Validation accuracy"][:2] == ["90.00%", "80.00%"]
+    fig = compare.curves_figure(details)
+    assert [t.name for t in fig.data] == ["trial 0", "trial 1", "trial 2"]
+    assert list(fig.data[2].y) == [0.6, 0.7]  # a pruned trial's rungs
+    fig = compare.layer_latency_compare_figure(details)
+    assert [t.name for t in fig.data] == ["trial 0 (1 ms)", "trial 1 (0.5 ms)"]
+    assert list(fig.layout.yaxis.categoryarray) == ["fc · float:linear", "conv1 · bconv3x3"]
+
+
+def test_compare_view_needs_two_to_four(explorer_state, storage) -> None:
+    make_study(storage, "c1", [(0.9, 1.0), (0.8, 0.5), (0.7, 0.4), (0.6, 0.3), (0.5, 0.2)])
+    for numbers in ([], [1], [0, 1, 2, 3, 4]):
+        text = _text(explorer_state.compare("c1", numbers))
+        assert f"{len(numbers)} trial" in text and "compare takes 2 to 4" in text
+    view = explorer_state.compare("c1", [0, 3])
+    text = _text(view)
+    assert "Trial 0" in text and "Trial 3" in text and "The configs are identical." in text
+    assert {"compare-curves", "compare-latency"} <= _ids(view)
+
+
+# -- enqueue into another study ----------------------------------------------------------------
+
+
+def test_enqueue_command_parses_in_app_py(tmp_path: Path) -> None:
+    import app
+    from explorer import enqueue
+
+    command = enqueue.enqueue_command("fm", tmp_path / "c.json", "x.journal")
+    assert command[:3] == [sys.executable, str(REPO / "app.py"), "enqueue"]
+    args = app.build_parser().parse_args(command[2:])
+    assert (args.study, args.config, args.storage) == ("fm", [str(tmp_path / "c.json")],
+                                                      "x.journal")
+    path = enqueue.write_config(tmp_path / "runs", "../a b", 3, {"arch": {"width": 8}})
+    assert path == (tmp_path / "runs" / "enqueue" / "_a_b" / "trial-3.json").resolve()
+    assert json.loads(path.read_text()) == {"arch": {"width": 8}}
+
+
+def test_enqueue_checks_then_queues(explorer_state, storage, monkeypatch) -> None:
+    calls = []
+    monkeypatch.setattr(actions, "enqueue_trial",
+                        lambda *args: calls.append(args) or ("queued", True))
+    study = make_study(storage, "src", [(0.9, 1.0)], failed=1)
+    study.add_trial(create_trial(state=TrialState.FAIL))  # 2: ended before sampling
+    make_study(storage, "dst", [])
+    selected = {"study": "src", "number": 0}
+    assert "Select a trial" in explorer_state.enqueue("src", None, "dst")[0]
+    assert "Select a trial" in explorer_state.enqueue("dst", selected, "dst")[0]  # other study's
+    assert "existing study" in explorer_state.enqueue("src", selected, "nope")[0]
+    assert "no configuration" in explorer_state.enqueue("src", {"study": "src", "number": 2},
+                                                        "dst")[0]
+    assert calls == []
+    assert explorer_state.enqueue("src", {"study": "src", "number": 1}, "dst") == ("queued", True)
+    spec, runs, source, number, config, target = calls[0]
+    assert (spec, source, number, target) == ("spec", "src", 1, "dst")
+    assert config == BEFORE["config"]  # a failed trial that recorded its config can be queued
+
+
+@pytest.mark.slow  # two `app.py enqueue` processes, each importing torch
+def test_enqueue_runs_app_py(explorer_state, storage, tmp_path: Path) -> None:
+    """The real `app.py enqueue` on the explorer's storage: a trial's config lands in another
+    study as a waiting trial; a bad one comes back as the CLI's one-line error."""
+    from spaces import Config
+
+    spec = str(tmp_path / "bnnx.journal")
+    explorer_state.storage_spec = spec
+    journal = JournalStorage(JournalFileBackend(spec))
+    source = make_study(journal, "src", [(0.9, 1.0)])
+    trial = complete_trial(0.8, 0.5)
+    trial.set_user_attr("config", Config().to_dict())
+    source.add_trial(trial)  # 1: a real config
+    bad = complete_trial(0.7, 0.4)
+    bad.set_user_attr("config", {"arch": {"family": "no_such_family"}})
+    source.add_trial(bad)  # 2
+    make_study(journal, "dst", [])
+    explorer_state.storage = journal
+    message, ok = explorer_state.enqueue("src", {"study": "src", "number": 1}, "dst")
+    assert ok, message
+    assert message.startswith("Queued trial 1 of 'src' as trial 0 of 'dst'")
+    waiting = optuna.load_study(study_name="dst", storage=journal).get_trials()
+    assert [t.state for t in waiting] == [TrialState.WAITING]
+    message, ok = explorer_state.enqueue("src", {"study": "src", "number": 2}, "dst")
+    assert not ok and message.startswith("Could not queue trial 2 in 'dst': error:"), message
+    assert "no_such_family" in message
+
+
+def test_form_space_presets_are_the_search_spaces() -> None:
+    from spaces import SearchSpace
+
+    assert forms.SPACES == SearchSpace.PRESETS
+    request, errors = forms.validate_search_form(_form(space="survey"), ["digits"], set())
+    assert errors == {} and request.space == "survey"
+    request, errors = forms.validate_search_form(_form(space="../x.json"), ["digits"], set())
+    assert request is None and errors == {"space": "Choose one of: quick, survey."}
+
+
+# -- the search-space editor -------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def vocab() -> list[dict]:
+    from explorer import space_probe
+
+    return space_probe.describe()  # in this process: tests may import torch
+
+
+def test_space_probe_describes_every_knob(vocab) -> None:
+    by_path = {k["path"]: k for k in vocab}
+    assert by_path["arch.family"]["choices"][:2] == ["plain", "resnet"]
+    assert by_path["train.lr"]["range"] == [1e-06, 1.0] and by_path["arch.width"]["type"] == "int"
+    assert "train.epochs" not in by_path and "seed" not in by_path  # set by the budget
+
+
+def test_space_controls_round_trip_the_presets(vocab, tmp_path: Path) -> None:
+    from explorer import space_editor
+
+    choices = {k["path"]: k["choices"] for k in vocab}
+    for preset in forms.SPACES:
+        knobs = space_editor.read_space(tmp_path, preset)
+        controls = space_editor.controls_from_space(vocab, knobs)
+        again, errors = space_editor.space_from_controls(vocab, controls)
+        assert errors == {} and set(again) == set(knobs), preset
+        for path, spec in knobs.items():
+            if isinstance(spec, dict) and spec.get("choices") == "all":
+                allowed = [c for c in choices[path] if c not in spec.get("exclude", [])]
+                assert again[path] == {"choices": allowed}, path
+            elif isinstance(spec, dict) and "low" in spec:
+                assert again[path] == {"log": False, **spec}, path
+            else:
+                assert again[path] == spec, path
+    survey = space_editor.controls_from_space(vocab, space_editor.read_space(tmp_path, "survey"))
+    assert "none" not in survey["quant.input_quantizer"]["checked"]  # its exclude
+    assert survey["train.lr"] == {"low": 0.0001, "high": 0.1, "log": True}
+    assert survey["arch.width"] == {"values": "16, 32, 64, 128"}  # numbers from a list
+
+
+@pytest.mark.parametrize(("knob", "values", "error"), [
+    ("arch.width", {"low": 8, "high": None}, "both low and high"),
+    ("arch.width", {"low": 8.5, "high": 16}, "Whole numbers"),
+    ("arch.width", {"low": 2, "high": 16}, "Within 4 to 1024"),
+    ("arch.width", {"low": 32, "high": 16}, "must not exceed"),
+    ("quant.clip", {"low": 0.0, "high": 1.0, "log": True}, "Within 0.1 to 4"),
+    ("train.weight_decay", {"low": 0.0, "high": 0.1, "log": True}, "log range needs low"),
+    ("arch.family", {"checked": ["plain", "nope"]}, "Not a choice: 'nope'"),
+    ("arch.width", {"values": "16, x"}, "Not a number: 'x'"),
+    ("arch.width", {"values": "16, 2048"}, "Within 4 to 1024"),
+    ("arch.width", {"values": "16, 24.5"}, "Whole numbers"),
+    ("arch.width", {"values": "16, 32", "low": 8, "high": 64}, "not both"),
+])  # fmt: skip
+def test_space_editor_inline_errors(vocab, knob: str, values: dict, error: str) -> None:
+    from explorer import space_editor
+
+    controls = {"arch.family": {"checked": ["plain", "bireal"]}, knob: values}
+    _, errors = space_editor.space_from_controls(vocab, controls)
+    assert error in errors[knob]
+
+
+def test_space_editor_fixes_single_values_and_needs_a_searched_knob(vocab) -> None:
+    from explorer import space_editor
+
+    knobs, errors = space_editor.space_from_controls(vocab, {
+        "arch.family": {"checked": ["bireal"]}, "arch.width": {"low": 16, "high": 16},
+        "train.lr": {"low": 0.001, "high": 0.1, "log": True},
+        "train.batch_size": {"values": "32, 64, 32"}, "arch.depth": {"values": "3"}})  # fmt: skip
+    assert errors == {}
+    assert knobs == {"arch.family": "bireal", "arch.width": 16, "arch.depth": 3,
+                     "train.lr": {"low": 0.001, "high": 0.1, "log": True},
+                     "train.batch_size": {"choices": [32, 64]}}  # fmt: skip
+    _, errors = space_editor.space_from_controls(vocab, {"arch.family": {"checked": ["plain"]}})
+    assert "Search at least one knob" in errors[""]
+
+
+def test_space_files_stay_in_runs_spaces(tmp_path: Path) -> None:
+    from explorer import space_editor
+
+    assert paths.space_file(tmp_path, "mine") == (tmp_path / "spaces" / "mine.json").resolve()
+    for bad in ("../x", ".hidden", "a/b", "", "x" * 65):
+        with pytest.raises(ValueError, match="space name"):
+            paths.space_file(tmp_path, bad)
+    temp, target = space_editor.write_space(tmp_path, "mine", {"arch.width": 16})
+    assert temp.parent == target.parent and json.loads(temp.read_text()) == {"arch.width": 16}
+    temp.rename(target)
+    assert space_editor.saved_spaces(tmp_path) == ["mine"]
+    choices = space_editor.space_choices(tmp_path)
+    assert choices == {"quick": "quick", "survey": "survey", "mine.json": str(target)}
+    assert space_editor.space_options(tmp_path)[-1] == {"label": "mine (saved)",
+                                                        "value": "mine.json"}
+    assert space_editor.read_space(tmp_path, "mine.json") == {"arch.width": 16}
+    request, errors = forms.validate_search_form(_form(space="mine.json"), ["digits"], set(),
+                                                 choices)
+    assert errors == {} and request.space == str(target)
+
+
+def test_save_space_checks_with_the_probe(explorer_state, vocab, monkeypatch) -> None:
+    from explorer import space_editor
+
+    verdicts = iter([{"error": "knob arch.width: bad"}, {"ok": True, "knobs": 2}])
+    monkeypatch.setattr(actions, "run_probe", lambda *args: next(verdicts))
+    explorer_state.vocab = vocab
+    controls = {"arch.family": {"checked": ["plain", "bireal"]},
+                "arch.width": {"low": 16, "high": 16}}  # fmt: skip
+    assert explorer_state.save_space("s", {}) == ("Load a space first.", False)
+    assert explorer_state.save_space("../s", controls)[0].startswith("space name '../s'")
+    message, ok = explorer_state.save_space("s", {"arch.width": {"low": 1, "high": 2}})
+    assert not ok and "red" in message
+    assert explorer_state.save_space("s", controls) == ("Not saved: knob arch.width: bad", False)
+    assert space_editor.saved_spaces(explorer_state.runs_dir) == []  # nothing left behind
+    message, ok = explorer_state.save_space("s", controls)
+    assert ok and message.startswith("Saved 's' (1 knobs searched, 1 fixed)")
+    assert space_editor.read_space(explorer_state.runs_dir, "s.json") == {
+        "arch.family": {"choices": ["plain", "bireal"]}, "arch.width": 16}
+    assert list((explorer_state.runs_dir / "spaces").iterdir()) == [
+        (explorer_state.runs_dir / "spaces" / "s.json")]
+
+
+@pytest.mark.slow  # the probe imports torch in its own process
+def test_space_probe_check_runs_spaces(tmp_path: Path) -> None:
+    from explorer import space_probe
+
+    good, bad = tmp_path / "good.json", tmp_path / "bad.json"
+    good.write_text(json.dumps({"arch.family": {"choices": ["plain", "bireal"]}}))
+    bad.write_text(json.dumps({"arch.family": {"choices": ["nope"]}}))
+    assert space_probe.run_probe("check", str(good)) == {"ok": True, "knobs": 1}
+    assert "'nope' is not allowed" in space_probe.run_probe("check", str(bad))["error"]
+    assert len(space_probe.run_probe("describe")) > 20

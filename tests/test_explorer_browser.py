@@ -18,7 +18,13 @@ from optuna.storages.journal import JournalFileBackend
 from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.keys import Keys
 from stand_ins import SIGNALLED_SEARCH
-from test_explorer import failed_trial, infeasible_trial, make_study, pruned_trial
+from test_explorer import (
+    analysed_study,
+    failed_trial,
+    infeasible_trial,
+    make_study,
+    pruned_trial,
+)
 
 from explorer import create_app
 from explorer import jobs as jobs_module
@@ -207,3 +213,238 @@ def test_stop_buttons_and_start_failure(dash_duo, tmp_path: Path, monkeypatch) -
         assert dash_duo.get_logs() == []
     finally:
         jobs.stop_all()
+
+
+def _study_value(dash_duo) -> str:
+    return dash_duo.find_element("#study-select").text.split()[0]
+
+
+def test_url_opens_study_and_trial_and_survives_reload(dash_duo, tmp_path: Path) -> None:
+    journal = tmp_path / "bnnx.journal"
+    storage = JournalStorage(JournalFileBackend(str(journal)))
+    make_study(storage, "older", [(0.9, 1.0), (0.8, 0.5), (0.95, 2.0)])
+    make_study(storage, "newer", [(0.7, 1.0)])
+    app = create_app(str(journal), tmp_path / "runs")
+    dash_duo.driver.set_window_size(1440, 1000)
+    dash_duo.start_server(app)
+    dash_duo.driver.get(dash_duo.server_url + "/?study=older&trial=2")
+    dash_duo.wait_for_text_to_equal("#trial-detail h3", "Trial 2", timeout=20)
+    assert _study_value(dash_duo) == "older"
+    dash_duo.wait_for_element(".trials-grid .ag-row[row-id='1']", timeout=20)
+
+    _click(dash_duo, _grid_cell(dash_duo, 1))  # selecting updates the address
+    dash_duo.wait_for_text_to_equal("#trial-detail h3", "Trial 1", timeout=20)
+    until(lambda: dash_duo.driver.current_url.endswith("/?study=older&trial=1"), timeout=10)
+    dash_duo.driver.refresh()  # a reload keeps both
+    dash_duo.wait_for_text_to_equal("#trial-detail h3", "Trial 1", timeout=20)
+    assert _study_value(dash_duo) == "older"
+
+    dash_duo.select_dcc_dropdown("#study-select", index=0)  # newest first: "newer"
+    until(lambda: dash_duo.driver.current_url.endswith("/?study=newer"), timeout=10)
+    assert "Click a point" in dash_duo.find_element("#trial-detail").text
+
+    dash_duo.driver.get(dash_duo.server_url + "/?study=older&trial=99")
+    dash_duo.wait_for_contains_text("#trial-detail", "Study 'older' has no trial 99", timeout=20)
+    dash_duo.driver.get(dash_duo.server_url + "/?study=gone&trial=1")
+    dash_duo.wait_for_contains_text("#url-message", "No study named 'gone'", timeout=20)
+    dash_duo.wait_for_element(POINTS)  # the newest study still draws
+    assert _study_value(dash_duo) == "newer"
+    assert dash_duo.get_logs() == []
+
+
+def test_analysis_views_open_on_demand(dash_duo, tmp_path: Path) -> None:
+    journal = tmp_path / "bnnx.journal"
+    analysed_study(JournalStorage(JournalFileBackend(str(journal))), "analysed", count=12)
+    app = create_app(str(journal), tmp_path / "runs")
+    dash_duo.driver.set_window_size(1440, 1000)
+    dash_duo.start_server(app)
+    dash_duo.wait_for_element(POINTS)
+    assert not dash_duo.find_elements("#analysis-body .js-plotly-plot")  # nothing until opened
+
+    dash_duo.find_element("#analysis-view input[value='history']").click()
+    dash_duo.wait_for_contains_text("#hypervolume-graph", "reference point", timeout=20)
+    dash_duo.wait_for_element("#history-graph .main-svg")
+    dash_duo.find_element("#analysis-view input[value='importance']").click()
+    dash_duo.wait_for_element("#importance-graph .barlayer .point", timeout=30)
+    assert not dash_duo.find_elements("#hypervolume-graph")  # only the open view is drawn
+    dash_duo.find_element("#analysis-view input[value='parallel']").click()
+    dash_duo.wait_for_contains_text("#parallel-graph", "input_quantizer", timeout=20)
+    dash_duo.find_element("#analysis-view input[value='marginals']").click()
+    dash_duo.wait_for_contains_text("#marginal-graph", "by width", timeout=20)
+    dash_duo.select_dcc_dropdown("#marginal-knob", "batch_size")
+    dash_duo.wait_for_contains_text("#marginal-graph", "by batch_size", timeout=20)
+    assert dash_duo.get_logs() == []
+
+
+def test_progress_log_stop_and_resume(dash_duo, tmp_path: Path, monkeypatch) -> None:
+    """A search started from the form (a stand-in that waits for its signal): its progress,
+    its log, Stop, then Resume with a raised budget, whose output goes on in the same log."""
+    requests = []
+    monkeypatch.setattr(jobs_module, "search_command", lambda request, spec: requests.append(
+        request) or [sys.executable, "-c", SIGNALLED_SEARCH])
+    resumed = "import sys; print('resumed with', sys.argv[1:])"
+    monkeypatch.setattr(jobs_module, "resume_command",
+                        lambda study, n, spec: [sys.executable, "-c", resumed, study, str(n)])
+    journal = tmp_path / "bnnx.journal"
+    app = create_app(str(journal), tmp_path / "runs")
+    jobs = app.server.extensions["bnnx_jobs"]
+    try:
+        dash_duo.driver.set_window_size(1440, 1200)
+        dash_duo.start_server(app)
+        _type(dash_duo, "#form-study", "live")
+        dash_duo.find_element("#form-space input[value='survey']").click()
+        dash_duo.find_element("#start-search").click()
+        dash_duo.wait_for_contains_text("#search-log", "ready", timeout=30)
+        assert [(r.study, r.space) for r in requests] == [("live", "survey")]
+        # the stand-in writes no study: the test writes the trials a search would
+        storage = JournalStorage(JournalFileBackend(str(journal)))
+        make_study(storage, "live", [(0.9, 1.0), (0.8, 0.5)], trials=4)
+        dash_duo.wait_for_contains_text("#search-progress", "2/4 finished", timeout=20)
+        bar = dash_duo.find_element("#search-progress .part-complete")
+        assert bar.get_attribute("style") == "width: 50%;"
+        assert dash_duo.find_element("#resume-search").get_attribute("disabled")
+
+        dash_duo.find_element("#stop-search").click()
+        dash_duo.wait_for_contains_text("#search-message", "finish its running trials")
+        dash_duo.wait_for_contains_text("#search-log", "got SIGINT", timeout=30)
+        until(lambda: not dash_duo.find_element("#resume-search").get_attribute("disabled"), 20)
+        assert dash_duo.find_element("#stop-search").get_attribute("disabled")
+        assert dash_duo.find_element("#resume-trials").get_attribute("value") == "14"
+        _type(dash_duo, "#resume-trials", "2")  # not above the finished trials
+        dash_duo.find_element("#resume-search").click()
+        dash_duo.wait_for_contains_text("#search-message", "from 3")
+        _type(dash_duo, "#resume-trials", "6")
+        dash_duo.find_element("#resume-search").click()
+        dash_duo.wait_for_contains_text("#search-message", "Resumed 'live' up to 6")
+        dash_duo.wait_for_contains_text("#search-log", "resumed with ['live', '6']", timeout=30)
+        assert "got SIGINT" in dash_duo.find_element("#search-log").text  # the same, whole log
+        assert dash_duo.get_logs() == []
+    finally:
+        jobs.stop_all()
+
+
+def test_compare_from_table_and_box_select(dash_duo, tmp_path: Path) -> None:
+    journal = tmp_path / "bnnx.journal"
+    storage = JournalStorage(JournalFileBackend(str(journal)))
+    make_study(storage, "cmp", [(0.9, 1.0), (0.8, 0.5), (0.95, 2.0)])
+    app = create_app(str(journal), tmp_path / "runs")
+    dash_duo.driver.set_window_size(1440, 1100)
+    dash_duo.start_server(app)
+    dash_duo.wait_for_element(".trials-grid .ag-row[row-id='2']", timeout=20)
+    assert "0 trials selected" in dash_duo.find_element("#compare-view").text
+
+    _click(dash_duo, _grid_cell(dash_duo, 0))
+    dash_duo.wait_for_text_to_equal("#trial-detail h3", "Trial 0", timeout=20)
+    cell = _grid_cell(dash_duo, 2)
+    ActionChains(dash_duo.driver).key_down(Keys.CONTROL).click(cell).key_up(Keys.CONTROL).perform()
+    dash_duo.wait_for_contains_text("#compare-view", "Latency per image", timeout=20)
+    header = dash_duo.find_element("#compare-view .compare-table thead").text
+    assert header.split() == ["Trial", "0", "Trial", "2"]
+    dash_duo.wait_for_element("#compare-curves .main-svg")
+    dash_duo.wait_for_element("#compare-latency .main-svg")
+
+    dash_duo.find_element("#compare-clear").click()
+    dash_duo.wait_for_contains_text("#compare-view", "0 trials selected")
+    graph = dash_duo.find_element("#pareto-graph")
+    dash_duo.driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", graph)
+    dash_duo.find_element("#pareto-graph .modebar-btn[data-val='select']").click()
+    plot = dash_duo.find_element("#pareto-graph .js-plotly-plot")
+    # the plot area in px from the graph's top-left corner: drag a box over all of it
+    left, top, width, height = dash_duo.driver.execute_script(
+        "const {xaxis, yaxis} = arguments[0]._fullLayout;"
+        "return [xaxis._offset, yaxis._offset, xaxis._length, yaxis._length];", plot)
+    centre_x, centre_y = plot.size["width"] / 2, plot.size["height"] / 2
+    (ActionChains(dash_duo.driver).move_to_element(plot)
+     .move_by_offset(int(left + 2 - centre_x), int(top + 2 - centre_y))
+     .click_and_hold().move_by_offset(int(width - 4), int(height - 4)).release().perform())
+    dash_duo.wait_for_contains_text("#compare-view", "Latency per image", timeout=20)
+    header = dash_duo.find_element("#compare-view .compare-table thead").text
+    assert sorted(header.split()[1::2]) == ["0", "1", "2"]
+    assert dash_duo.get_logs() == []
+
+
+def _computed(dash_duo, selector: str, prop: str) -> str:
+    return dash_duo.driver.execute_script(
+        "return getComputedStyle(document.querySelector(arguments[0]))[arguments[1]]",
+        selector, prop)
+
+
+def test_dark_mode_restyles_page_plots_and_hover(dash_duo, tmp_path: Path) -> None:
+    journal = tmp_path / "bnnx.journal"
+    make_study(JournalStorage(JournalFileBackend(str(journal))), "d1", [(0.9, 1.0), (0.8, 0.5)])
+    app = create_app(str(journal), tmp_path / "runs")
+    dash_duo.driver.set_window_size(1440, 1000)
+    dash_duo.start_server(app)
+    dash_duo.wait_for_element(POINTS)
+    tick = "#pareto-graph .xtick text"
+
+    def hover_colours() -> tuple[str, str]:
+        point = dash_duo.find_elements(POINTS)[0]
+        dash_duo.driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", point)
+        ActionChains(dash_duo.driver).move_to_element(point).perform()
+        dash_duo.wait_for_element("#pareto-graph .hoverlayer .hovertext")
+        box = _computed(dash_duo, "#pareto-graph .hoverlayer .hovertext path", "fill")
+        text = _computed(dash_duo, "#pareto-graph .hoverlayer .hovertext text", "fill")
+        toolbar = dash_duo.find_element("#study-stats")
+        ActionChains(dash_duo.driver).move_to_element(toolbar).perform()  # away: hover ends
+        return box, text
+
+    assert hover_colours() == ("rgb(255, 255, 255)", "rgb(15, 23, 42)")  # dark on light
+    assert _computed(dash_duo, "body", "backgroundColor") == "rgb(241, 245, 249)"
+    dash_duo.find_element("#theme-toggle input").click()
+    until(lambda: "dark" in dash_duo.find_element("body").get_attribute("class"), timeout=10)
+    assert _computed(dash_duo, "body", "backgroundColor") == "rgb(11, 17, 32)"
+    assert _computed(dash_duo, tick, "fill") == "rgb(226, 232, 240)"  # light axis text
+    assert hover_colours() == ("rgb(30, 41, 59)", "rgb(248, 250, 252)")  # light on dark
+    dash_duo.driver.refresh()  # the choice is kept in the browser
+    dash_duo.wait_for_element(POINTS)
+    until(lambda: "dark" in dash_duo.find_element("body").get_attribute("class"), timeout=10)
+    assert dash_duo.get_logs() == []
+
+
+def test_space_editor_load_validate_save(dash_duo, tmp_path: Path) -> None:
+    """Edit the survey space: a bad range is marked inline, the saved space is checked by the
+    spaces package and offered by the search form."""
+    app = create_app(str(tmp_path / "bnnx.journal"), tmp_path / "runs")
+    dash_duo.driver.set_window_size(1440, 1000)
+    dash_duo.start_server(app)
+    dash_duo.wait_for_element("#space-load").click()
+    dash_duo.wait_for_contains_text("#space-message", "Loaded 'survey'", timeout=60)
+    family = dash_duo.find_element("#space-knobs [id*='space-checked'][id*='arch.family']")
+    assert "bireal" in family.text
+
+    low = dash_duo.find_element("#space-knobs [id*='space-low'][id*='train.lr']")
+    _type(dash_duo, "#space-knobs [id*='space-low'][id*='train.lr']", "0.5")  # above its high
+    dash_duo.wait_for_contains_text("#space-knobs [id*='space-error'][id*='train.lr']",
+                                    "Low must not exceed high", timeout=20)
+    low.send_keys(Keys.CONTROL, "a")
+    low.send_keys(Keys.BACK_SPACE, "0.001")
+    until(lambda: not dash_duo.find_element(
+        "#space-knobs [id*='space-error'][id*='train.lr']").text, timeout=20)
+    _type(dash_duo, "#space-name", "../escape")
+    dash_duo.find_element("#space-save").click()
+    dash_duo.wait_for_contains_text("#space-message", "space name '../escape'", timeout=20)
+    _type(dash_duo, "#space-name", "mine")
+    dash_duo.find_element("#space-save").click()
+    dash_duo.wait_for_contains_text("#space-message", "Saved 'mine'", timeout=60)
+    saved = tmp_path / "runs" / "spaces" / "mine.json"
+    assert saved.is_file() and [p.name for p in saved.parent.iterdir()] == ["mine.json"]
+    dash_duo.wait_for_element("#form-space input[value='mine.json']")
+    assert dash_duo.get_logs() == []
+
+
+def test_enqueue_a_trial_into_another_study(dash_duo, tmp_path: Path) -> None:
+    journal = tmp_path / "bnnx.journal"
+    storage = JournalStorage(JournalFileBackend(str(journal)))
+    make_study(storage, "src", [(0.9, 1.0)])
+    make_study(storage, "dst", [])
+    app = create_app(str(journal), tmp_path / "runs")
+    dash_duo.driver.set_window_size(1440, 1000)
+    dash_duo.start_server(app)
+    dash_duo.driver.get(dash_duo.server_url + "/?study=src&trial=0")
+    dash_duo.wait_for_text_to_equal("#trial-detail h3", "Trial 0", timeout=20)
+    dash_duo.select_dcc_dropdown("#enqueue-study", index=0)  # newest first: "dst"
+    dash_duo.find_element("#enqueue-button").click()
+    dash_duo.wait_for_contains_text("#enqueue-status", "Queued trial 0 of 'src' as trial 0 of "
+                                    "'dst'", timeout=60)
+    assert dash_duo.get_logs() == []

@@ -12,7 +12,8 @@ import pytest
 
 from search import SearchSettings, load_study, raise_budget, run_search, run_worker
 from search.early_stop import LATENCY_ATTR, RUNGS_ATTR
-from search.objective import HV_REFERENCE_ATTR, WEIGHTS_ATTR
+from search.hypervolume import HV_REFERENCE_ATTR
+from search.objective import WEIGHTS_ATTR
 from search.storage import StorageError
 
 ROOT = Path(__file__).resolve().parents[1]
