@@ -1,11 +1,12 @@
 """Search quality and cost: each sampler's hypervolume by trial count, and early stopping's saving.
 
-Two parts (--part), printed as tables and written as JSON (default runs/bench/search.json):
+Parts (--part), printed as tables and written as JSON (default runs/bench/search.json):
   samplers: tpe, nsga2, gp and random, --repeats seeds each, on digits (quick space): the
     hypervolume of the (validation accuracy, latency) front after each finished trial, against
     ONE reference point shared by every run (accuracy 0, latency 2x the largest latency measured
     in any of them), so the numbers compare; a PNG of each sampler's mean curve beside the JSON.
-    Then trials per hour of one TPE study with 1 and with 2 local workers.
+    Then (also alone: --part throughput) trials per hour of one TPE study with 1 and with 2
+    local workers.
   early-stop: the same budgets and seeds with --early-stop halving and off, on digits and
     Fashion-MNIST: total time of the trials and final hypervolume (one reference per dataset,
     as above). Goal: >= 30% less time for <= 1% less hypervolume.
@@ -251,7 +252,8 @@ def draw_png(path: Path, curves: dict[str, list[float]], title: str) -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--part", choices=("samplers", "early-stop", "all"), default="all")
+    p.add_argument("--part", choices=("samplers", "throughput", "early-stop", "all"),
+                   default="all", help="samplers includes throughput")
     p.add_argument("--repeats", type=int, default=3,
                    help="seeds (0..N-1) per sampler and per early-stop mode")
     p.add_argument("--datasets", nargs="+", default=["digits", "fashion-mnist"],
@@ -270,6 +272,7 @@ def main() -> None:
                     "cpus": os.cpu_count(), "seconds": "each trial's whole wall time"}
     if args.part in ("samplers", "all"):
         report["samplers"] = bench_samplers(mode, seeds, png)
+    if args.part in ("samplers", "throughput", "all"):
         report["throughput"] = bench_throughput(mode)
     if args.part in ("early-stop", "all"):
         report["early_stop"] = bench_early_stop(mode, seeds, args.datasets)

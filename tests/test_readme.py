@@ -13,8 +13,7 @@ import pytest
 import app
 
 ROOT = Path(__file__).resolve().parents[1]
-DOCS = [ROOT / "README.md", ROOT / "bench" / "README.md", ROOT / "docs" / "search.md",
-        ROOT / "docs" / "development.md"]
+DOCS = [ROOT / "README.md", ROOT / "bench" / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 SCRIPT = ".venv/bin/bnnx"
 
 
