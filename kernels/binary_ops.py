@@ -359,11 +359,11 @@ class PlainBlockOp(Op):
         if self.output == "bits":
             out = self.layer(x.data, threads)
             if self.pool:
-                out = ext.maxpool2d_bits(out, *self.pool)
+                out = ext.maxpool2d_bits(out, *self.pool, threads)
             return Bits(out, self.c_out)
         y = self.layer(x.data, threads)
         if self.pool:
-            y = ext.maxpool2d_float(y, *self.pool)
+            y = ext.maxpool2d_float(y, *self.pool, None, threads)
         return torch.from_numpy(y).permute(0, 3, 1, 2)  # NCHW view of the NHWC result
 
     def macs(self, in_shape: tuple[int, ...], out_shape: tuple[int, ...]) -> tuple[int, int]:

@@ -213,29 +213,32 @@ def conv2d_bits(
 
 
 def maxpool2d_bits(x: np.ndarray, kernel_size: Pair, stride: Pair | None = None,
-                   padding: Pair = 0) -> np.ndarray:
-    """Max-pool on packed bits: the AND of each window (padded taps are skipped)."""
+                   padding: Pair = 0, threads: int = 1) -> np.ndarray:
+    """Max-pool on packed bits: the AND of each window (padded taps are skipped). Every pool
+    splits a large enough map over `threads` threads, with the same result."""
     k = _pair(kernel_size, "kernel_size")
     s = k if stride is None else _pair(stride, "stride")
-    return ext.maxpool2d_bits(x, k, s, _pair(padding, "padding"))
+    return ext.maxpool2d_bits(x, k, s, _pair(padding, "padding"), int(threads))
 
 
 def maxpool2d_float(x: np.ndarray, kernel_size: Pair, stride: Pair | None = None,
-                    padding: Pair = 0, lower: np.ndarray | None = None) -> np.ndarray:
+                    padding: Pair = 0, lower: np.ndarray | None = None,
+                    threads: int = 1) -> np.ndarray:
     """Max-pool on float32 NHWC (padded taps are skipped); channels where the uint8 mask
     `lower` is set take the minimum instead (-maxpool(-x), sign flips exact for NaN and 0)."""
     k = _pair(kernel_size, "kernel_size")
     s = k if stride is None else _pair(stride, "stride")
-    return ext.maxpool2d_float(x, k, s, _pair(padding, "padding"), lower)
+    return ext.maxpool2d_float(x, k, s, _pair(padding, "padding"), lower, int(threads))
 
 
 def maxpool2d_float_nchw(x: np.ndarray, kernel_size: Pair, stride: Pair | None = None,
-                         padding: Pair = 0, lower: np.ndarray | None = None) -> np.ndarray:
+                         padding: Pair = 0, lower: np.ndarray | None = None,
+                         threads: int = 1) -> np.ndarray:
     """Max-pool on float32 NCHW, written NHWC (N, OH, OW, C): no transpose of the larger input.
-    `lower` as in maxpool2d_float."""
+    `lower` and `threads` as in maxpool2d_float."""
     k = _pair(kernel_size, "kernel_size")
     s = k if stride is None else _pair(stride, "stride")
-    return ext.maxpool2d_float_nchw(x, k, s, _pair(padding, "padding"), lower)
+    return ext.maxpool2d_float_nchw(x, k, s, _pair(padding, "padding"), lower, int(threads))
 
 
 def nchw_to_nhwc(x: np.ndarray) -> np.ndarray:

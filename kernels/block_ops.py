@@ -1,5 +1,5 @@
-"""Ops for the residual families (ResNet, Bi-Real, ReActNet), the pool-first plain block, binary
-convs with RSign thresholds, and RPReLU.
+"""Ops for the residual families (ResNet, Bi-Real, ReActNet), the pool-first plain block, the
+binary units the compiler fuses from bare layers, binary convs with RSign thresholds, and RPReLU.
 
 A block op is a composite: named chains of existing ops (binary convs here, BatchNorm, pooling,
 1x1 shortcut convs and activations from float_ops) that its `forward` wires exactly as the torch
@@ -25,6 +25,7 @@ from torch import nn
 from . import bitops
 from .binary_ops import (
     PackOp,
+    PlainBlockOp,
     _binary_conv,
     binary_weight,
     block_input_shift,
@@ -387,11 +388,12 @@ class BlockOp(Op):
         return True
 
     def unit(self, n: str, x: Value, shortcut: Shortcut | None,
-             block_input: torch.Tensor) -> torch.Tensor | Signed:
+             block_input: torch.Tensor | None) -> torch.Tensor | Signed:
         """act{n}(bn{n}(conv{n}(x)) [+ shortcut(C_out)]): one fused pass where self.units[n]
         holds a Unit (fuse_unit), else the chains as the torch block runs them. A fused unit
         also packs its consumer's input: the next unit's conv, or after the last unit the
-        next op's when it asked (emit_signs)."""
+        next op's when it asked (emit_signs). `block_input`: the map a shortcut reads (None
+        without a shortcut)."""
         conv = f"conv{n}"
         fused = self.units.get(n)
         if fused is None:
@@ -499,20 +501,16 @@ class ReActBlockOp(BlockOp):
                          else torch.cat([y_map, y_map], 1), y_map)
 
 
-@register_op
-class PoolFirstBlockOp(BlockOp):
-    """PoolFirstBlock: bn(pool(conv(x))) on packed input, emitting bits (torch's sign of the
-    result, packed) for a binary consumer or the float map otherwise.
+class PackedInputBlockOp(BlockOp):
+    """A block on packed input, emitting bits (torch's sign of its result, packed) for a binary
+    consumer or the float map otherwise.
 
     The float chains are torch's own arithmetic, so bits for a consumer with an RSign pack the
     result minus its alpha_c (optional tensor "shift"), as torch does. The block's own RSign is
     applied by whatever packs its input.
     """
 
-    kind = "pool_first_block"
-    handles = ("PoolFirstBlock",)
     input_encoding = "bits"
-    parts = ("conv", "pool", "bn")
 
     def __init__(self, name: str, params: dict[str, Any], tensors: dict[str, np.ndarray]) -> None:
         super().__init__(name, params, tensors)
@@ -538,10 +536,70 @@ class PoolFirstBlockOp(BlockOp):
     def output_encoding(self) -> Encoding:
         return "bits" if self.output == "bits" else "float"
 
+    def wants_signs(self) -> SignRequest | None:
+        return None  # its input arrives packed
+
     def output_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
-        y = self.chains_shape(shape, "conv", "pool", "bn")
+        y = self.chains_shape(shape, *self.parts)
         return self.packer.output_shape(y) if self.output == "bits" else y
 
-    def forward(self, x: Value) -> Value:
-        y = self.chain("bn", self.chain("pool", self.chain("conv", x)))
+    def result(self, y: Value) -> Value:
+        """The block's output from its float result `y`: packed for a binary consumer."""
         return self.packer.run(y, self.threads) if self.output == "bits" else y
+
+
+@register_op
+class PoolFirstBlockOp(PackedInputBlockOp):
+    """PoolFirstBlock: bn(pool(conv(x))) on packed input (see PackedInputBlockOp)."""
+
+    kind = "pool_first_block"
+    handles = ("PoolFirstBlock",)
+    parts = ("conv", "pool", "bn")
+
+    def forward(self, x: Value) -> Value:
+        return self.result(self.chain("bn", self.chain("pool", self.chain("conv", x))))
+
+
+@register_op
+class BinaryUnitOp(PackedInputBlockOp):
+    """pool(act(bn(conv(x)))) on packed input, at most one of act and pool: a binary conv and
+    the layers after it wherever the graph has them (the compiler's pattern fusion), not only
+    inside a block.
+
+    Compiles to PlainBlockOp's integer thresholds where its consumer takes bits and no
+    activation follows the BatchNorm. Otherwise conv, BatchNorm and activation run in one
+    output pass where the BatchNorm's fma is exact (fuse_unit), which also writes the bits a
+    binary consumer takes; else torch's chains, as the model runs them.
+    """
+
+    kind = "binary_unit"
+    parts = ("conv", "bn", "act", "pool")
+    units_of = ("",)
+
+    def __init__(self, name: str, params: dict[str, Any], tensors: dict[str, np.ndarray]) -> None:
+        super().__init__(name, params, tensors)
+        if self.chains["act"] and self.chains["pool"]:
+            raise ValueError(f"{name}: a binary unit takes an activation or a pool, not both")
+        if self.output == "bits" and self.units[""] is not None and not self.chains["pool"]:
+            self.signs_out = SignRequest(self.packer.tensors.get("shift"))
+
+    @classmethod
+    def from_module(cls, path: str, module: nn.Module, emit_bits: bool,
+                    shift: torch.Tensor | None = None) -> Op:
+        if emit_bits and isinstance(getattr(module, "act", None), nn.Identity):
+            return PlainBlockOp.from_module(path, module, emit_bits, shift)
+        return super().from_module(path, module, emit_bits, shift)
+
+    @property
+    def label(self) -> str:
+        tail = [op.kind for part in ("act", "pool") for op in self.chains[part]]
+        return "+".join([self.chains["conv"][0].label, "bn", *tail])
+
+    def emit_signs(self, request: SignRequest) -> bool:
+        return not self.chains["pool"] and super().emit_signs(request)
+
+    def forward(self, x: Value) -> Value:
+        y = self.chain("pool", self.unit("", x, None, None))
+        if isinstance(y, Signed):  # the fused pass wrote the consumer's bits beside the map
+            return y.bits if self.output == "bits" else y
+        return self.result(y)

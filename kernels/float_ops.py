@@ -2,7 +2,8 @@
 
 They call the very functions the torch modules call, with the same tensors, so the float parts
 of a packed model reproduce the torch model bit for bit (BatchNorm is kept, not folded, for that
-reason: the first binary layer's signs depend on the stem's exact floats).
+reason: the first binary layer's signs depend on the stem's exact floats). The one exception,
+FoldedConv2dOp, exists only where compile(exact_float=False) asks for folding.
 
 Maps may arrive channels-last (an NHWC buffer seen as NCHW: the packed kernels' layout, kept to
 spare a transpose per layer). Elementwise ops, BatchNorm, max- and avg-pooling give torch's NCHW
@@ -176,6 +177,30 @@ class Conv2dOp(FloatOp):
 
 
 @register_op
+class FoldedConv2dOp(Conv2dOp):
+    """A Conv2d with the BatchNorm after it folded into its weight and bias, run on
+    channels-last maps by oneDNN (no NCHW copies in or out). Folding rounds differently from
+    torch's conv then BatchNorm, so only compile(exact_float=False) makes it (see folding.py)."""
+
+    kind = "conv2d_folded"
+    handles = ()
+
+    @property
+    def label(self) -> str:
+        return super().label + "+bn"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.contiguous(memory_format=torch.channels_last)
+        if isinstance(self.padding, str) or not torch.backends.mkldnn.is_available():
+            return F.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation,
+                            self.groups)
+        # torch's own conv picks a slower GEMM for 1x1 kernels on one thread; oneDNN's direct
+        # call keeps channels-last output, which the packed kernels read as NHWC.
+        return torch.mkldnn_convolution(x, self.weight, self.bias, self.padding, self.stride,
+                                        self.dilation, self.groups)
+
+
+@register_op
 class BatchNormOp(FloatOp):
     """BatchNorm1d/2d with running statistics (eval semantics, whatever the module's mode)."""
 
@@ -317,21 +342,22 @@ class MaxPool2dOp(FloatOp):
                            kernel_key="kernel_size", pool=True, dilation=self.dilation,
                            ceil_mode=self.ceil_mode)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def run(self, x: Value, threads: int) -> torch.Tensor:
+        x = as_float(x)
         if not self.on_bnnx_kernel:
             # torch's channels-last pool is vectorised, its NCHW one scalar; same values.
             x = x.contiguous(memory_format=torch.channels_last)
             return F.max_pool2d(x, self.kernel_size, self.stride, self.padding, self.dilation,
                                 self.ceil_mode)
         # bnnx's pool gives torch's values (same +-0 ties, same NaNs) and writes NHWC straight
-        # from NCHW input, without torch's transpose of the larger map.
+        # from NCHW input, without torch's transpose of the larger map; on `threads` threads.
         nhwc = x.permute(0, 2, 3, 1)
         if nhwc.is_contiguous():
             y = bitops.maxpool2d_float(nhwc.numpy(), self.kernel_size, self.stride, self.padding,
-                                       self.lower)
+                                       self.lower, threads)
         else:
             y = bitops.maxpool2d_float_nchw(x.contiguous().numpy(), self.kernel_size,
-                                            self.stride, self.padding, self.lower)
+                                            self.stride, self.padding, self.lower, threads)
         return torch.from_numpy(y).permute(0, 3, 1, 2)  # NCHW view of the NHWC result
 
 

@@ -482,22 +482,25 @@ NB_MODULE(_bnnx_kernels, m) {
     }, nb::arg("y"), nb::arg("alpha"), nb::arg("beta"),
        "fma(y[i, c], alpha[c], beta[c]): conv2d_unit's BatchNorm step on given values.");
 
-    m.def("maxpool2d_bits", [](const Array &x, Pair kernel, Pair stride, Pair padding) {
+    m.def("maxpool2d_bits", [](const Array &x, Pair kernel, Pair stride, Pair padding,
+                               int threads) {
+        check_threads(threads);
         const uint64_t *p = checked<uint64_t>(x, "x", 4, "packed NHWC");
         PoolGeometry g = pool_geometry(x, kernel, stride, padding);
         auto out = new_array<uint64_t>({size_t(g.n), size_t(g.out_h()), size_t(g.out_w()),
                                         size_t(g.c)});
         {
             nb::gil_scoped_release release;
-            maxpool2d_bits(g, p, out.data());
+            maxpool2d_bits(g, p, out.data(), threads);
         }
         return out;
     }, nb::arg("x"), nb::arg("kernel_size"), nb::arg("stride"), nb::arg("padding"),
-       "Max-pool on packed bits (AND of the window).");
+       nb::arg("threads") = 1, "Max-pool on packed bits (AND of the window).");
 
     // Both float max-pools write NHWC; they differ in the input layout they read.
     auto float_maxpool = [](const Array &x, Pair kernel, Pair stride, Pair padding,
-                            const Optional &lower, bool nchw) {
+                            const Optional &lower, int threads, bool nchw) {
+        check_threads(threads);
         const float *p = checked<float>(x, "x", 4, nchw ? "float NCHW" : "float NHWC");
         PoolGeometry g = pool_geometry(x, kernel, stride, padding, nchw);
         const uint8_t *low = lower ? per_channel<uint8_t>(*lower, "lower", g.c, "C") : nullptr;
@@ -505,21 +508,21 @@ NB_MODULE(_bnnx_kernels, m) {
                                      size_t(g.c)}, false);
         {
             nb::gil_scoped_release release;
-            (nchw ? maxpool2d_float_nchw : maxpool2d_float)(g, p, out.data(), low);
+            (nchw ? maxpool2d_float_nchw : maxpool2d_float)(g, p, out.data(), low, threads);
         }
         return out;
     };
     m.def("maxpool2d_float", [=](const Array &x, Pair kernel, Pair stride, Pair padding,
-                                 const Optional &lower) {
-        return float_maxpool(x, kernel, stride, padding, lower, false);
+                                 const Optional &lower, int threads) {
+        return float_maxpool(x, kernel, stride, padding, lower, threads, false);
     }, nb::arg("x"), nb::arg("kernel_size"), nb::arg("stride"), nb::arg("padding"),
-       nb::arg("lower") = nb::none(),
+       nb::arg("lower") = nb::none(), nb::arg("threads") = 1,
        "Max-pool on float32 NHWC; channels with lower[c] != 0 (uint8) take the minimum.");
     m.def("maxpool2d_float_nchw", [=](const Array &x, Pair kernel, Pair stride, Pair padding,
-                                      const Optional &lower) {
-        return float_maxpool(x, kernel, stride, padding, lower, true);
+                                      const Optional &lower, int threads) {
+        return float_maxpool(x, kernel, stride, padding, lower, threads, true);
     }, nb::arg("x"), nb::arg("kernel_size"), nb::arg("stride"), nb::arg("padding"),
-       nb::arg("lower") = nb::none(),
+       nb::arg("lower") = nb::none(), nb::arg("threads") = 1,
        "Max-pool on float32 NCHW, written NHWC; channels with lower[c] != 0 take the minimum.");
 
     m.def("transpose_float", [](const Array &x) {

@@ -73,16 +73,19 @@ struct PoolGeometry {
     int64_t out_w() const { return (w + 2 * pad_w - kw) / stride_w + 1; }
 };
 
-// Padded taps are ignored, like torch's -inf padding.
-void maxpool2d_bits(const PoolGeometry &g, const uint64_t *x, uint64_t *out);
+// Padded taps are ignored, like torch's -inf padding. The pools split their work over up to
+// `threads` threads where the map is large enough to repay it; the result is the same.
+void maxpool2d_bits(const PoolGeometry &g, const uint64_t *x, uint64_t *out,
+                    int threads = 1);
 // Float pools: torch's max-pool on every channel, except those with lower[c] != 0 (lower may
 // be null) which take the minimum the same way: the max-pool of -x, negated back, with the sign
 // flipped by XOR so NaNs and +-0 keep their bits. (A BatchNorm with a negative gamma turns a
 // max-pool after it into a min-pool before it.)
-void maxpool2d_float(const PoolGeometry &g, const float *x, float *out, const uint8_t *lower);
+void maxpool2d_float(const PoolGeometry &g, const float *x, float *out, const uint8_t *lower,
+                     int threads = 1);
 // The same pool on float NCHW input (g.c = channels), written NHWC.
 void maxpool2d_float_nchw(const PoolGeometry &g, const float *x, float *out,
-                          const uint8_t *lower);
+                          const uint8_t *lower, int threads = 1);
 
 // Per image, dst (cols x rows) = the transpose of src (rows x cols): NCHW <-> NHWC.
 void transpose_float(const float *src, int64_t batch, int64_t rows, int64_t cols, float *dst);

@@ -1,0 +1,84 @@
+"""compile(exact_float=False): BatchNorm folded into the float conv before it.
+
+A float conv and its BatchNorm become one FoldedConv2dOp (weight * gamma / sqrt(var + eps), the
+bias shifted to match, computed in float64 and rounded once), run channels-last on oneDNN: the
+ImageNet stem loses its BatchNorm pass and a Bi-Real / ResNet downsampling shortcut (average
+pool, 1x1 conv, BatchNorm) its BatchNorm and both NCHW copies. The floats no longer round as
+torch's conv then BatchNorm do, so a binary layer's sign can differ from torch's where its input
+lies within rounding of zero: the exact default never folds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from .block_ops import BlockOp
+from .float_ops import BatchNormOp, Conv2dOp, FoldedConv2dOp, MaxPool2dOp
+from .graph import Op
+
+
+def fold_float_parts(ops: Sequence[Op]) -> list[Op]:
+    """`ops` with every conv -> BatchNorm (also conv -> max-pool -> BatchNorm, the stem order
+    the compiler makes) folded, at the top level and inside blocks' chains."""
+    return [_fold_block(op) if isinstance(op, BlockOp) else op for op in _fold_chain(ops)]
+
+
+def _fold_chain(ops: Sequence[Op]) -> list[Op]:
+    out: list[Op] = []
+    i = 0
+    while i < len(ops):
+        conv, after = ops[i], list(ops[i + 1:i + 3])
+        if type(conv) is Conv2dOp and after and isinstance(after[0], BatchNormOp):
+            out.append(_folded(conv, after[0]))
+            i += 2
+        elif (type(conv) is Conv2dOp and len(after) == 2 and isinstance(after[0], MaxPool2dOp)
+              and after[0].on_bnnx_kernel and isinstance(after[1], BatchNormOp)):
+            pool, bn = after
+            out += [_folded(conv, bn), _pool_after(pool, bn)]
+            i += 3
+        else:
+            out.append(conv)
+            i += 1
+    return out
+
+
+def _folded(conv: Conv2dOp, bn: BatchNormOp) -> FoldedConv2dOp:
+    """conv then bn as one conv: weight * s, (bias - mean) * s + beta with s = gamma * invstd."""
+    channels = conv.weight.shape[0]
+    bn.per_channel(channels, "running_mean", "running_var", "weight", "bias")
+    scale = 1.0 / np.sqrt(bn.running_var.double().numpy() + bn.eps)
+    if bn.weight is not None:
+        scale = scale * bn.weight.double().numpy()
+    bias = conv.bias.double().numpy() if conv.bias is not None else np.zeros(channels)
+    bias = (bias - bn.running_mean.double().numpy()) * scale
+    if bn.bias is not None:
+        bias = bias + bn.bias.double().numpy()
+    weight = conv.weight.double().numpy() * scale.reshape(-1, 1, 1, 1)
+    return FoldedConv2dOp(conv.name, {**conv.params, "bias": True},
+                          {"weight": weight.astype(np.float32), "bias": bias.astype(np.float32)})
+
+
+def _pool_after(pool: MaxPool2dOp, bn: BatchNormOp) -> MaxPool2dOp:
+    """The pool that, after the folded BatchNorm, equals `pool` before it: a negative gamma
+    turns a channel's max into a min (and back)."""
+    negative = np.zeros(bn.running_mean.shape[0], bool) if bn.weight is None else (
+        bn.weight.numpy() < 0)
+    lower = negative ^ (pool.lower.astype(bool) if pool.lower is not None else False)
+    tensors = {"lower": lower.astype(np.uint8)} if lower.any() else {}
+    return MaxPool2dOp(pool.name, pool.params, tensors)
+
+
+def _fold_block(block: BlockOp) -> BlockOp:
+    """The block rebuilt with each chain folded (so it saves and loads as folded)."""
+    chains: dict[str, list[dict[str, Any]]] = {}
+    tensors = {k: v for k, v in block.tensors.items()
+               if not any(k.startswith(f"{part}.") for part in block.chains)}
+    for part, ops in block.chains.items():
+        folded = _fold_chain(ops)
+        chains[part] = [{"kind": op.kind, "params": op.params} for op in folded]
+        for i, op in enumerate(folded):
+            tensors.update({f"{part}.{i}.{k}": v for k, v in op.tensors.items()})
+    return type(block)(block.name, {**block.params, "chains": chains}, tensors)

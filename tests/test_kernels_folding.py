@@ -1,0 +1,85 @@
+"""compile(exact_float=False): BatchNorm folded into the float convs (stem, downsampling
+shortcuts). Not torch's rounding, so these tests bound the logits (most samples to rounding,
+all within 2% of the logit range) and require the same predictions; the exact default never
+folds."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from test_kernels_families import family_model
+
+import kernels
+from kernels.block_ops import BlockOp
+from kernels.float_ops import FoldedConv2dOp, MaxPool2dOp
+
+SHAPE = (3, 32, 32)
+CASES = [
+    ("bireal", {"stem_layout": "imagenet", "downsample": "avgpool_conv"}),
+    ("resnet", {"stem_layout": "imagenet", "downsample": "avgpool_conv", "activation": "prelu"}),
+    ("reactnet", {"activation": "rprelu", "input_quantizer": "rsign"}),
+    ("plain", {}),
+]
+
+
+def folded_convs(packed: kernels.PackedModel) -> list[FoldedConv2dOp]:
+    ops = [op for op in packed.ops]
+    ops += [sub for op in packed.ops if isinstance(op, BlockOp) for c in op.chains.values()
+            for sub in c]
+    return [op for op in ops if isinstance(op, FoldedConv2dOp)]
+
+
+@pytest.mark.parametrize("family, options", CASES, ids=[c[0] for c in CASES])
+def test_folded_float_parts_keep_logits_and_predictions(family, options) -> None:
+    model = family_model(family, seed=8, shape=SHAPE, **options)
+    exact = kernels.compile(model, SHAPE)
+    fast = kernels.compile(model, SHAPE, exact_float=False)
+    assert not folded_convs(exact) and not any(op.kind == "conv2d_folded" for op in exact.ops)
+    folded = folded_convs(fast)
+    shortcuts = options.get("downsample") == "avgpool_conv"
+    assert len(folded) == 1 + (2 if shortcuts else 0)  # the stem's, and each shortcut's
+    assert not any(op.kind == "batchnorm" for op in fast.ops if op.name.startswith("stem"))
+    x = torch.randn(64, *SHAPE, generator=torch.Generator().manual_seed(2)) * 2
+    with torch.no_grad():
+        ref = model(x).numpy()
+    got = fast(x)
+    scale = max(1.0, float(np.abs(ref).max()))
+    error = np.abs(got - ref).max(axis=1) / scale  # per sample, relative to the logit range
+    # Most samples see torch's signs everywhere and differ by float rounding alone; a sign
+    # flipped where a binary layer's input sits within rounding of zero moves a few by more.
+    assert np.median(error) <= 1e-5 and np.mean(error > 1e-4) <= 0.05
+    assert error.max() <= 2e-2
+    np.testing.assert_array_equal(got.argmax(1), ref.argmax(1))
+
+
+def test_fold_across_the_moved_stem_pool_flips_negative_gammas() -> None:
+    """conv -> BN -> max-pool runs as conv -> pool (min where gamma < 0) -> BN exactly; folded,
+    BN goes back before the pool, which is a plain max-pool again (min where both flip)."""
+    model = family_model("bireal", seed=9, shape=SHAPE, stem_layout="imagenet")
+    exact, fast = (kernels.compile(model, SHAPE, exact_float=e) for e in (True, False))
+    moved = next(op for op in exact.ops if isinstance(op, MaxPool2dOp))
+    assert moved.lower is not None and moved.lower.any()  # the test model has negative gammas
+    assert next(op for op in fast.ops if isinstance(op, MaxPool2dOp)).lower is None
+    x = torch.randn(16, *SHAPE)
+    stem_exact = exact.activations(x)["stem.2"]
+    stem_fast = fast.activations(x)["stem.3"]
+    np.testing.assert_allclose(stem_fast, stem_exact, rtol=1e-4, atol=1e-4)
+
+
+def test_folded_model_saves_and_loads(tmp_path: Path) -> None:
+    model = family_model("bireal", seed=10, shape=SHAPE, stem_layout="imagenet",
+                         downsample="avgpool_conv")
+    fast = kernels.compile(model, SHAPE, exact_float=False)
+    fast.save(tmp_path / "m.bnnx")
+    loaded = kernels.load(tmp_path / "m.bnnx")
+    assert len(folded_convs(loaded)) == len(folded_convs(fast)) == 3
+    x = torch.randn(4, *SHAPE)
+    np.testing.assert_array_equal(loaded(x), fast(x))
+
+
+def test_exact_float_must_be_a_bool() -> None:
+    with pytest.raises(ValueError, match="exact_float must be True or False"):
+        kernels.compile(family_model("plain"), (3, 12, 12), exact_float="no")
