@@ -262,7 +262,7 @@ def cmd_bench(args: argparse.Namespace) -> None:
     suites = _bench_suites()
     if args.suite not in suites:
         raise ValueError(f"unknown benchmark {args.suite!r}; allowed: {', '.join(suites)}")
-    sys.path.insert(0, str(folder))  # the scripts share bench/timing.py
+    sys.path.insert(0, str(folder))  # as when run directly (bench/search.py reads training.py)
     sys.argv = [str(folder / f"{args.suite}.py"), *args.rest]
     runpy.run_path(sys.argv[0], run_name="__main__")
 
@@ -308,7 +308,7 @@ def _storage(parser: argparse.ArgumentParser) -> None:
 
 def _bench_suites() -> list[str]:
     folder = Path(__file__).resolve().parent / "bench"
-    return sorted(p.stem for p in folder.glob("*.py") if p.stem != "timing")
+    return sorted(p.stem for p in folder.glob("*.py"))
 
 
 def build_parser() -> argparse.ArgumentParser:

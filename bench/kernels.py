@@ -23,11 +23,11 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from timing import interleaved_ms  # bench/ is on sys.path (run directly or by app.py)
 
 import kernels
 from kernels import bitops
 from kernels._ext import ext
+from kernels.timing import interleaved_ms
 
 SHAPES = [(64, 56), (128, 28), (256, 14), (512, 7), (128, 32), (256, 16), (512, 8)]
 QUICK_SHAPES = [(64, 14), (128, 7)]

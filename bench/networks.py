@@ -1,13 +1,21 @@
-"""Whole networks on bnnx's packed kernels versus their fp32 twins in torch (issue 4's targets).
+"""Whole networks on bnnx's packed kernels versus OpenVINO and their fp32 twins in torch.
 
 Prints a table and writes JSON (default runs/bench/networks.json). Every number is measured in
-this run: the packed network's batch-1 forward and its fp32 twin's (the same `spaces.build_model`
-architecture with quantizers "none", in eval mode under torch.inference_mode, same thread count)
-are timed interleaved (timing.interleaved_ms), so both sample the same spells of a shared
-machine; the per-layer breakdown is `PackedModel.profile`. Rows:
-  - Binary VGG-Small at 32x32 (plain family), goal >= 8x faster than its fp32 twin on 1 thread;
-  - Bi-Real-Net-18 shaped (bireal family) at 224x224, goal < 8 ms on 1 thread;
-  - a ReActNet (RPReLU) network at 32x32, no goal: a residual family's float share in the ratio;
+this run: the packed network's batch-1 forward `packed(x)`, the same network built natively in
+OpenVINO (kernels.to_openvino: BinaryConvolution on u1 bits, fp32 float parts, compiled with
+INFERENCE_NUM_THREADS = threads, INFERENCE_PRECISION_HINT f32 and the latency hint, a bare
+`infer()` on a bound input) and its fp32 twin (the same `spaces.build_model` architecture with
+quantizers "none", in eval mode under torch.inference_mode, same thread count) are timed
+interleaved (timing.interleaved_ms, with its settle pause), so all sample the same spells of a
+shared machine. OpenVINO's model is first checked to give the packed model's logits (argmax
+equal on random inputs; the largest difference is printed). Per part (stem, each body unit,
+head) at 1 thread: bnnx's `PackedModel.profile` layers beside OpenVINO's per-node counters
+(PERF_COUNT), summed into the same parts. Rows:
+  - Binary VGG-Small at 32x32 (plain family), goals >= 8x faster than its fp32 twin on 1 thread
+    and bnnx / OpenVINO <= 0.8 on 1 thread, <= 0.9 on 2 (issue 14);
+  - Bi-Real-Net-18 shaped (bireal family) at 224x224, goals < 4 ms on 1 thread and the same
+    bnnx / OpenVINO ratios;
+  - a ReActNet (RPReLU) network at 32x32, ratios reported without a goal;
   - compile + profile wall time of typical search candidates, goal <= 1 s.
 """
 
@@ -16,16 +24,19 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
-from timing import interleaved_ms  # bench/ is on sys.path (run directly or by app.py)
 
 import kernels
+from kernels.timing import interleaved_ms
+from kernels.to_openvino import to_openvino
 from search.objective import PROFILE_REPEATS
 from spaces import Config, build_model
 
@@ -86,44 +97,165 @@ def quick_net(net: Net, width: int, size: int) -> Net:
                (net.shape[0], size, size), net.classes, "small smoke-run shape")
 
 
-def paired_ms(packed: kernels.PackedModel, twin: torch.nn.Module, shape: tuple[int, ...],
-              threads: int, repeats: int) -> dict[str, float]:
-    """Batch-1 forwards of the packed network and its fp32 twin, timed interleaved
-    (timing.interleaved_ms) on one input, both on `threads` threads: the packed model's own and
-    torch's intra-op ones, which its float ops use too (as PackedModel.profile sets them)."""
+def openvino_version() -> str | None:
+    try:
+        import openvino
+    except ImportError:
+        return None
+    return openvino.__version__
+
+
+class OpenVinoNet:
+    """The network built natively in OpenVINO (kernels.to_openvino), batch 1, compiled on CPU in
+    fp32 once per thread count; requests bind their input once, so `infer()` runs bare."""
+
+    def __init__(self, model: torch.nn.Module, shape: tuple[int, ...]) -> None:
+        import openvino as ov
+
+        self.ov, self.core = ov, ov.Core()
+        self.model = to_openvino(model, shape)
+
+    def request(self, threads: int, x: np.ndarray, perf_count: bool = False) -> Any:
+        config = {"INFERENCE_NUM_THREADS": threads, "INFERENCE_PRECISION_HINT": "f32",
+                  "PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": 1, "PERF_COUNT": perf_count}
+        request = self.core.compile_model(self.model, "CPU", config).create_infer_request()
+        request.set_input_tensor(self.ov.Tensor(np.ascontiguousarray(x)))
+        return request
+
+    def check(self, packed: kernels.PackedModel, shape: tuple[int, ...],
+              samples: int = 4) -> dict[str, Any]:
+        """Does it compute the packed model's logits? Argmax and largest difference over random
+        batch-1 inputs."""
+        g = torch.Generator().manual_seed(1)
+        xs = [torch.randn((1, *shape), generator=g).numpy() for _ in range(samples)]
+        request = self.request(1, xs[0])
+        equal, diff = True, 0.0
+        for x in xs:
+            request.set_input_tensor(self.ov.Tensor(x))
+            got, ref = request.infer()[0], packed(x)
+            equal &= bool((got.argmax(1) == ref.argmax(1)).all())
+            diff = max(diff, float(np.abs(got - ref).max()))
+        return {"argmax_equal": equal, "max_abs_diff": diff, "samples": samples}
+
+    def counted(self, x: np.ndarray) -> Callable[[], dict[str, float]]:
+        """A 1-thread infer on x giving ms per part from its per-node counters: a node fused
+        from several layers counts for the part of its first (the conv the others fused into)."""
+        request = self.request(1, x, perf_count=True)
+        runtime = request.get_compiled_model().get_runtime_model().get_ordered_ops()
+        layers = {n.get_friendly_name(): n.get_rt_info()["originalLayersNames"].astype(str)
+                  for n in runtime}
+
+        def run() -> dict[str, float]:
+            request.infer()
+            parts: dict[str, float] = {}
+            for p in request.profiling_info:  # a node under a microsecond may read NOT_RUN
+                part = part_of(layers.get(p.node_name) or p.node_name)
+                if part != "other" or p.status == p.Status.EXECUTED:
+                    parts[part] = parts.get(part, 0.0) + 1e3 * p.real_time.total_seconds()
+            return parts
+
+        return run
+
+
+def part_of(name: str) -> str:
+    """The part a layer or OpenVINO node belongs to: stem, body.<unit> or head (nodes are named
+    "<layer path>/<type>", a reorder after the node it follows, see kernels.to_openvino)."""
+    found = re.search(r"(stem|head|body\.\d+)(?=[./]|$)", name)
+    return found.group(1) if found else "other"
+
+
+def timed_ms(packed: kernels.PackedModel, twin: torch.nn.Module, peer: OpenVinoNet | None,
+             shape: tuple[int, ...], threads: int, repeats: int) -> dict[str, float]:
+    """Batch-1 forwards of the packed network, OpenVINO's (when given) and the fp32 twin, timed
+    interleaved (timing.interleaved_ms) on one input, all on `threads` threads: the packed
+    model's own and torch's intra-op ones, which its float ops use too (as PackedModel.profile
+    sets them)."""
     x = torch.randn((1, *shape), generator=torch.Generator().manual_seed(0))
+    fns: dict[str, Callable[[], Any]] = {"bnnx": lambda: packed(x), "torch": lambda: twin(x)}
+    if peer is not None:
+        fns["openvino"] = peer.request(threads, x.numpy()).infer
     previous, packed_threads = torch.get_num_threads(), packed.threads
     torch.set_num_threads(threads)
     packed.threads = threads
     try:
         with torch.inference_mode():
-            return interleaved_ms({"bnnx": lambda: packed(x), "torch": lambda: twin(x)}, repeats)
+            return interleaved_ms(fns, repeats)
     finally:
         torch.set_num_threads(previous)
         packed.threads = packed_threads
 
 
+RATIO_GOALS = {1: 0.8, 2: 0.9}  # bnnx / OpenVINO, by thread count (issue 14)
+
+
 def time_network(net: Net, threads_list: list[int], repeats: int,
-                 goal: Callable[[float, float], tuple[str, bool]] | None) -> tuple[list, dict]:
-    """Rows (one per thread count) of bnnx vs fp32 twin, and the 1-thread per-layer profile."""
-    packed = kernels.compile(net.model(), net.shape)
+                 goal: Callable[[float, float], tuple[str, bool]] | None, with_openvino: bool,
+                 ratio_goal: bool) -> tuple[list, dict, dict]:
+    """Rows (one per thread count) of bnnx vs OpenVINO and the fp32 twin, the 1-thread
+    per-layer profile, and the 1-thread per-part times of both engines."""
+    model = net.model()
+    packed = kernels.compile(model, net.shape)
     twin = net.model(fp32_twin=True)
+    peer = OpenVinoNet(model, net.shape) if with_openvino else None
+    check = peer.check(packed, net.shape) if peer is not None else None
+    if check is not None and not check["argmax_equal"]:
+        print(f"{net.name}: OpenVINO's argmax differs from the packed model's (max abs diff "
+              f"{check['max_abs_diff']:.3g}): its times are left out")
+        peer = None
     info = packed.layers_info()
     rows = []
     for threads in threads_list:
-        t = paired_ms(packed, twin, net.shape, threads, repeats)
+        t = timed_ms(packed, twin, peer, net.shape, threads, repeats)
         goal_text, met = goal(t["bnnx"], t["torch"]) if goal and threads == 1 else ("-", None)
+        ov_ms = t.get("openvino")
+        ratio = None if ov_ms is None else t["bnnx"] / ov_ms
+        limit = RATIO_GOALS.get(threads) if ratio_goal else None
         rows.append({"name": net.name, "label": net.label, "built": net.note,
                      "threads": threads, "isa": kernels.active_isa(), "bnnx_ms": t["bnnx"],
                      "torch_fp32_ms": t["torch"], "speedup": t["torch"] / t["bnnx"],
-                     "goal": goal_text, "met": met,
+                     "goal": goal_text, "met": met, "openvino_ms": ov_ms,
+                     "bnnx_over_openvino": ratio,
+                     "openvino_goal": "-" if limit is None else f"<= {limit}",
+                     "openvino_met": None if limit is None or ratio is None else ratio <= limit,
+                     "openvino_check": check,
                      "binary_macs": sum(r.binary_macs for r in info),
                      "float_macs": sum(r.float_macs for r in info)})
     profile = packed.profile(threads=1, repeats=repeats)
     layers = {"name": net.name, "total_ms": profile.total_ms,
               "layers": [{"name": lp.name, "kind": lp.kind, "ms": lp.median_ms}
                          for lp in profile.layers]}
-    return rows, layers
+    return rows, layers, part_breakdown(net, packed, peer, repeats)
+
+
+def part_breakdown(net: Net, packed: kernels.PackedModel, peer: OpenVinoNet | None,
+                   repeats: int) -> dict:
+    """Median ms per part at 1 thread: bnnx's profiled forwards (layers summed per part_of) and
+    OpenVINO's counted ones, alternating, so both sample the same spells of the machine."""
+    x = torch.randn((1, *net.shape), generator=torch.Generator().manual_seed(0)).numpy()
+    counted = peer.counted(x) if peer is not None else None
+    bnnx_runs, ov_runs = [], []
+    for _ in range(repeats):
+        profile = packed.profile(threads=1, repeats=1, warmup=1)
+        run: dict[str, float] = {}
+        for lp in profile.layers:
+            run[part_of(lp.name)] = run.get(part_of(lp.name), 0.0) + lp.median_ms
+        bnnx_runs.append(run)
+        if counted is not None:
+            counted()  # warm, as the profile's warm-up forward
+            ov_runs.append(counted())
+
+    def medians(runs: list[dict[str, float]]) -> dict[str, float]:
+        names = dict.fromkeys(p for r in runs for p in r)
+        return {p: float(np.median([r.get(p, 0.0) for r in runs])) for p in names}
+
+    def total(runs: list[dict[str, float]]) -> float | None:
+        return float(np.median([sum(r.values()) for r in runs])) if runs else None
+
+    bnnx, ov = medians(bnnx_runs), medians(ov_runs)
+    return {"name": net.name, "bnnx_total_ms": total(bnnx_runs),
+            "openvino_total_ms": total(ov_runs),
+            "parts": [{"part": p, "bnnx_ms": bnnx.get(p), "openvino_ms": ov.get(p)}
+                      for p in dict.fromkeys([*bnnx, *ov])]}
 
 
 def time_candidate(net: Net) -> dict:
@@ -144,20 +276,34 @@ def speedup_goal(bnnx: float, fp32: float) -> tuple[str, bool]:
 
 
 def latency_goal(bnnx: float, fp32: float) -> tuple[str, bool]:
-    return "< 8 ms", bnnx < 8.0
+    return "< 4 ms", bnnx < 4.0
 
 
 def met_text(met: bool | None) -> str:
     return "-" if met is None else ("MET" if met else "not met")
 
 
-def print_report(networks: list[dict], candidates: list[dict], breakdowns: list[dict]) -> None:
-    print(f"\n{'network':<62} {'thr':>3} {'bnnx':>10} {'torch fp32':>11} {'x fp32':>7} "
-          f"{'goal':>14} {'met':>8}")
+def ms_text(ms: float | None, width: int) -> str:
+    return f"{'-':>{width}}" if ms is None else f"{ms:>{width - 2}.3f}ms"
+
+
+def print_report(networks: list[dict], candidates: list[dict], breakdowns: list[dict],
+                 parts: list[dict]) -> None:
+    print(f"\n{'network':<62} {'thr':>3} {'bnnx':>10} {'OpenVINO':>10} {'bnnx/OV':>8} "
+          f"{'goal':>7} {'met':>8} {'torch fp32':>11} {'x fp32':>7} {'goal':>14} {'met':>8}")
     for r in networks:
-        print(f"{r['label']:<62} {r['threads']:>3} {r['bnnx_ms']:>8.2f}ms "
-              f"{r['torch_fp32_ms']:>9.2f}ms {r['speedup']:>6.1f}x {r['goal']:>14} "
-              f"{met_text(r['met']):>8}")
+        ratio = r["bnnx_over_openvino"]
+        print(f"{r['label']:<62} {r['threads']:>3} {ms_text(r['bnnx_ms'], 10)} "
+              f"{ms_text(r['openvino_ms'], 10)} "
+              f"{'-' if ratio is None else f'{ratio:.2f}':>8} {r['openvino_goal']:>7} "
+              f"{met_text(r['openvino_met']):>8} {ms_text(r['torch_fp32_ms'], 11)} "
+              f"{r['speedup']:>6.1f}x {r['goal']:>14} {met_text(r['met']):>8}")
+    for r in networks:
+        check = r["openvino_check"]
+        if r["threads"] == 1 and check is not None:
+            print(f"  {r['name']}: OpenVINO vs packed logits on {check['samples']} inputs: "
+                  f"argmax {'equal' if check['argmax_equal'] else 'DIFFERENT'}, max abs diff "
+                  f"{check['max_abs_diff']:.2e}")
     print(f"\n{'search candidate':<62} {'compile':>9} {'profile':>9} {'wall':>8} "
           f"{'latency':>10} {'goal':>8} {'met':>8}")
     for r in candidates:
@@ -173,6 +319,15 @@ def print_report(networks: list[dict], candidates: list[dict], breakdowns: list[
         for layer in b["layers"]:
             print(f"  {layer['name']:<12} {layer['kind']:<26} {layer['ms']:>9.3f} "
                   f"{100 * layer['ms'] / b['total_ms']:>5.1f}%")
+    for b in parts:
+        print(f"\nper part, {b['name']}, 1 thread (medians: bnnx profile layers, OpenVINO "
+              "per-node counters)")
+        print(f"  {'part':<10} {'bnnx':>10} {'OpenVINO':>10} {'bnnx/OV':>8}")
+        for p in b["parts"] + [{"part": "sum", "bnnx_ms": b["bnnx_total_ms"],
+                                "openvino_ms": b["openvino_total_ms"]}]:
+            bnnx, ov = p["bnnx_ms"], p["openvino_ms"]
+            ratio = f"{bnnx / ov:.2f}" if bnnx is not None and ov else "-"
+            print(f"  {p['part']:<10} {ms_text(bnnx, 10)} {ms_text(ov, 10)} {ratio:>8}")
 
 
 def _load() -> float | None:
@@ -198,24 +353,31 @@ def main() -> None:
         vgg, bireal = quick_net(VGG, 16, 16), quick_net(BIREAL, 8, 32)
         reactnet = quick_net(REACTNET, 16, 16)
         candidates, args.repeats = CANDIDATES[:1], min(args.repeats, 5)
+    ov_version = openvino_version()
+    if ov_version is None:
+        print("OpenVINO not installed (pip install -e '.[bench]'): its columns are skipped")
     load = _load()
-    networks, breakdowns = [], []
+    networks, breakdowns, parts = [], [], []
     for net, goal in ((vgg, speedup_goal), (bireal, latency_goal), (reactnet, None)):
-        rows, layers = time_network(net, [1, 2], args.repeats, goal)
+        rows, layers, net_parts = time_network(net, [1, 2], args.repeats, goal,
+                                               ov_version is not None, net is not reactnet)
         networks += rows
+        parts.append(net_parts)
         if net is not vgg:
             breakdowns.append(layers)
     cand_rows = [time_candidate(net) for net in candidates]
-    print(f"bnnx networks vs fp32 twins (torch {torch.__version__}), batch 1, median; "
-          f"isa {kernels.active_isa()}; candidates use PROFILE_REPEATS = {PROFILE_REPEATS}; "
-          f"load average before/after: {load} / {_load()} on {os.cpu_count()} CPUs")
-    print_report(networks, cand_rows, breakdowns)
+    print(f"bnnx networks vs OpenVINO {ov_version} and fp32 twins (torch {torch.__version__}), "
+          f"batch 1, median; isa {kernels.active_isa()}; candidates use PROFILE_REPEATS = "
+          f"{PROFILE_REPEATS}; load average before/after: {load} / {_load()} on "
+          f"{os.cpu_count()} CPUs")
+    print_report(networks, cand_rows, breakdowns, parts)
     out = Path(args.json)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"isa": kernels.active_isa(), "quick": args.quick,
-                               "networks": networks, "candidates": cand_rows,
-                               "load_before": load, "load_after": _load(),
-                               "breakdowns": breakdowns}, indent=2))
+                               "openvino": ov_version, "networks": networks,
+                               "candidates": cand_rows, "load_before": load,
+                               "load_after": _load(), "breakdowns": breakdowns,
+                               "parts": parts}, indent=2))
     print(f"wrote {out}")
 
 

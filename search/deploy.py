@@ -9,8 +9,6 @@ export folder never holds a file that answers differently from model.bnnx.
 from __future__ import annotations
 
 import importlib.util
-import statistics
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +20,7 @@ from torch import nn
 
 import kernels
 from kernels.errors import InputError
+from kernels.timing import interleaved_ms
 from kernels.to_onnx import DEPLOY_HINT
 
 from .datasets import as_nchw, get_dataset
@@ -114,7 +113,8 @@ def write_formats(folder: Path, model: nn.Module, packed: kernels.PackedModel,
     torch.set_num_threads(LATENCY_THREADS)  # the packed model's float ops run on torch's threads
     try:
         latency = interleaved_ms({"bnnx": lambda: packed(one),
-                                  **{fmt: (lambda r=r: r(one)) for fmt, r in runners.items()}})
+                                  **{fmt: (lambda r=r: r(one)) for fmt, r in runners.items()}},
+                                 LATENCY_REPEATS, LATENCY_ROUND)
     finally:
         torch.set_num_threads(previous)
     return [FormatCheck(fmt, len(images), differ, worst, tolerance, latency[fmt])
@@ -219,23 +219,6 @@ def _openvino_runtime(path: Path, threads: int) -> tuple[Runner, tuple[int, int,
 
     run(np.zeros((1, *shape), np.float32))  # a corrupt or unrunnable file fails here, once
     return run, shape  # type: ignore[return-value]
-
-
-def interleaved_ms(fns: dict[str, Callable[[], Any]], repeats: int = LATENCY_REPEATS,
-                   calls: int = LATENCY_ROUND) -> dict[str, float]:
-    """Median wall time (ms) of each callable, timed in rounds of `calls` calls each, the first
-    one rotating, so a shared machine's drift hits every runtime alike (bench/timing.py's rule)."""
-    names = list(fns)
-    times: dict[str, list[float]] = {name: [] for name in names}
-    for name in names:
-        fns[name]()  # warm: first-call allocations and thread pools
-    for r in range(-(-repeats // calls)):
-        for name in names[r % len(names):] + names[:r % len(names)]:
-            for _ in range(calls):
-                start = time.perf_counter()
-                fns[name]()
-                times[name].append(time.perf_counter() - start)
-    return {name: 1e3 * statistics.median(t) for name, t in times.items()}
 
 
 def card_sections(checks: Sequence[FormatCheck]) -> str:

@@ -115,7 +115,7 @@ def _interleaved(packed: dict[int, kernels.PackedModel], threads: int) -> dict[i
     (INTERLEAVED_REPEATS forwards after profile's warmup) in an order rotated by one per round,
     so no model is always the one timed first or last. A model's latency is the median of its round
     medians and its iqr_ms their interquartile range: the spread over time, which is what
-    interleaving is for. (bench.timing.interleaved_ms times a callable's wall time; this keeps
+    interleaving is for. (kernels.timing.interleaved_ms times a callable's wall time; this keeps
     Profile.total_ms, the sum of per-layer times that trials store, so numbers compare.)"""
     numbers = list(packed)
     rounds: dict[int, list[float]] = {n: [] for n in numbers}

@@ -1,5 +1,5 @@
-"""The timing rules the benchmarks share: warm up, then the median of repeated calls; contenders
-compared with each other are timed interleaved."""
+"""How bnnx times contenders against each other (the benchmarks, and the runtimes an export
+writes): interleaved, so a shared machine's drift hits them alike."""
 
 from __future__ import annotations
 
@@ -10,26 +10,16 @@ from typing import Any
 import numpy as np
 
 
-def median_ms(fn: Callable[[], Any], repeats: int, warmup: int = 3) -> float:
-    """Median wall time of `fn()` in milliseconds after `warmup` untimed calls."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return 1e3 * float(np.median(times))
-
-
 def interleaved_ms(fns: Mapping[str, Callable[[], Any]], repeats: int, calls: int = 5,
-                   warmup: int = 3) -> dict[str, float]:
+                   warmup: int = 3, settle_s: float = 0.02) -> dict[str, float]:
     """Median wall time (ms) of each contender over `repeats` calls, made in rounds of `calls`
     calls per contender, the first contender rotating. A shared machine's speed drifts from one
     second to the next; interleaved, every contender samples the same slow and fast spells, so
     the ratios between them hold where back-to-back medians would compare different moments.
     Each block of calls starts with one untimed call: a contender is timed warm (caches, thread
-    pool awake), as it runs among the layers of a network."""
+    pool awake), as it runs among the layers of a network. Before that call the run sleeps
+    `settle_s`: after a multi-threaded call an OpenMP team keeps a core spinning for some
+    milliseconds (about 5 measured), which would take part of a core from the next contender."""
     names = list(fns)
     for name in names:
         for _ in range(warmup):
@@ -38,6 +28,7 @@ def interleaved_ms(fns: Mapping[str, Callable[[], Any]], repeats: int, calls: in
     for r in range(max(1, -(-repeats // calls))):
         for name in names[r % len(names):] + names[: r % len(names)]:
             fn, bucket = fns[name], times[name]
+            time.sleep(settle_s)
             fn()
             for _ in range(calls):
                 start = time.perf_counter()
