@@ -159,7 +159,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     import torch
 
     from search.datasets import get_dataset
-    from search.export import check_out_dir, write_model_folder
+    from search.export import CardOrigin, check_out_dir, write_model_folder
     from search.objective import evaluate_and_profile
     from search.training import print_epoch, train
     from spaces import Config
@@ -180,8 +180,9 @@ def cmd_train(args: argparse.Namespace) -> None:
     report = evaluate_and_profile(config, result.model, data)
     metrics = {**report["metrics"], "train_seconds": result.seconds,
                "train_threads": args.threads}
+    origin = CardOrigin(measured_on=report["measured_on"], isa=report["isa"])
     out = write_model_folder(Path(args.out), config, result.model, data.meta(), metrics,
-                             f"bnnx model trained from {path.name}", args.force)
+                             f"bnnx model trained from {path.name}", args.force, origin=origin)
     print(json.dumps({"out": str(out), **metrics}, indent=2))
 
 

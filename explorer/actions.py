@@ -30,6 +30,7 @@ from .jobs import JobManager
 from .layout import ANALYSIS_VIEWS, study_options
 from .panels import GRAPH_CONFIG
 from .progress import search_progress
+from .remeasure import remeasure_trial
 from .space_editor import (
     controls_from_space,
     read_space,
@@ -165,6 +166,17 @@ class Explorer:
                     "nothing to queue."), False
         return enqueue_trial(self.storage_spec, self.runs_dir, study, number, detail.config,
                              target)
+
+    def remeasure(self, study: object, number: object) -> tuple[str, bool]:
+        """(message, ok): trial `number` of `study` timed again on this machine from its
+        stored weights, in a child process; refused for a trial with no trained model."""
+        detail = (load_trial_detail(self.storage, study, number)
+                  if isinstance(study, str) else None)
+        if detail is None:
+            return f"Study {study!r} has no trial {number}: nothing to re-measure.", False
+        if not detail.trained:
+            return f"Trial {number} is {detail.kind}: it has no trained weights to time.", False
+        return remeasure_trial(self.storage_spec, study, detail.number)
 
     def space_vocab(self) -> list[dict[str, Any]]:
         """Every knob a space may hold, asked once of the `spaces` package in a child process."""

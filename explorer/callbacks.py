@@ -18,11 +18,13 @@ from .panels import (
     jobs_children,
     missing_trial_children,
     progress_children,
+    references_children,
     start_error_children,
     stats_children,
 )
 from .paths import log_path
 from .progress import log_text, proposed_budget, search_progress
+from .references import references_for
 from .space_editor import (
     space_from_controls,
     space_options,
@@ -92,12 +94,16 @@ def register_callbacks(app: dash.Dash, ex: Explorer) -> None:
         Output("view-signature", "data"),
         Output("search-progress", "children"),
         Output("resume-trials", "value"),
+        Output("projection-picker", "style"),
+        Output("references-note", "children"),
         Input("poll", "n_intervals"),
         Input("study-select", "value"),
         Input("selected-trial", "data"),
         Input("latency-scale", "value"),
         Input("show-pruned", "value"),
         Input("color-by", "value"),
+        Input("pareto-projection", "value"),
+        Input("show-references", "value"),
         State("view-signature", "data"),
     )
     def on_view(
@@ -107,13 +113,17 @@ def register_callbacks(app: dash.Dash, ex: Explorer) -> None:
         scale: str | None,
         pruned: list | None,
         color_by: str | None,
+        projection: str | None,
+        show_references: list | None,
         signature: Any,
     ):
         # the storage is read on every poll, but the page redraws only what changed
         view = load_study_view(ex.storage, study) if study else None
         fresh = view.signature() if view else study  # a study not created yet: its name
         if dash.ctx.triggered_id == "poll" and fresh == signature:
-            return (no_update,) * 5
+            return (no_update,) * 7
+        dataset = view.settings.get("dataset") if view else None
+        references = references_for(dataset) if show_references else None
         if view is None:
             hint = "Starting search…" if study else "Start a search to see the Pareto front."
             figure = empty_figure(hint)
@@ -125,6 +135,8 @@ def register_callbacks(app: dash.Dash, ex: Explorer) -> None:
                 latency_scale=scale or "auto",
                 show_pruned=bool(pruned),
                 color_by=color_by,
+                projection=projection or "accuracy",
+                references=references,
             )
         progress = search_progress(view) if view else None
         changed = fresh != signature
@@ -136,6 +148,8 @@ def register_callbacks(app: dash.Dash, ex: Explorer) -> None:
             fresh if changed else no_update,
             progress_children(progress),
             proposal if changed else no_update,
+            {} if view is not None and view.with_size else {"display": "none"},
+            references_children(references, dataset),
         )
 
     @app.callback(
@@ -198,16 +212,39 @@ def register_callbacks(app: dash.Dash, ex: Explorer) -> None:
         ids, scroll = {"ids": [row]}, {"rowId": row, "rowPosition": "middle"}
         return selected, [ids for _ in cells], [scroll for _ in cells]
 
-    @app.callback(Output("trial-detail", "children"), Input("selected-trial", "data"))
-    def on_detail(selected: dict | None) -> list[Any]:
+    @app.callback(
+        Output("trial-detail", "children"),
+        Input("selected-trial", "data"),
+        Input("remeasure-result", "data"),
+    )
+    def on_detail(selected: dict | None, remeasured: dict | None) -> list[Any]:
         if not selected:
             return detail_children(None, False)
-        view = load_study_view(ex.storage, selected["study"])
-        on_front = bool(view) and any(r.number == selected["number"] for r in view.front)
-        detail = load_trial_detail(ex.storage, selected["study"], selected["number"])
+        study, number = selected["study"], selected["number"]
+        view = load_study_view(ex.storage, study)
+        on_front = bool(view) and any(r.number == number for r in view.front)
+        detail = load_trial_detail(ex.storage, study, number)
         if detail is None:
-            return missing_trial_children(selected["study"], selected["number"])
-        return detail_children(detail, on_front)
+            return missing_trial_children(study, number)
+        mine = remeasured and (remeasured.get("study"), remeasured.get("number")) == (study, number)
+        message = (remeasured["message"], remeasured["ok"]) if mine else None
+        return detail_children(detail, on_front, study, message)
+
+    @app.callback(
+        Output("remeasure-result", "data"),
+        Input({"type": "remeasure-button", "study": ALL, "number": ALL}, "n_clicks"),
+        prevent_initial_call=True,
+        running=[(Output("remeasure-note", "children"),
+                  "Re-measuring: a child process profiles the trial's stored weights…", "")],
+    )
+    def on_remeasure(_clicks: list[int | None]) -> Any:
+        # a redrawn panel mounts its button with n_clicks 0: only a real click measures
+        if not dash.ctx.triggered or not dash.ctx.triggered[0].get("value"):
+            return no_update
+        button = dash.ctx.triggered_id
+        message, ok = ex.remeasure(button.get("study"), button.get("number"))
+        return {"study": button.get("study"), "number": button.get("number"),
+                "message": message, "ok": ok}
 
     @app.callback(
         Output("analysis-body", "children"),

@@ -18,6 +18,9 @@ from search.progress import cpu_models, trial_kind
 
 # trial_kind values whose reason sits in the user attr "fail_reason"
 FAILED_KINDS = ("failed", "stopped")
+# search.remeasure.LATENCY_ATTR (that module imports torch: not in the web process): the study
+# attr holding {trial number: {machine key: record}} of latencies measured again
+REMEASURED_ATTR = "latency_by_machine"
 
 
 def open_storage(spec: str) -> BaseStorage:
@@ -111,6 +114,16 @@ class StudyView:
         )
 
     @property
+    def objectives(self) -> list[str]:
+        """What the search optimised (search.settings.OBJECTIVES keys): acc,latency[,size]."""
+        return list(self.settings.get("objectives") or ["acc", "latency"])
+
+    @property
+    def with_size(self) -> bool:
+        """Size is an objective: the front is taken in three objectives."""
+        return "size" in self.objectives
+
+    @property
     def param_names(self) -> list[str]:
         """The study's sampled params, in the order the trials first suggested them."""
         return list(dict.fromkeys(name for r in self.rows for name in r.params))
@@ -137,6 +150,25 @@ def pareto_front(points: Iterable[tuple[int, float, float]]) -> set[int]:
         elif acc == best_acc and lat == best_lat:
             front.add(number)
     return front
+
+
+def pareto_front_3(points: Iterable[tuple[int, float, float, float]]) -> set[int]:
+    """Numbers of the non-dominated (number, accuracy, latency, size) points: max accuracy, min
+    latency, min size. A point is dominated by one at least as good in all three and better in
+    one; exact duplicates dominate neither each other.
+
+    In lexicographic order of (-accuracy, latency, size) a point's dominators all come before
+    it, and if any does, one on the front does: so each point is checked against the front
+    found so far only, O(n x front) instead of O(n^2)."""
+    costs = sorted(((-acc, lat, size), number) for number, acc, lat, size in points)
+    front: list[tuple[float, float, float]] = []
+    numbers = set()
+    for cost, number in costs:
+        if not any(f[0] <= cost[0] and f[1] <= cost[1] and f[2] <= cost[2] and f != cost
+                   for f in front):
+            front.append(cost)
+            numbers.add(number)
+    return numbers
 
 
 def knee_point(front: list[TrialRow]) -> TrialRow | None:
@@ -244,7 +276,8 @@ def _study_id(storage: BaseStorage, name: str) -> int | None:
 def load_study_view(storage: BaseStorage, name: str) -> StudyView | None:
     """Every trial of the study as a row, or None while the study does not exist yet.
 
-    The front is taken over the feasible complete trials, as Optuna's best_trials does.
+    The front is taken over the feasible complete trials, as Optuna's best_trials does, in the
+    study's objectives (accuracy and latency, and size when the search minimised it too).
     """
     study_id = _study_id(storage, name)
     if study_id is None:
@@ -252,9 +285,13 @@ def load_study_view(storage: BaseStorage, name: str) -> StudyView | None:
     trials = storage.get_all_trials(study_id, deepcopy=False)
     rows = [trial_row(t) for t in trials]
     complete = [r for r in rows if r.kind == "complete" and r.plotted]
-    front = pareto_front((r.number, r.val_accuracy, r.latency_ms) for r in complete)
-    rows = [replace(r, on_front=True) if r.number in front else r for r in rows]
     settings = storage.get_study_user_attrs(study_id).get("bnnx") or {}
+    if "size" in (settings.get("objectives") or ()):
+        front = pareto_front_3((r.number, r.val_accuracy, r.latency_ms, r.size_kb)
+                               for r in complete if r.size_kb is not None)
+    else:
+        front = pareto_front((r.number, r.val_accuracy, r.latency_ms) for r in complete)
+    rows = [replace(r, on_front=True) if r.number in front else r for r in rows]
     counts = Counter(r.kind for r in rows)
     finished_at = sorted(t.datetime_complete.timestamp() for t in trials
                          if t.state in FINISHED and t.datetime_complete is not None)
@@ -280,6 +317,9 @@ class TrialDetail:
     rungs: dict[int, float] = field(default_factory=dict)
     pruned_at_epoch: int | None = None
     measured_on: dict[str, Any] = field(default_factory=dict)
+    summary: dict[str, Any] = field(default_factory=dict)  # spaces.summary's to_dict()
+    space_knobs: dict[str, Any] = field(default_factory=dict)  # the study's space, by path
+    remeasured: dict[str, dict[str, Any]] = field(default_factory=dict)  # machine -> record
 
     @property
     def trained(self) -> bool:
@@ -299,6 +339,9 @@ def load_trial_detail(storage: BaseStorage, study_name: str, number: object) -> 
     attrs = trial.user_attrs
     kind = trial_kind(trial)
     rungs = attrs.get(RUNGS_ATTR) if isinstance(attrs.get(RUNGS_ATTR), dict) else {}
+    study_attrs = storage.get_study_user_attrs(study_id)
+    knobs = (study_attrs.get("bnnx") or {}).get("space_knobs")
+    remeasured = (study_attrs.get(REMEASURED_ATTR) or {}).get(str(number))
     return TrialDetail(
         number=trial.number,
         kind=kind,
@@ -314,6 +357,9 @@ def load_trial_detail(storage: BaseStorage, study_name: str, number: object) -> 
         rungs={int(e): a for e, a in rungs.items() if str(e).isdigit()},
         pruned_at_epoch=attrs.get("pruned_at_epoch"),
         measured_on=attrs.get("measured_on") or {},
+        summary=attrs.get("summary") if isinstance(attrs.get("summary"), dict) else {},
+        space_knobs=knobs if isinstance(knobs, dict) else {},
+        remeasured=remeasured if isinstance(remeasured, dict) else {},
     )
 
 

@@ -5,12 +5,10 @@ own process like every search, so the web process never imports the model code."
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
-from .jobs import APP_PY
+from .child import app_command, run_app
 from .paths import enqueue_path
 
 ENQUEUE_TIMEOUT_S = 120
@@ -18,8 +16,8 @@ ENQUEUE_TIMEOUT_S = 120
 
 def enqueue_command(target: str, config: Path, storage_spec: str) -> list[str]:
     """The argv that queues the config file `config` in study `target`."""
-    return [sys.executable, str(APP_PY), "enqueue", "--storage", storage_spec, "--study", target,
-            "--config", str(config)]
+    return app_command("enqueue", "--storage", storage_spec, "--study", target,
+                       "--config", str(config))
 
 
 def write_config(runs_dir: Path, study: str, number: int, config: dict[str, Any]) -> Path:
@@ -34,21 +32,15 @@ def enqueue_trial(storage_spec: str, runs_dir: Path, study: str, number: int,
                   config: dict[str, Any], target: str) -> tuple[str, bool]:
     """(message, ok): queue trial `number` of `study` (its `config`) in study `target`."""
     path = write_config(runs_dir, study, number, config)
-    try:
-        done = subprocess.run(enqueue_command(target, path, storage_spec), capture_output=True,
-                              text=True, timeout=ENQUEUE_TIMEOUT_S, stdin=subprocess.DEVNULL)
-    except subprocess.TimeoutExpired:
-        return f"Enqueue into {target!r} gave no answer in {ENQUEUE_TIMEOUT_S} s.", False
-    errors = [line for line in done.stderr.splitlines() if line.strip()]
-    if done.returncode != 0:
-        why = errors[-1] if errors else f"exit code {done.returncode}"
-        return f"Could not queue trial {number} in {target!r}: {why}", False
-    try:  # its answer: {"study": ..., "enqueued_trials": [n]} on the last line
-        queued = json.loads(done.stdout.strip().splitlines()[-1])["enqueued_trials"][0]
-    except (ValueError, KeyError, TypeError, IndexError):
+    answer, errors, error = run_app(enqueue_command(target, path, storage_spec),
+                                    ENQUEUE_TIMEOUT_S)
+    if error is not None:
+        return f"Could not queue trial {number} in {target!r}: {error}", False
+    try:  # its answer: {"study": ..., "enqueued_trials": [n]}
+        queued = answer["enqueued_trials"][0]
+    except (KeyError, TypeError, IndexError):
         return f"Queued trial {number} in {target!r}, but its answer was unreadable.", False
     notes = " ".join(line.removeprefix("note: ") for line in errors if line.startswith("note:"))
     message = (f"Queued trial {number} of {study!r} as trial {queued} of {target!r}: it runs "
                f"first when {target!r} next searches (Resume it).")
     return f"{message} {notes}".strip(), True
-

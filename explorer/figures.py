@@ -17,6 +17,7 @@ from typing import Any
 import plotly.graph_objects as go
 
 from .data import StudyView, TrialRow, is_number, knee_point
+from .references import Reference
 
 ALL_COLOR = "#64748b"
 FRONT_COLOR = "#ea580c"
@@ -25,6 +26,7 @@ INFEASIBLE_COLOR = "#cbd5e1"
 SELECTED_COLOR = "#2563eb"
 ACCENT_COLOR = "#0f766e"
 KNEE_COLOR = "#9333ea"
+REFERENCE_COLOR = "#b45309"
 KNOB_COLORS = (
     "#2563eb",
     "#ea580c",
@@ -173,14 +175,13 @@ def sort_key(value: Any) -> tuple:
     return (0, value, "") if is_number(value) else (1, 0, str(value))
 
 
-def knob_colors(rows: list[TrialRow], param: str) -> tuple[list[Any], dict[str, Any]]:
-    """Marker colours of `rows` by their value of `param` and the marker settings of the
-    scale: continuous for numbers, one colour per value otherwise ('–' where not sampled)."""
-    values = [r.params.get(param, "–") for r in rows]
-    title = {"title": {"text": param, "side": "right"}}
+def value_colors(values: list[Any], title: str) -> tuple[list[Any], dict[str, Any]]:
+    """Marker colours for `values` and the marker settings of their scale: continuous for
+    numbers, one colour per value otherwise; the colour bar is named `title`."""
+    bar = {"title": {"text": title, "side": "right"}}
     if all(is_number(v) for v in values):
         scale = {"colorscale": "Viridis", "cmin": min(values), "cmax": max(values)}
-        return values, {**scale, "colorbar": title}
+        return values, {**scale, "colorbar": bar}
     labels = sorted(set(values), key=sort_key)
     n = len(labels)
     scale = []
@@ -188,13 +189,33 @@ def knob_colors(rows: list[TrialRow], param: str) -> tuple[list[Any], dict[str, 
         color = KNOB_COLORS[i % len(KNOB_COLORS)]
         scale += [[i / n, color], [(i + 1) / n, color]]
     code = {label: i for i, label in enumerate(labels)}
-    bar = {**title, "tickvals": list(range(n)), "ticktext": [str(v) for v in labels]}
+    bar.update(tickvals=list(range(n)), ticktext=[str(v) for v in labels])
     return [code[v] for v in values], {
         "colorscale": scale,
         "cmin": -0.5,
         "cmax": n - 0.5,
         "colorbar": bar,
     }
+
+
+def knob_colors(rows: list[TrialRow], param: str) -> tuple[list[Any], dict[str, Any]]:
+    """value_colors of `rows` by their value of `param` ('–' where not sampled)."""
+    return value_colors([r.params.get(param, "–") for r in rows], param)
+
+
+# what colours the trials by default where size is an objective: the objective not on an axis
+SIZE_COLOR_TITLE, ACCURACY_COLOR_TITLE = "packed size (KB)", "val accuracy"
+PROJECTIONS = ("accuracy", "size")  # a 3-objective study's y axis: accuracy or size
+
+
+def default_colors(rows: list[TrialRow], projection: str) -> tuple[list[Any], dict[str, Any]]:
+    """A 3-objective study's colours when no knob is picked: size on the accuracy view,
+    accuracy (a percent colour bar) on the size view."""
+    if projection == "size":
+        colors, scale = value_colors([r.val_accuracy for r in rows], ACCURACY_COLOR_TITLE)
+        scale["colorbar"]["tickformat"] = ".0%"
+        return colors, scale
+    return value_colors([r.size_kb for r in rows], SIZE_COLOR_TITLE)
 
 
 def _empty_hint(view: StudyView, pruned_hidden: int) -> str:
@@ -215,31 +236,41 @@ def _points(
     params: list[str],
     marker: dict[str, Any],
     floor: float | None = None,
+    size_axis: bool = False,
     **trace: Any,
 ) -> dict[str, Any]:
-    """A hoverable point trace; trials without an accuracy sit at `floor`. Traces are dicts
-    that go.Figure validates once (a go.Scatter would be validated and copied again)."""
+    """A hoverable point trace; trials without an accuracy sit at `floor`. On the size axis
+    the accuracy moves from y to each point's text. Traces are dicts that go.Figure validates
+    once (a go.Scatter would be validated and copied again)."""
+    template = hovertemplate(lines, params)
+    if size_axis:
+        y = [r.size_kb for r in rows]
+        template = template.replace("%{y:.2%}", "%{text}")
+        trace["text"] = ["–" if r.val_accuracy is None else f"{r.val_accuracy:.2%}" for r in rows]
+    else:
+        y = [floor if r.val_accuracy is None else r.val_accuracy for r in rows]
     return {
         "type": "scatter",
         "name": name,
         "mode": "markers",
         "x": [r.latency_ms for r in rows],
-        "y": [floor if r.val_accuracy is None else r.val_accuracy for r in rows],
+        "y": y,
         "customdata": hover_customdata(rows, params),
-        "hovertemplate": hovertemplate(lines, params),
+        "hovertemplate": template,
         "marker": {"size": MARKER_SIZE, **marker},
         **trace,
     }
 
 
-def _decoration(name: str, row: TrialRow, marker: dict[str, Any], **trace: Any) -> dict:
+def _decoration(name: str, row: TrialRow, marker: dict[str, Any], size_axis: bool = False,
+                **trace: Any) -> dict:
     """A marker drawn around a point that hover and clicks pass through."""
     return {
         "type": "scatter",
         "name": name,
         "mode": "markers",
         "x": [row.latency_ms],
-        "y": [row.val_accuracy],
+        "y": [row.size_kb if size_axis else row.val_accuracy],
         "hoverinfo": "skip",
         "marker": marker,
         **trace,
@@ -264,6 +295,28 @@ def _budget_line(fig: go.Figure, budget: float) -> None:
     )
 
 
+def add_references(fig: go.Figure, references: list[Reference]) -> None:
+    """Each published accuracy as a dotted horizontal line across the plot, labelled at its
+    right end; the label's hover gives the source and says why there is no latency. Shapes
+    and annotations take no clicks, so a click still opens the trial under the cursor."""
+    for i, ref in enumerate(references):
+        fig.add_shape(
+            type="line", xref="paper", yref="y", x0=0, x1=1, y0=ref.accuracy, y1=ref.accuracy,
+            layer="below", line={"color": REFERENCE_COLOR, "width": 1.2, "dash": "dot"},
+            name="published results (no latency on our kernels)", showlegend=i == 0,
+        )
+        hover = (f"<b>{html.escape(ref.label)}</b>: {ref.accuracy:.2%} test accuracy<br>"
+                 f"{html.escape(ref.note)}<br>{html.escape(ref.source)}<br>"
+                 "Published accuracy only: it has no latency on bnnx's kernels, so it is a "
+                 "line, not a point.")
+        fig.add_annotation(
+            x=1, xref="paper", xanchor="right", y=ref.accuracy, yref="y", yanchor="bottom",
+            text=f"{html.escape(ref.label)} {ref.accuracy:.1%}", showarrow=False,
+            font={"size": 11, "color": REFERENCE_COLOR}, hovertext=hover,
+            hoverlabel={"bgcolor": "#ffffff", "font": {"color": "#0f172a"}},
+        )
+
+
 def pareto_figure(
     view: StudyView,
     selected: int | None = None,
@@ -271,36 +324,55 @@ def pareto_figure(
     latency_scale: str = "auto",
     show_pruned: bool = False,
     color_by: str | None = None,
+    projection: str = "accuracy",
+    references: list[Reference] | None = None,
 ) -> go.Figure:
     """Accuracy vs latency: infeasible trials grey, pruned ones (when shown) at their last
-    rung, the rest with the front as an orange staircase, its knee and the latency budget."""
+    rung, the rest with the front as an orange staircase, its knee and the latency budget.
+
+    Where size is an objective too, the front is the 3-objective one: its points are outlined
+    (no staircase: it is not monotonic in two of three objectives), the trials are coloured
+    by size unless a knob is picked, and `projection="size"` puts size on the y axis instead
+    (coloured by accuracy). `references` (None: not shown): published accuracies drawn as
+    horizontal lines on the accuracy view (references.py)."""
+    size_axis = view.with_size and projection == "size"
     infeasible = view.of_kind("infeasible")
     pruned = view.of_kind("pruned")
     shown_pruned = pruned if show_pruned else []
     front = view.front
     dominated = [r for r in view.of_kind("complete") if not r.on_front]
+    if size_axis:  # a trial without a size has no place on this view
+        infeasible, shown_pruned, front, dominated = (
+            [r for r in rows if r.size_kb is not None]
+            for rows in (infeasible, shown_pruned, front, dominated))
     if not (infeasible or shown_pruned or front):
         return empty_figure(_empty_hint(view, len(pruned)))
     params = view.param_names
     plotted = [*infeasible, *shown_pruned, *dominated, *front]
-    axis = percent_axis(r.val_accuracy for r in plotted)
+    references = None if size_axis else references
+    axis = percent_axis([*(r.val_accuracy for r in plotted),
+                         *(ref.accuracy for ref in references or ())])
     floor = None
-    if any(r.val_accuracy is None for r in infeasible):  # a band under the lowest tick
-        low, high = axis["range"]
+    if not size_axis and any(r.val_accuracy is None for r in infeasible):
+        low, high = axis["range"]  # a band under the lowest tick
         floor = low - 0.04 * (high - low)
         axis["range"] = [low - 0.08 * (high - low), high]
 
     traces = []
     if infeasible:
         marker = {"color": INFEASIBLE_COLOR, "symbol": "x"}
-        traces.append(
-            _points("infeasible (over budget)", "infeasible", infeasible, params, marker, floor)
-        )
+        traces.append(_points("infeasible (over budget)", "infeasible", infeasible, params,
+                              marker, floor, size_axis))
     if shown_pruned:
         marker = {"color": "rgba(0,0,0,0)", "line": {"width": 1.5, "color": PRUNED_COLOR}}
-        traces.append(_points("pruned (last rung)", "pruned", shown_pruned, params, marker))
+        traces.append(_points("pruned (last rung)", "pruned", shown_pruned, params, marker,
+                              size_axis=size_axis))
     colored = dominated + front
-    colors, scale = knob_colors(colored, color_by) if colored and color_by in params else (None, {})
+    colors, scale = None, {}
+    if colored and color_by in params:
+        colors, scale = knob_colors(colored, color_by)
+    elif colored and view.with_size:
+        colors, scale = default_colors(colored, projection)
     trial_marker = {"color": ALL_COLOR, "opacity": 0.75, "line": {"width": 1, "color": "white"}}
     front_marker = {"color": FRONT_COLOR, "line": {"width": 1, "color": "white"}}
     if colors is not None:
@@ -310,25 +382,33 @@ def pareto_figure(
         front_marker.update(color=colors[len(dominated) :], line=outline, **scale)
         (trial_marker if dominated else front_marker).update(showscale=True, colorbar=bar)
     if dominated:
-        traces.append(_points("trials", "complete", dominated, params, trial_marker))
-    if front:
+        traces.append(_points("trials", "complete", dominated, params, trial_marker,
+                              size_axis=size_axis))
+    if front and view.with_size:
+        traces.append(_points("Pareto front (accuracy, latency, size)", "front", front, params,
+                              front_marker, size_axis=size_axis))
+    elif front:
         step = {"color": FRONT_COLOR, "width": 2, "shape": "hv"}
         front_trace = _points("Pareto front", "front", front, params, front_marker, line=step)
         traces.append({**front_trace, "mode": "lines+markers"})
-    knee = knee_point(front)
+    knee = None if view.with_size else knee_point(front)  # a knee is a 2-objective idea
     if knee is not None:
         # mid-tone purple: seen on the light and the dark theme alike
         marker = {"size": 22, "symbol": "diamond-open", "color": KNEE_COLOR, "line": {"width": 2}}
         traces.append(_decoration(f"knee (trial {knee.number})", knee, marker))
-    chosen = [r for r in plotted if r.number == selected and r.val_accuracy is not None]
+    chosen = [r for r in plotted
+              if r.number == selected and (size_axis or r.val_accuracy is not None)]
     if chosen:
         ring = {"size": 20, "color": "rgba(0,0,0,0)", "line": {"width": 3, "color": SELECTED_COLOR}}
-        traces.append(_decoration(f"trial {selected}", chosen[0], ring, showlegend=False))
+        traces.append(_decoration(f"trial {selected}", chosen[0], ring, size_axis,
+                                  showlegend=False))
     fig = go.Figure(data=traces)
     budget = view.settings.get("max_latency_ms")
     budget = budget if is_number(budget) and budget > 0 else None
     if budget is not None:
         _budget_line(fig, budget)
+    if references:
+        add_references(fig, references)
     counts = view.counts
     parts = [f"{counts.get('complete', 0)} complete", f"{len(front)} on the front"]
     for kind in ("infeasible", "pruned"):
@@ -337,20 +417,29 @@ def pareto_figure(
     failed = counts.get("failed", 0) + counts.get("stopped", 0)
     if failed:
         parts.append(f"{failed} failed (not plotted)")
+    if view.with_size:
+        parts.append("front in 3 objectives")
+    if references == []:
+        parts.append(f"no published results for {view.settings.get('dataset', 'this dataset')}")
     latencies = [r.latency_ms for r in plotted] + ([budget] if budget else [])
     axis_type = latency_axis_type(latencies, latency_scale)
     base_layout(
         fig,
         title={"text": " · ".join(parts), "font": {"size": 14, "color": "#475569"}, "x": 0.01},
         xaxis_title="Latency per image (ms, bnnx packed-bit CPU kernels) — lower is better",
-        yaxis_title="Validation accuracy — higher is better",
+        yaxis_title=("Packed model size (KB) — lower is better" if size_axis
+                     else "Validation accuracy — higher is better"),
         legend={"orientation": "h", "y": -0.2, "x": 0.5, "xanchor": "center", "yanchor": "top"},
         margin={"l": 64, "r": 24, "t": 36, "b": 88},
-        uirevision=f"{view.name}:{axis_type}",  # keeps a zoom across polls, not across scales
+        uirevision=f"{view.name}:{axis_type}:{projection}",  # a zoom survives polls only
         hovermode="closest",
         clickmode="event",
     )
-    fig.update_yaxes(zeroline=False, **axis)
+    if size_axis:
+        sizes = [r.size_kb for r in plotted]
+        fig.update_yaxes(zeroline=False, type=latency_axis_type(sizes), rangemode="tozero")
+    else:
+        fig.update_yaxes(zeroline=False, **axis)
     fig.update_xaxes(zeroline=False, type=axis_type, rangemode="tozero")
     return fig
 
@@ -392,14 +481,24 @@ def learning_curve_figure(curve: list[dict[str, Any]]) -> go.Figure:
     )
 
 
-LAYER_GROUPS = {"binary": ACCENT_COLOR, "float": "#8b5cf6", "other": "#94a3b8"}
+# legend name -> colour: packed-bit ops and the blocks built of them, fp32 ops, the rest
+LAYER_GROUPS = {
+    "binary (packed bits)": ACCENT_COLOR,
+    "float (fp32)": "#8b5cf6",
+    "packing / other": "#94a3b8",
+}
+BINARY, FLOAT, OTHER = LAYER_GROUPS
 
 
 def layer_group(kind: str) -> str:
-    """Colour group of a kernel kind: `b...` packed-bit ops, `float:...` fp32 ops, the rest."""
+    """The LAYER_GROUPS name of a kernel kind: `float:...` fp32 ops; packed-bit convs (`b...`),
+    binary linear layers and units, and the blocks of binary convs (`..._block`); the rest
+    (bit packing, say)."""
     if kind.startswith("float"):
-        return "float"
-    return "binary" if kind.startswith("b") else "other"
+        return FLOAT
+    if kind.startswith(("b", "binary")) or kind.endswith("_block"):
+        return BINARY
+    return OTHER
 
 
 def layer_latency_figure(layers: list[dict[str, Any]]) -> go.Figure:
@@ -422,7 +521,8 @@ def layer_latency_figure(layers: list[dict[str, Any]]) -> go.Figure:
                     x=[layer.get("ms") for _, layer in mine],
                     y=[label for label, _ in mine],
                     marker_color=color,
-                    hovertemplate="%{y}: %{x:.4g} ms<extra></extra>",
+                    showlegend=True,  # even alone: the colour needs its name
+                    hovertemplate=f"%{{y}}: %{{x:.4g}} ms<extra>{group}</extra>",
                 )
             )
     total = sum(float(layer.get("ms") or 0) for layer in layers)

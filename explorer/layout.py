@@ -11,7 +11,7 @@ from search.storage import masked
 
 from .compare import compare_children
 from .data import StudyInfo
-from .figures import LATENCY_SCALES, empty_figure
+from .figures import LATENCY_SCALES, PROJECTIONS, empty_figure
 from .forms import CHOICES, LIMITS, OPTIONAL, default_form
 from .panels import (
     PARETO_CONFIG,
@@ -167,7 +167,8 @@ def search_form(datasets: list[str], spaces: list[dict[str, str]]) -> html.Div:
 
 
 def plot_controls() -> html.Div:
-    """How the front is drawn: latency scale, pruned trials, colour by a sampled knob."""
+    """How the front is drawn: latency scale, accuracy or size on y (3-objective studies),
+    pruned trials, colour by a sampled knob."""
     return html.Div(
         [
             html.Div(  # the log-latency toggle: "#latency-log input[value='log']"
@@ -184,11 +185,35 @@ def plot_controls() -> html.Div:
                 id="latency-log",
                 className="latency-log",
             ),
+            html.Div(  # shown for a study whose search minimised size too
+                [
+                    html.Label("Y axis", htmlFor="pareto-projection"),
+                    dcc.RadioItems(
+                        id="pareto-projection",
+                        options=[{"label": p, "value": p} for p in PROJECTIONS],
+                        value="accuracy",
+                        inline=True,
+                        className="segmented",
+                    ),
+                ],
+                id="projection-picker",
+                className="latency-log",
+                style={"display": "none"},
+            ),
             dcc.Checklist(
                 id="show-pruned",
                 options=[{"label": "Show pruned", "value": "pruned"}],
                 value=[],
                 inline=True,
+            ),
+            html.Div(
+                dcc.Checklist(
+                    id="show-references",
+                    options=[{"label": "Published results", "value": "references"}],
+                    value=[],
+                    inline=True,
+                ),
+                title="Published accuracies of binary networks on this dataset, as lines",
             ),
             html.Label("Colour by", htmlFor="color-by"),
             dcc.Dropdown(
@@ -391,12 +416,19 @@ def build_layout(
                 config=PARETO_CONFIG,
                 className="pareto",
             ),
+            html.Div(id="references-note", className="references-note"),
         ],
         className="card",
     )
     table = html.Div(html.Div("Loading trials…", className="muted"), id="trials-table")
     table_card = html.Div([html.H2("Trials"), table], className="card trials")
-    detail_card = html.Div(detail_children(None, False), id="trial-detail", className="card detail")
+    detail_card = html.Div(
+        [
+            html.Div(detail_children(None, False), id="trial-detail"),
+            html.Div(id="remeasure-note", className="remeasure-note"),  # while one runs
+        ],
+        className="card detail",
+    )
     compare_card = html.Div(
         [
             html.Div(
@@ -433,6 +465,7 @@ def build_layout(
             dcc.Store(id="view-signature"),
             dcc.Store(id="log-signature"),
             dcc.Store(id="compare-trials"),
+            dcc.Store(id="remeasure-result"),
             dcc.Download(id="export-download"),
         ],
         id="page",

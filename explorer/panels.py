@@ -7,10 +7,12 @@ from typing import Any
 
 from dash import dcc, html
 
-from .data import StudyView, TrialDetail
+from .architecture import architecture_table
+from .data import StudyView, TrialDetail, is_number
 from .figures import layer_latency_figure, learning_curve_figure, short
 from .jobs import Job, last_lines
 from .progress import BAR_KINDS, SearchProgress, duration
+from .references import Reference
 
 GRAPH_CONFIG = {"displaylogo": False, "modeBarButtonsToRemove": ["lasso2d", "select2d"]}
 PARETO_CONFIG = {"displaylogo": False}  # keeps box and lasso select: they pick trials to compare
@@ -139,6 +141,69 @@ def flatten(config: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
     return items
 
 
+# how a config key came to its value: what the sampler chose, a knob of the space whose
+# condition did not hold for this trial (so it kept its default, unused), or not searched
+KNOB_STATUS = {
+    "sampled": "sampled",
+    "unsampled": "not sampled: its condition did not hold (default kept)",
+    "fixed": "fixed (not searched)",
+}
+
+
+def knob_status(key: str, params: dict[str, Any], space_knobs: dict[str, Any]) -> str:
+    """A KNOB_STATUS key for dotted config key `key`. A param is named by its field's leaf
+    name, or its whole path where another section shares the leaf (spaces.space.param_name)."""
+    if key in params or key.rsplit(".", 1)[-1] in params:
+        return "sampled"
+    if not space_knobs:  # a study that did not store its space: searched or not is unknown
+        return "unsampled"
+    return "unsampled" if isinstance(space_knobs.get(key), dict) else "fixed"
+
+
+def config_table(detail: TrialDetail) -> html.Table | html.Div:
+    """The trial's configuration; keys the sampler did not choose are tagged (not sampled:
+    its condition did not hold, fixed: not searched) and greyed."""
+    config = flatten(detail.config or detail.params)
+    if not config:
+        return html.Div("Not recorded: the trial ended before it was sampled.", className="muted")
+    rows = []
+    for key, value in config:
+        status = knob_status(key, detail.params, detail.space_knobs)
+        tag = ([] if status == "sampled" else  # the rule: only the exceptions are tagged
+               [html.Span(status.replace("unsampled", "not sampled"),
+                          className=f"knob-tag tag-{status}")])
+        rows.append(html.Tr([html.Th(key), html.Td(str(short(value))),
+                             html.Td(tag, title=KNOB_STATUS[status])],
+                            className=f"knob-{status}"))
+    return html.Table(html.Tbody(rows), className="kv config")
+
+
+def remeasure_section(study: str, detail: TrialDetail, message: tuple[str, bool] | None
+                      ) -> list[Any]:
+    """Latencies measured again per machine (`app.py remeasure`), a button that re-times this
+    trial's stored weights on this machine, and the last such run's message."""
+    rows = [
+        (machine, f"{r['latency_ms']:.4g} ms" + (f" ± {r['iqr_ms']:.2g} (IQR)"
+                                                 if is_number(r.get("iqr_ms")) else "")
+         + f" · {r.get('measured_at', '')}")
+        for machine, r in sorted(detail.remeasured.items())
+        if isinstance(r, dict) and is_number(r.get("latency_ms"))
+    ]
+    table = (_table(rows, "remeasured") if rows else
+             html.Div("Not re-measured yet: the latency above is the one the search took.",
+                      className="muted"))
+    button = html.Button(
+        "Re-measure latency here", id={"type": "remeasure-button", "study": study,
+                                       "number": detail.number},
+        n_clicks=0, className="btn small",
+        title="Profile this trial's stored weights again on this machine (a child process)")
+    children = [html.H4("Latency by machine"), table, html.Div(button, className="job-actions")]
+    if message is not None:
+        text, ok = message
+        children.append(html.Div(text, className=f"remeasure-message {'ok' if ok else 'error'}"))
+    return [html.Div(children, id="remeasure-section", className="detail-col")]
+
+
 def _table(rows: list[tuple[str, Any]], class_name: str) -> html.Table:
     return html.Table(
         html.Tbody([html.Tr([html.Th(k), html.Td(str(v))]) for k, v in rows]),
@@ -170,9 +235,12 @@ def _graphs(detail: TrialDetail) -> list[Any]:
     return [html.Div(graphs, className="detail-grid")] if graphs else []
 
 
-def detail_children(detail: TrialDetail | None, on_front: bool) -> list[Any]:
+def detail_children(detail: TrialDetail | None, on_front: bool, study: str = "",
+                    remeasured: tuple[str, bool] | None = None) -> list[Any]:
     """The trial panel, for a trial of any state: its state and why, its metrics (or what it
-    measured before training), its configuration, learning curve and per-layer latency."""
+    measured before training), its configuration, learning curve and per-layer latency; for a
+    trained one also its architecture and latency by machine (with `remeasured`, the message
+    of the last re-measure)."""
     if detail is None:
         return [
             html.Div(
@@ -191,26 +259,39 @@ def detail_children(detail: TrialDetail | None, on_front: bool) -> list[Any]:
         measured = [html.H4("Metrics"), _table(metric_rows(detail.metrics, detail.isa), "")]
     else:
         measured = [html.H4("Measured"), _table(untrained_rows(detail), "")]
-    config = flatten(detail.config or detail.params)
-    config_table = (
-        _table([(k, short(v)) for k, v in config], "config")
-        if config
-        else html.Div("Not recorded: the trial ended before it was sampled.", className="muted")
-    )
+    trained = []
+    if detail.trained:
+        trained = [
+            html.Div([html.H4("Architecture"), architecture_table(detail.summary)],
+                     className="detail-wide"),
+            html.Div(remeasure_section(study, detail, remeasured), className="detail-grid"),
+        ]
     return [
         header,
         html.Div(
             [
                 html.Div(measured, className="detail-col"),
-                html.Div(
-                    [html.H4("Configuration"), config_table],
-                    className="detail-col",
-                ),
+                html.Div([html.H4("Configuration"), config_table(detail)], className="detail-col"),
             ],
             className="detail-grid",
         ),
         *_graphs(detail),
+        *trained,
     ]
+
+
+def references_children(references: list[Reference] | None, dataset: str | None) -> list[Any]:
+    """Under the plot, while published results are shown: each one with its source, linked."""
+    if references is None:
+        return []
+    if not references:
+        return [html.Span(f"No published binary-network results for {dataset or 'this study'} "
+                          "in bnnx's reference table.", className="muted")]
+    return [html.Div("Published results (dotted lines; accuracy only, no latency on bnnx's "
+                     "kernels):", className="references-title"),
+            html.Ul([html.Li([f"{r.label}: {r.accuracy:.2%} ({r.note}). ",
+                              html.A(r.source, href=r.url, target="_blank", rel="noopener")])
+                     for r in references])]
 
 
 def missing_trial_children(study: str, number: object) -> list[Any]:

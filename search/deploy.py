@@ -226,7 +226,10 @@ def card_sections(checks: Sequence[FormatCheck]) -> str:
     table of agreement and latency figures."""
     formats = [c.format for c in checks] or ["bnnx"]
     parts = ["## Run it\nEvery format takes raw images as float32 (N, C, H, W), N >= 1, and "
-             "normalises them itself; each returns the logits (N, classes).\n"]
+             "normalises them itself; each returns the logits (N, classes). The snippets below "
+             "start from `images`, e.g. a NumPy file of raw images:\n```python\n"
+             "import numpy as np\nimages = np.load(\"images.npy\").astype(\"float32\")  "
+             "# (N, C, H, W), or (N, H, W) for one channel\n```\n"]
     parts += [RUN_IT[fmt] for fmt in formats]
     if checks:
         rows = "\n".join(

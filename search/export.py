@@ -9,7 +9,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shlex
 import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +34,7 @@ from .deploy import (
     write_formats,
 )
 from .objective import WEIGHTS_ATTR
+from .settings import SearchSettings
 from .storage import StorageError, artifact_store, artifacts_dir, load_study
 from .study import study_settings
 
@@ -49,6 +52,20 @@ CONFIG_DIGEST = "bnnx_config_sha256"  # weights metadata: which config.json they
 
 class ModelFolderError(ValueError):
     """A model folder or file that is missing or unreadable."""
+
+
+@dataclass(frozen=True)
+class CardOrigin:
+    """Where a model comes from, for its card: the machine its latency was measured on
+    (search.objective.measure_latency's facts: cpu, isa, threads), the kernel path, and for a
+    search's trial the study, its settings and the trial's training threads, from which the
+    card writes the commands that reproduce it."""
+
+    measured_on: dict[str, Any] = field(default_factory=dict)
+    isa: str | None = None
+    study: str | None = None
+    trial: int | None = None
+    settings: SearchSettings | None = None
 
 
 def build_for(config: Config, meta: dict[str, Any]) -> nn.Module:
@@ -79,12 +96,14 @@ def write_model_folder(
     title: str,
     force: bool = False,
     formats: tuple[str, ...] = DEFAULT_FORMATS,
+    origin: CardOrigin | None = None,
 ) -> Path:
     """Write config.json, weights.safetensors, model.bnnx, README.md and the other `formats`
     (search.deploy: each checked against model.bnnx) atomically.
 
     The folder is written beside `out_dir` and renamed into place. An existing `out_dir` must be
     empty, or a bnnx model folder replaced with `force`: nothing bnnx did not write is deleted.
+    `origin` tells the card where the latency was measured and how to reproduce the model.
     """
     out_dir = Path(out_dir)
     check_out_dir(out_dir, force)
@@ -101,7 +120,8 @@ def write_model_folder(
         packed = kernels.compile(model, (meta["in_channels"], size, size))
         packed.save(str(tmp / PACKED_FILE))
         checks = write_formats(tmp, model, packed, meta, formats)
-        (tmp / CARD_FILE).write_text(model_card(title, config, meta, metrics, packed, checks))
+        card = model_card(title, config, meta, metrics, packed, checks, origin)
+        (tmp / CARD_FILE).write_text(card)
         _move_into_place(tmp, out_dir, force)
     finally:
         _remove_model_folder(tmp)
@@ -172,8 +192,9 @@ def _remove_model_folder(path: Path) -> None:
 
 def model_card(
     title: str, config: Config, meta: dict, metrics: dict, packed: kernels.PackedModel,
-    checks: list[FormatCheck] | None = None,
+    checks: list[FormatCheck] | None = None, origin: CardOrigin | None = None,
 ) -> str:
+    origin = origin or CardOrigin()
     rows = "\n".join(f"| {k} | {_fmt(v)} |" for k, v in metrics.items())
     layers = "\n".join(
         f"| {r.name} | {r.kind} | {r.binary_macs} | {r.float_macs} |"
@@ -191,14 +212,15 @@ classes). The model normalises raw images itself (mean {meta['mean']}, std {meta
 |---|---|
 {rows}
 
+{_latency_section(metrics, origin)}
+{_reproduce_section(meta, metrics, origin)}
 ## Layers (packed model)
 | layer | kind | binary MACs | float MACs |
 |---|---|---|---|
 {layers}
 
 ## Files
-- `config.json`: the configuration
-  (`bnnx train --config config.json --dataset {meta['dataset']} --out DIR` retrains it).
+- `config.json`: the configuration (Reproduce, above, trains it again).
 - `weights.safetensors`: the trained torch weights (dataset metadata in the file's metadata).
 - `model.bnnx`: the packed-bit model for the bnnx kernels ({packed.packed_size_bytes} bytes).
 {formats}
@@ -208,6 +230,56 @@ classes). The model normalises raw images itself (mean {meta['mean']}, std {meta
 {config.to_json()}
 ```
 """
+
+
+def _latency_section(metrics: dict, origin: CardOrigin) -> str:
+    """The latency with the machine it belongs to: latencies of different CPUs do not compare
+    (kernels.machine), so the card names the CPU model, the ISA path and the threads."""
+    on = origin.measured_on
+    latency = metrics.get("latency_ms")
+    lines = ["## Latency"]
+    if isinstance(latency, (int, float)):
+        spread = metrics.get("latency_iqr_ms")
+        iqr = f" (IQR {spread:.2g} ms)" if isinstance(spread, (int, float)) else ""
+        lines.append(f"{latency:.4g} ms per image{iqr}, batch 1, bnnx packed-bit kernels.")
+    lines += [
+        f"- CPU model: {on.get('cpu', 'not recorded')}",
+        f"- ISA path of the kernels: {origin.isa or on.get('isa') or 'not recorded'}",
+        f"- threads: {on.get('threads', 'not recorded')}",
+        "",
+        "Time it on another machine: `bnnx remeasure` for a study's trials, or the `bnnx "
+        "predict` command below.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _reproduce_section(meta: dict, metrics: dict, origin: CardOrigin) -> str:
+    """The commands that train this configuration again (its seed is in config.json; the
+    accuracy also depends on the training threads) and, for a search's trial, the search that
+    found it, with its space."""
+    threads = metrics.get("train_threads")
+    train = ["bnnx", "train", "--config", "config.json", "--dataset", str(meta["dataset"]),
+             *(["--threads", str(threads)] if threads else []), "--out", "retrained"]
+    lines = ["## Reproduce", "Train this configuration again (seed and epochs are in "
+             "config.json):", "```", shlex.join(train), "```"]
+    s = origin.settings
+    if s is not None:
+        search = ["bnnx", "search", "--dataset", s.dataset, "--space", s.space,
+                  "--trials", str(s.trials), "--epochs", str(s.epochs), "--seed", str(s.seed),
+                  "--sampler", s.sampler, "--objectives", ",".join(s.objectives),
+                  "--early-stop", s.early_stop, "--latency-threads", str(s.latency_threads)]
+        for flag, value in (("--max-latency-ms", s.max_latency_ms),
+                            ("--max-size-kb", s.max_size_kb)):
+            if value is not None:
+                search += [flag, f"{value:g}"]
+        lines += [f"Found as trial {origin.trial} of study `{origin.study}`, searched on "
+                  f"`{s.dataset}` in the `{s.space}` space by:", "```", shlex.join(search), "```"]
+        if s.space_knobs:
+            knobs = ",\n".join(f"  {json.dumps(k)}: {json.dumps(v)}"
+                                for k, v in s.space_knobs.items())  # a knob a line
+            lines += ["<details><summary>The search space's knobs</summary>", "", "```json",
+                      "{\n" + knobs + "\n}", "```", "</details>"]
+    return "\n".join(lines) + "\n"
 
 
 def _fmt(v: Any) -> str:
@@ -279,7 +351,11 @@ def export_trial(spec: str, study_name: str, trial_number: int | None, out_dir: 
     model = trial_model(spec, study, trial, artifacts)
     title = f"bnnx model: study {study_name}, trial {trial.number}"
     metrics = dict(trial.user_attrs.get("metrics", {}))
-    return write_model_folder(Path(out_dir), config, model, meta, metrics, title, force, formats)
+    origin = CardOrigin(measured_on=trial.user_attrs.get("measured_on") or {},
+                        isa=trial.user_attrs.get("isa"), study=study_name, trial=trial.number,
+                        settings=study_settings(study))
+    return write_model_folder(Path(out_dir), config, model, meta, metrics, title, force, formats,
+                              origin)
 
 
 def load_packed(model_dir: Path) -> kernels.PackedModel:

@@ -300,3 +300,50 @@ def test_explorer_export_with_formats_zips_them(study, tmp_path):
         names = sorted(n for n in z.namelist() if not n.endswith("/"))
     assert names == ["trial-0/README.md", "trial-0/config.json", "trial-0/model.bnnx",
                      "trial-0/model.onnx", "trial-0/weights.safetensors"]
+
+
+# -- the model card ---------------------------------------------------------------------------
+
+
+def _commands(card: str) -> list[list[str]]:
+    """Every `bnnx ...` line of the card's code blocks, split as a shell would."""
+    import shlex
+
+    return [shlex.split(line)[1:] for line in card.splitlines() if line.startswith("bnnx ")]
+
+
+def test_model_card_names_the_machine_and_the_commands_that_reproduce_it(tmp_path):
+    from search.export import CardOrigin
+
+    settings = SearchSettings(dataset="digits", space="survey", trials=7, epochs=2, seed=3,
+                              sampler="nsga2", objectives=["acc", "latency", "size"],
+                              max_latency_ms=0.5, space_knobs={"arch.width": {"choices": [8]}})
+    origin = CardOrigin(measured_on={"cpu": "Test CPU 9000", "isa": "avx2", "threads": 1},
+                        isa="avx512vpopcnt", study="s", trial=4, settings=settings)
+    metrics = {"val_accuracy": 0.5, "latency_ms": 0.0123, "latency_iqr_ms": 0.001,
+               "train_threads": 2}
+    out = write_model_folder(tmp_path / "m", config("plain-fp"), untrained("plain-fp"), META,
+                             metrics, "t", origin=origin)
+    card = (out / "README.md").read_text()
+    assert "## Metrics" in card and "| val_accuracy | 0.5 |" in card
+    assert "0.0123 ms per image (IQR 0.001 ms)" in card
+    assert "- CPU model: Test CPU 9000" in card and "- ISA path of the kernels: avx512vpopcnt" \
+        in card and "- threads: 1" in card
+    assert "trial 4 of study `s`" in card and "in the `survey` space" in card
+    assert '"arch.width"' in card  # the space's knobs, for a space file nobody else has
+    train_args, search_args, predict_args = (app.build_parser().parse_args(c)
+                                             for c in _commands(card)[:3])
+    assert (train_args.func, train_args.config, train_args.dataset, train_args.threads) == (
+        app.cmd_train, "config.json", "digits", 2)
+    assert predict_args.func == app.cmd_predict  # the shell predict example
+    assert search_args.func == app.cmd_search
+    assert (search_args.space, search_args.trials, search_args.epochs, search_args.seed,
+            search_args.sampler, search_args.objectives, search_args.max_latency_ms) == (
+        "survey", 7, 2, 3, "nsga2", "acc,latency,size", 0.5)
+    assert 'kernels.load("model.bnnx"' in card and 'np.load("images.npy")' in card  # Python
+
+    bare = write_model_folder(tmp_path / "b", config("plain-fp"), untrained("plain-fp"), META,
+                              {"val_accuracy": 0.5}, "t")  # `bnnx train`: no search behind it
+    card = (bare / "README.md").read_text()
+    assert "- CPU model: not recorded" in card and "Found as trial" not in card
+    assert _commands(card)[0][:2] == ["train", "--config"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import subprocess
@@ -501,10 +502,21 @@ def test_detail_figures(storage) -> None:
     assert [t.name for t in curve.data] == ["val accuracy", "train loss"]
     assert curve.data[1].yaxis == "y2"
     bars = figures.layer_latency_figure(detail.layer_latency)
-    assert [t.name for t in bars.data] == ["binary", "float"]
+    assert [t.name for t in bars.data] == ["binary (packed bits)", "float (fp32)"]
+    assert all(t.showlegend for t in bars.data)  # a lone group still names its colour
     assert bars.data[0].y == ("conv1 · bconv3x3",)
     assert "ms" in bars.layout.xaxis.title.text
     assert figures.learning_curve_figure([]).layout.annotations
+
+
+@pytest.mark.parametrize(("kind", "group"), [
+    ("bconv3x3", "binary (packed bits)"), ("bconv7x7s2+bn+maxpool2d", "binary (packed bits)"),
+    ("binary_linear", "binary (packed bits)"), ("bireal_block", "binary (packed bits)"),
+    ("float:linear", "float (fp32)"), ("float:normalize", "float (fp32)"),
+    ("pack", "packing / other"), ("rprelu", "packing / other"),
+])
+def test_layer_groups_tell_binary_from_float(kind: str, group: str) -> None:
+    assert figures.layer_group(kind) == group
 
 
 # -- panels ----------------------------------------------------------------------------------
@@ -1643,3 +1655,263 @@ def test_space_probe_check_runs_spaces(tmp_path: Path) -> None:
     assert space_probe.run_probe("check", str(good)) == {"ok": True, "knobs": 1}
     assert "'nope' is not allowed" in space_probe.run_probe("check", str(bad))["error"]
     assert len(space_probe.run_probe("describe")) > 20
+
+
+# -- trial detail: knobs, architecture, latency by machine ------------------------------------
+
+SUMMARY = {  # spaces.summary's to_dict() of a float stem, a binary conv and a binary head
+    "layers": [
+        {"name": "stem.0", "kind": "Conv2d", "input_precision": 32, "output_shape": [16, 8, 8],
+         "params": {"32": 160}, "binary_macs": 0, "float_macs": 9216, "memory_bits": 5120},
+        {"name": "body.0.conv1", "kind": "BinaryConv2d", "input_precision": 1,
+         "output_shape": [16, 8, 8], "params": {"1": 2304}, "binary_macs": 147456,
+         "float_macs": 0, "memory_bits": 2304},
+        {"name": "head.1", "kind": "BinaryLinear", "input_precision": 1, "output_shape": [10],
+         "params": {"1": 160, "32": 10}, "binary_macs": 160, "float_macs": 0,
+         "memory_bits": 480},
+    ],
+    "params": {"1": 2464, "32": 170}, "memory_bits": 7904,
+}
+
+
+def test_architecture_rows_precision_shape_bits_and_bops() -> None:
+    from explorer import architecture
+    from spaces.summary import FLOAT_BITS
+
+    assert architecture.FLOAT_BITS == FLOAT_BITS
+    rows = architecture.architecture_rows(SUMMARY)
+    assert rows[0] == ["stem.0", "Conv2d", "32/32", "16×8×8", "160", "5,120", "9,437,184"]
+    assert rows[1] == ["body.0.conv1", "BinaryConv2d", "1/1", "16×8×8", "2,304", "2,304",
+                       "147,456"]
+    assert rows[2][2:] == ["1/1", "10", "170", "480", "160"]  # the 32-bit bias: weights 1-bit
+    assert rows[3] == ["Total", "", "", "", "2,634", "7,904", f"{9437184 + 147456 + 160:,}"]
+    assert architecture.architecture_rows({}) == []
+    assert "No architecture summary" in _text(architecture.architecture_table({}))
+
+
+def test_knob_status_marks_what_was_sampled() -> None:
+    params = {"family": "plain", "train.lr": 0.01}
+    space = {"arch.family": {"choices": ["plain", "bireal"]}, "train.lr": {"low": 1e-3},
+             "train.bop_threshold": {"low": 1e-9, "high": 1e-5}, "arch.stem": "float"}
+    status = {key: panels.knob_status(key, params, space)
+              for key in ("arch.family", "train.lr", "train.bop_threshold", "arch.stem", "seed")}
+    assert status == {"arch.family": "sampled", "train.lr": "sampled",
+                      "train.bop_threshold": "unsampled", "arch.stem": "fixed", "seed": "fixed"}
+    assert panels.knob_status("train.bop_threshold", params, {}) == "unsampled"
+
+
+def test_detail_marks_knobs_and_shows_architecture_and_latency_by_machine(storage) -> None:
+    from search.remeasure import LATENCY_ATTR
+
+    assert data.REMEASURED_ATTR == LATENCY_ATTR  # the explorer spells it without torch
+    study = make_study(storage, "s1", [(0.9, 1.0)],
+                       space_knobs={"arch.family": {"choices": ["plain"]},
+                                    "arch.width": {"choices": [8, 16]},
+                                    "arch.depth": {"low": 1, "high": 3}})
+    study.set_user_attr(LATENCY_ATTR, {"0": {"Other CPU | avx2 | 1 threads": {
+        "latency_ms": 0.75, "iqr_ms": 0.01, "measured_at": "2026-12-06T08:00:00+00:00"}}})
+    trial = complete_trial(0.8, 0.5)
+    trial.set_user_attr("summary", SUMMARY)
+    trial.set_user_attr("config", {"arch": {"family": "plain", "width": 16, "depth": 2}})
+    study.add_trial(trial)
+    detail = data.load_trial_detail(storage, "s1", 1)
+    assert detail.summary == SUMMARY and detail.space_knobs["arch.depth"]["high"] == 3
+    assert data.load_trial_detail(storage, "s1", 0).remeasured["Other CPU | avx2 | 1 threads"]
+    text = _text(panels.detail_children(detail, False, "s1"))
+    assert "knob-sampled" in text and "knob-unsampled" in text  # width sampled; family not
+    assert "architecture-table" in text and "BinaryConv2d" in text and "147,456" in text
+    assert "Not re-measured yet" in text and "remeasure-button" in text
+    first = data.load_trial_detail(storage, "s1", 0)
+    text = _text(panels.detail_children(first, True, "s1", ("Trial 0: 0.7 ms", True)))
+    assert "Other CPU | avx2 | 1 threads" in text and "0.75 ms" in text
+    assert "remeasure-message ok" in text and "Trial 0: 0.7 ms" in text
+    untrained = _text(panels.detail_children(dataclasses.replace(first, metrics={}), False, "s1"))
+    assert "remeasure-button" not in untrained and "architecture-table" not in untrained
+
+
+def test_remeasure_command_parses_in_app_py() -> None:
+    import app
+    from explorer import remeasure
+
+    command = remeasure.remeasure_command("s", 4, "x.journal")
+    assert command[:3] == [sys.executable, str(REPO / "app.py"), "remeasure"]
+    args = app.build_parser().parse_args(command[2:])
+    assert (args.study, args.trial, args.storage, args.func) == ("s", [4], "x.journal",
+                                                                 app.cmd_remeasure)
+
+
+def test_remeasure_reads_the_cli_answer(monkeypatch) -> None:
+    from explorer import remeasure
+
+    answers = iter([
+        ({"machine": "M | avx2 | 1 threads",
+          "trials": [{"trial": 3, "stored_ms": 0.5, "latency_ms": 0.6}]}, [], None),
+        (None, ["error: no trial 3"], "error: no trial 3"),
+        ({"trials": []}, [], None),
+    ])
+    monkeypatch.setattr(remeasure, "run_app", lambda command, timeout: next(answers))
+    assert remeasure.remeasure_trial("x", "s", 3) == (
+        "Trial 3: 0.6 ms on M | avx2 | 1 threads (stored 0.5 ms, ×1.20).", True)
+    assert remeasure.remeasure_trial("x", "s", 3) == (
+        "Could not re-measure trial 3: error: no trial 3", False)
+    assert remeasure.remeasure_trial("x", "s", 3)[1] is False
+
+
+def test_explorer_remeasure_refuses_untrained_trials(explorer_state, storage, monkeypatch) -> None:
+    calls = []
+    monkeypatch.setattr(actions, "remeasure_trial",
+                        lambda *args: calls.append(args) or ("measured", True))
+    make_study(storage, "s1", [(0.9, 1.0)], failed=1)
+    assert "no trial 7" in explorer_state.remeasure("s1", 7)[0]
+    assert "no trial" in explorer_state.remeasure(None, 0)[0]
+    assert explorer_state.remeasure("s1", 1) == (
+        "Trial 1 is failed: it has no trained weights to time.", False)
+    assert explorer_state.remeasure("s1", 0) == ("measured", True)
+    assert calls == [("spec", "s1", 0)]
+
+
+def test_child_run_app_reports_errors(tmp_path: Path) -> None:
+    from explorer.child import run_app
+
+    ok = [sys.executable, "-c", "import json,sys; print('note: hi', file=sys.stderr);"
+          "print(json.dumps({'a': [1]}, indent=2))"]
+    assert run_app(ok, 30) == ({"a": [1]}, ["note: hi"], None)
+    bad = [sys.executable, "-c", "import sys; sys.exit('error: bad name')"]
+    assert run_app(bad, 30) == (None, ["error: bad name"], "error: bad name")
+    assert run_app([sys.executable, "-c", "print('x')"], 30)[2] == "its answer was unreadable"
+    assert run_app([sys.executable, "-c", "import time; time.sleep(5)"], 0.5)[2] == \
+        "no answer in 0.5 s"
+
+
+# -- a study with three objectives (accuracy, latency, size) ------------------------------------
+
+
+def sized_trial(acc: float, latency: float, size_kb: float) -> optuna.trial.FrozenTrial:
+    """A complete trial of an `--objectives acc,latency,size` search."""
+    trial = complete_trial(acc, latency)
+    metrics = {**trial.user_attrs["metrics"], "packed_kb": size_kb}
+    return create_trial(state=TrialState.COMPLETE, values=[acc, latency, size_kb],
+                        params=trial.params, distributions=DISTRIBUTIONS,
+                        user_attrs={**trial.user_attrs, "metrics": metrics})
+
+
+def sized_study(storage, name: str, points: list[tuple[float, float, float]]):
+    study = optuna.create_study(storage=storage, study_name=name,
+                                directions=["maximize", "minimize", "minimize"])
+    study.set_user_attr("bnnx", {"dataset": "digits", "space": "quick", "trials": 9,
+                                 "objectives": ["acc", "latency", "size"]})
+    for point in points:
+        study.add_trial(sized_trial(*point))
+    return study
+
+
+def test_pareto_front_3_matches_brute_force() -> None:
+    import random
+
+    rng = random.Random(3)
+    points = [(i, rng.choice([0.5, 0.6, 0.7, 0.8]), rng.choice([1.0, 2.0, 3.0]),
+               rng.choice([10.0, 20.0, 30.0])) for i in range(60)]
+    points.append((60, *points[0][1:]))  # a duplicate: on the front with its twin or not at all
+
+    def dominated(p):
+        return any(q[1] >= p[1] and q[2] <= p[2] and q[3] <= p[3] and q[1:] != p[1:]
+                   for q in points)
+
+    expected = {p[0] for p in points if not dominated(p)}
+    assert data.pareto_front_3(points) == expected and expected
+    assert (0 in expected) == (60 in expected)
+    assert data.pareto_front_3([]) == set()
+
+
+POINTS_3 = [(0.9, 1.0, 40.0), (0.95, 2.0, 50.0), (0.8, 1.5, 5.0), (0.7, 3.0, 60.0)]
+
+
+def test_three_objective_front_keeps_small_models(storage) -> None:
+    sized_study(storage, "s3", POINTS_3)
+    view = data.load_study_view(storage, "s3")
+    assert view.with_size and view.objectives == ["acc", "latency", "size"]
+    # trial 2 is dominated in accuracy and latency, but it is the smallest: on the front
+    assert {r.number for r in view.front} == {0, 1, 2}
+    assert not data.load_study_view(storage, "s3").rows[3].on_front
+    make_study(storage, "s2", [(0.9, 1.0), (0.8, 1.5)])
+    assert not data.load_study_view(storage, "s2").with_size
+
+
+def test_three_objective_figure_colours_by_size_and_projects_size(storage) -> None:
+    sized_study(storage, "s3", POINTS_3)
+    view = data.load_study_view(storage, "s3")
+    fig = figures.pareto_figure(view, selected=2)
+    trials, front = (t for t in fig.data if t.name in ("trials", "Pareto front (accuracy, "
+                                                                 "latency, size)"))
+    assert front.mode == "markers"  # no staircase: the front is not monotonic in 2 of 3
+    assert list(trials.marker.color) == [60.0] and sorted(front.marker.color) == [5.0, 40.0, 50.0]
+    assert trials.marker.colorbar.title.text == figures.SIZE_COLOR_TITLE
+    assert "%{customdata[1]}" in front.hovertemplate and "5 KB" in {c[1] for c in front.customdata}
+    assert not any(str(t.name).startswith("knee") for t in fig.data)
+    assert "front in 3 objectives" in fig.layout.title.text
+    assert fig.data[-1].y == (0.8,)  # the selection ring, on the accuracy axis
+    knob = figures.pareto_figure(view, color_by="width")  # a picked knob wins over size
+    assert knob.data[0].marker.colorbar.title.text == "width"
+
+    sized = figures.pareto_figure(view, selected=2, projection="size")
+    trials, front = sized.data[0], sized.data[1]
+    assert list(front.y) == [r.size_kb for r in view.front] and list(trials.y) == [60.0]
+    assert "%{text}" in front.hovertemplate and "%{y:.2%}" not in front.hovertemplate
+    assert list(front.text) == [f"{r.val_accuracy:.2%}" for r in view.front]
+    assert trials.marker.colorbar.title.text == figures.ACCURACY_COLOR_TITLE
+    assert sized.layout.yaxis.title.text.startswith("Packed model size (KB)")
+    assert sized.layout.yaxis.type == "log"  # 5 KB to 60 KB spans more than 10x
+    assert sized.data[-1].y == (5.0,)
+
+    make_study(storage, "s2", [(0.9, 1.0), (0.95, 2.0), (0.8, 0.5)])
+    two = figures.pareto_figure(data.load_study_view(storage, "s2"), projection="size")
+    assert two.data[-1].mode == "lines+markers" or any(t.mode == "lines+markers" for t in two.data)
+    assert two.layout.yaxis.title.text.startswith("Validation accuracy")  # no size axis here
+
+
+# -- published reference results on the Pareto view --------------------------------------------
+
+
+def test_reference_table_is_cited_per_known_dataset() -> None:
+    from explorer import references
+    from search.datasets import DATASETS
+
+    assert set(references.REFERENCES) <= set(DATASETS)
+    assert references.references_for("digits") == [] and references.references_for(None) == []
+    assert [r.label for r in references.references_for("mnist")] == ["BinaryNet MLP",
+                                                                      "Larq binary CNN"]
+    assert len(references.references_for("cifar10")) == 4
+    for refs in references.REFERENCES.values():
+        for ref in refs:
+            assert 0.5 < ref.accuracy < 1 and ref.url.startswith("https://") and ref.source
+
+
+def test_references_are_lines_with_cited_hover_not_points(storage) -> None:
+    from explorer.references import references_for
+
+    make_study(storage, "m", [(0.9, 1.0), (0.95, 2.0)], dataset="mnist")
+    view = data.load_study_view(storage, "m")
+    plain = figures.pareto_figure(view)
+    refs = references_for("mnist")
+    fig = figures.pareto_figure(view, references=refs)
+    assert [t.name for t in fig.data] == [t.name for t in plain.data]  # clicks see no change
+    lines = [s for s in fig.layout.shapes if s.line.dash == "dot"]
+    assert sorted(s.y0 for s in lines) == sorted(r.accuracy for r in refs)
+    assert all(s.xref == "paper" for s in lines) and sum(bool(s.showlegend) for s in lines) == 1
+    labels = {a.text: a.hovertext for a in fig.layout.annotations}
+    hover = labels["BinaryNet MLP 99.0%"]
+    assert "arXiv:1602.02830" in hover and "no latency on bnnx's kernels" in hover
+    assert max(fig.layout.yaxis.tickvals) >= 0.9904  # the axis reaches the highest reference
+    note = _text(panels.references_children(refs, "mnist"))
+    assert "https://arxiv.org/abs/1602.02830" in note and "99.04%" in note
+
+    make_study(storage, "d", [(0.9, 1.0)])  # digits: none published
+    none = figures.pareto_figure(data.load_study_view(storage, "d"), references=[])
+    assert "no published results for digits" in none.layout.title.text
+    assert not none.layout.shapes and "No published" in _text(panels.references_children([],
+                                                                                         "digits"))
+    assert panels.references_children(None, "digits") == []
+    sized_study(storage, "s3", POINTS_3)
+    sized = figures.pareto_figure(data.load_study_view(storage, "s3"), projection="size",
+                                  references=refs)
+    assert not sized.layout.shapes  # accuracy lines have no place on the size axis

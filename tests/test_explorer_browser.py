@@ -19,11 +19,13 @@ from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.keys import Keys
 from stand_ins import SIGNALLED_SEARCH
 from test_explorer import (
+    POINTS_3,
     analysed_study,
     failed_trial,
     infeasible_trial,
     make_study,
     pruned_trial,
+    sized_study,
 )
 
 from explorer import create_app
@@ -53,10 +55,15 @@ def test_search_inspect_export(dash_duo, tmp_path: Path) -> None:
 
         _type(dash_duo, "#form-trials", "2")
         _type(dash_duo, "#form-epochs", "1")
+        # the survey space holds networks that train for minutes on 2 cores: seed 2 of the
+        # random sampler draws two small ones (about 0.05 ms), and the latency budget turns
+        # any big one into a fast infeasible trial should the sampling ever change
+        dash_duo.find_element("#form-space input[value='survey']").click()
+        _type(dash_duo, "#form-seed", "2")
         dash_duo.find_element("#form-advanced summary").click()
         dash_duo.find_element("#form-sampler input[value='random']").click()
         dash_duo.find_element("#form-early_stop input[value='off']").click()
-        _type(dash_duo, "#form-max_latency_ms", "1000")
+        _type(dash_duo, "#form-max_latency_ms", "2")
         _type(dash_duo, "#form-timeout", "600")
         study = dash_duo.find_element("#form-study").get_attribute("value")
         dash_duo.find_element("#start-search").click()
@@ -70,7 +77,11 @@ def test_search_inspect_export(dash_duo, tmp_path: Path) -> None:
         storage = JournalStorage(JournalFileBackend(str(tmp_path / "bnnx.journal")))
         settings = storage.get_study_user_attrs(storage.get_study_id_from_name(study))["bnnx"]
         assert (settings["sampler"], settings["early_stop"]) == ("random", "off")
-        assert (settings["max_latency_ms"], settings["max_size_kb"]) == (1000.0, None)
+        assert (settings["max_latency_ms"], settings["max_size_kb"]) == (2.0, None)
+        assert (settings["space"], settings["seed"]) == ("survey", 2)
+        dash_duo.wait_for_contains_text("#search-progress", "2/2 finished", timeout=30)
+        complete = [t.number for t in storage.get_all_trials(storage.get_study_id_from_name(
+            study)) if t.state.name == "COMPLETE"]
 
         point = dash_duo.find_elements(POINTS)[0]
         dash_duo.driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", point)
@@ -79,6 +90,22 @@ def test_search_inspect_export(dash_duo, tmp_path: Path) -> None:
         number = int(dash_duo.find_element("#trial-detail h3").text.split()[-1])
         for figure in ("#learning-curve", "#layer-latency"):
             dash_duo.wait_for_element(f"{figure} .main-svg")
+        dash_duo.wait_for_contains_text("#architecture-table", "Total")  # from its summary
+        assert dash_duo.find_elements("#trial-detail .knob-sampled")
+        other = next((n for n in complete if n != number), None)
+        if other is not None:  # a table row opens the other trial
+            _click(dash_duo, _grid_cell(dash_duo, other))
+            dash_duo.wait_for_text_to_equal("#trial-detail h3", f"Trial {other}", timeout=20)
+            _click(dash_duo, _grid_cell(dash_duo, number))
+            dash_duo.wait_for_text_to_equal("#trial-detail h3", f"Trial {number}", timeout=20)
+
+        # re-measure: `app.py remeasure --trial N` in a child process, shown per machine
+        button = dash_duo.find_element("#remeasure-section button")
+        dash_duo.driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", button)
+        button.click()
+        dash_duo.wait_for_contains_text("#remeasure-section .remeasure-message.ok",
+                                        f"Trial {number}: ", timeout=120)
+        assert " threads" in dash_duo.find_element("#remeasure-section .kv").text
 
         dash_duo.find_element("#export-button").click()
         dash_duo.wait_for_contains_text("#export-status", f"Exported trial {number}", timeout=120)
@@ -86,6 +113,8 @@ def test_search_inspect_export(dash_duo, tmp_path: Path) -> None:
         assert [p.name for p in archive.parent.iterdir()] == [archive.name]  # no temporaries
         names = zipfile.ZipFile(archive).namelist()
         assert {f"trial-{number}/{name}" for name in EXPORTED} <= set(names)
+        card = zipfile.ZipFile(archive).read(f"trial-{number}/README.md").decode()
+        assert "- CPU model: " in card and "--space survey" in card
         download = Path(dash_duo.download_path) / f"trial-{number}.zip"
         until(download.is_file, timeout=30)  # dcc.Download delivered the zip to the browser
         assert dash_duo.get_logs() == []
@@ -173,7 +202,33 @@ def test_every_trial_kind_inspectable(dash_duo, tmp_path: Path) -> None:
     assert dash_duo.get_logs() == []
 
 
+def test_three_objectives_and_published_references(dash_duo, tmp_path: Path) -> None:
+    """A study that minimised size too: the projection toggle puts size on y; a study on
+    MNIST shows the published results as labelled lines with their sources."""
+    journal = tmp_path / "bnnx.journal"
+    storage = JournalStorage(JournalFileBackend(str(journal)))
+    make_study(storage, "mnist-study", [(0.9, 1.0), (0.97, 2.0)], dataset="mnist")
+    sized_study(storage, "sized", POINTS_3)
+    app = create_app(str(journal), tmp_path / "runs")
+    dash_duo.driver.set_window_size(1440, 1000)
+    dash_duo.start_server(app)
+    dash_duo.wait_for_element(POINTS)
+    assert _study_value(dash_duo) == "sized"  # newest first
+    until(lambda: dash_duo.find_element("#projection-picker").is_displayed(), timeout=10)
+    dash_duo.wait_for_element("#pareto-graph .colorbar")  # coloured by size
+    assert "front in 3 objectives" in _figure(dash_duo, "layout.title.text")
+    dash_duo.find_element("#pareto-projection input[value='size']").click()
+    until(lambda: _figure(dash_duo, "layout.yaxis.title.text").startswith("Packed model size"),
+          timeout=10)
 
+    dash_duo.select_dcc_dropdown("#study-select", index=1)  # the older one: mnist-study
+    until(lambda: not dash_duo.find_element("#projection-picker").is_displayed(), timeout=10)
+    dash_duo.find_element("#show-references input").click()
+    dash_duo.wait_for_contains_text("#references-note", "arXiv:1602.02830", timeout=10)
+    until(lambda: _figure(dash_duo, "layout.shapes.length") == 2, timeout=10)
+    labels = _figure(dash_duo, "layout.annotations.map(a => a.text)")
+    assert "BinaryNet MLP 99.0%" in labels
+    assert dash_duo.get_logs() == []
 
 
 def test_stop_buttons_and_start_failure(dash_duo, tmp_path: Path, monkeypatch) -> None:

@@ -120,3 +120,26 @@ def test_a_trial_that_is_not_complete_is_a_one_line_error(searched):
     assert [r["trial"] for r in rows] == complete  # all complete trials that have weights
     with pytest.raises(ValueError, match="threads"):
         remeasure_trials(spec, "s", None, threads=0, interleaved=False)
+
+
+@pytest.mark.slow  # an `app.py remeasure` process, importing torch
+def test_the_explorer_remeasures_one_trial_through_the_cli(searched):
+    """The explorer's button runs `app.py remeasure --trial N` in a child process: only that
+    trial is timed, and the detail panel reads the new record back from the study."""
+    from explorer.data import load_trial_detail
+    from explorer.remeasure import remeasure_trial
+
+    spec, complete = searched
+    number = complete[-1]
+    before = latency_records(load_study(spec, "s"))
+    message, ok = remeasure_trial(spec, "s", number)
+    assert ok, message
+    assert message.startswith(f"Trial {number}: ") and " ms on " in message
+    after = latency_records(load_study(spec, "s"))
+    changed = {n for n in after if after[n] != before.get(n)}
+    assert changed == {number}
+    study = load_study(spec, "s")
+    detail = load_trial_detail(study._storage, "s", number)
+    assert detail.remeasured == after[number]
+    message, ok = remeasure_trial(spec, "s", 99)
+    assert not ok and message.startswith("Could not re-measure trial 99: error:")

@@ -10,6 +10,7 @@ import numpy as np
 import optuna
 import pytest
 
+import kernels
 from search import SearchSettings, export_trial, load_study, run_search, torch_model
 from search.datasets import get_dataset
 from search.storage import StorageError, open_storage
@@ -65,7 +66,11 @@ def test_export_then_predict_reproduces_test_accuracy(searched):
         "config.json", "weights.safetensors", "model.bnnx", "README.md"
     }
     best = max(study.best_trials, key=lambda t: (t.values[0], -t.values[1]))
-    assert f"trial {best.number}" in (out / "README.md").read_text()
+    card = (out / "README.md").read_text()
+    assert f"trial {best.number}" in card
+    assert f"- CPU model: {best.user_attrs['measured_on']['cpu']}" in card  # the search's
+    assert f"- ISA path of the kernels: {best.user_attrs['isa']}" in card
+    assert "bnnx search --dataset digits --space quick" in card
     data = get_dataset("digits")
     x = tmp / "x.npy"
     np.save(x, data.x_test[:, 0])  # raw (N, H, W) images, as the dataset provides them
@@ -211,6 +216,8 @@ def test_cli_train_prints_progress_and_reuses_its_distillation_teacher(tmp_path)
         assert len(teachers) == 1
         runs.append(teachers[0].stat().st_mtime_ns)
     assert runs[0] == runs[1]  # the second run loaded the cached fp twin, it did not retrain it
+    card = (tmp_path / "a" / "README.md").read_text()  # its latency names the machine
+    assert "not recorded" not in card and kernels.active_isa() in card
 
 
 @pytest.mark.slow
