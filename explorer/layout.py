@@ -3,6 +3,7 @@ the graphs of the analysis and compare views, drawn only once they are opened or
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from dash import dcc, html
@@ -166,40 +167,31 @@ def search_form(datasets: list[str], spaces: list[dict[str, str]]) -> html.Div:
     )
 
 
+def labelled_choice(label: str, radio_id: str, choices: Sequence[str], value: str,
+                    wrapper_id: str, hidden: bool = False) -> html.Div:
+    """A label and a segmented one-of-N choice, as the plot's toolbar shows them."""
+    return html.Div(
+        [
+            html.Label(label, htmlFor=radio_id),
+            dcc.RadioItems(id=radio_id, options=[{"label": c, "value": c} for c in choices],
+                           value=value, inline=True, className="segmented"),
+        ],
+        id=wrapper_id,
+        className="latency-log",
+        **({"style": {"display": "none"}} if hidden else {}),
+    )
+
+
 def plot_controls() -> html.Div:
     """How the front is drawn: latency scale, accuracy or size on y (3-objective studies),
     pruned trials, colour by a sampled knob."""
     return html.Div(
         [
-            html.Div(  # the log-latency toggle: "#latency-log input[value='log']"
-                [
-                    html.Label("Latency axis", htmlFor="latency-scale"),
-                    dcc.RadioItems(
-                        id="latency-scale",
-                        options=[{"label": s, "value": s} for s in LATENCY_SCALES],
-                        value="auto",
-                        inline=True,
-                        className="segmented",
-                    ),
-                ],
-                id="latency-log",
-                className="latency-log",
-            ),
-            html.Div(  # shown for a study whose search minimised size too
-                [
-                    html.Label("Y axis", htmlFor="pareto-projection"),
-                    dcc.RadioItems(
-                        id="pareto-projection",
-                        options=[{"label": p, "value": p} for p in PROJECTIONS],
-                        value="accuracy",
-                        inline=True,
-                        className="segmented",
-                    ),
-                ],
-                id="projection-picker",
-                className="latency-log",
-                style={"display": "none"},
-            ),
+            # the log-latency toggle: "#latency-log input[value='log']"
+            labelled_choice("Latency axis", "latency-scale", LATENCY_SCALES, "auto", "latency-log"),
+            # shown for a study whose search minimised size too
+            labelled_choice("Y axis", "pareto-projection", PROJECTIONS, "accuracy",
+                            "projection-picker", hidden=True),
             dcc.Checklist(
                 id="show-pruned",
                 options=[{"label": "Show pruned", "value": "pruned"}],
