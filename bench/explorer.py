@@ -36,11 +36,18 @@ import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # bench/ goes first on sys.path; the packages live at the root
 
 import optuna  # noqa: E402
+from optuna.distributions import (  # noqa: E402
+    BaseDistribution,
+    CategoricalDistribution,
+    FloatDistribution,
+    IntDistribution,
+)
 from optuna.trial import TrialState, create_trial  # noqa: E402
 
 from search import SearchSettings, run_search  # noqa: E402
@@ -115,17 +122,41 @@ def template_trial(folder: Path) -> tuple[optuna.Study, optuna.trial.FrozenTrial
     return study, done[0]
 
 
+class RandomTrial:
+    """Draws a space's knobs uniformly (spaces.space.TrialLike) and keeps Optuna's record of
+    them: an Optuna study would slow down with every trial it holds."""
+
+    def __init__(self, rng: random.Random) -> None:
+        self.rng = rng
+        self.params: dict[str, Any] = {}
+        self.distributions: dict[str, BaseDistribution] = {}
+
+    def _keep(self, name: str, value: Any, distribution: BaseDistribution) -> Any:
+        self.params[name], self.distributions[name] = value, distribution
+        return value
+
+    def suggest_categorical(self, name: str, choices: Any) -> Any:
+        return self._keep(name, self.rng.choice(list(choices)),
+                          CategoricalDistribution(list(choices)))
+
+    def suggest_int(self, name: str, low: int, high: int, *, log: bool = False) -> int:
+        return self._keep(name, self.rng.randint(low, high), IntDistribution(low, high, log=log))
+
+    def suggest_float(self, name: str, low: float, high: float, *, log: bool = False) -> float:
+        value = (math.exp(self.rng.uniform(math.log(low), math.log(high))) if log
+                 else self.rng.uniform(low, high))
+        return self._keep(name, value, FloatDistribution(low, high, log=log))
+
+
 def generated_trials(template: optuna.trial.FrozenTrial, count: int, seed: int
                      ) -> list[optuna.trial.FrozenTrial]:
-    """`count` COMPLETE trials shaped like `template`, parameters sampled from the survey
-    space, accuracy and latency drawn around a realistic trade-off."""
+    """`count` COMPLETE trials shaped like `template`, parameters drawn from the survey space,
+    accuracy and latency drawn around a realistic trade-off."""
     rng = random.Random(seed)
     space = SearchSpace("survey")
-    sampler = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed),
-                                  directions=list(DIRECTIONS))
     trials = []
     for _ in range(count):
-        trial = sampler.ask()
+        trial = RandomTrial(rng)
         config = space.sample(trial, epochs=1)
         latency = 10 ** rng.uniform(-2.0, 0.5)  # ms: the span of digits/MNIST candidates
         accuracy = min(0.99, max(0.05, 0.85 + 0.05 * math.log10(latency) + rng.gauss(0, 0.03)))
@@ -133,10 +164,8 @@ def generated_trials(template: optuna.trial.FrozenTrial, count: int, seed: int
         attrs["config"] = config.to_dict()
         attrs["metrics"] = {**attrs["metrics"], "val_accuracy": accuracy,
                             "latency_ms": latency}
-        sampler.tell(trial, [accuracy, latency])
-        frozen = sampler.trials[-1]
         trials.append(create_trial(state=TrialState.COMPLETE, values=[accuracy, latency],
-                                   params=frozen.params, distributions=frozen.distributions,
+                                   params=trial.params, distributions=trial.distributions,
                                    user_attrs=attrs))
     history = hypervolume_history([t.values for t in trials], DIRECTIONS, REFERENCE)
     for t, hv in zip(trials, history, strict=True):
