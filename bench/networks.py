@@ -1,7 +1,9 @@
 """Whole networks on bnnx's packed kernels versus OpenVINO and their fp32 twins in torch.
 
 Prints a table and writes JSON (default runs/bench/networks.json). Every number is measured in
-this run: the packed network's batch-1 forward `packed(x)`, the same network built natively in
+this run: the packed network's batch-1 forward `packed(x)`, the same network compiled with
+`exact_float=False` ("bnnx fast": BatchNorm and the input normalisation folded into the float
+convs, stem and 1x1 shortcut convs on bnnx's direct kernel), the same network built natively in
 OpenVINO (kernels.to_openvino: BinaryConvolution on u1 bits, fp32 float parts, compiled with
 INFERENCE_NUM_THREADS = threads, INFERENCE_PRECISION_HINT f32 and the latency hint, a bare
 `infer()` on a bound input) and its fp32 twin (the same `spaces.build_model` architecture with
@@ -164,25 +166,27 @@ def part_of(name: str) -> str:
     return found.group(1) if found else "other"
 
 
-def timed_ms(packed: kernels.PackedModel, twin: torch.nn.Module, peer: OpenVinoNet | None,
-             shape: tuple[int, ...], threads: int, repeats: int) -> dict[str, float]:
-    """Batch-1 forwards of the packed network, OpenVINO's (when given) and the fp32 twin, timed
-    interleaved (timing.interleaved_ms) on one input, all on `threads` threads: the packed
-    model's own and torch's intra-op ones, which its float ops use too (as PackedModel.profile
-    sets them)."""
+def timed_ms(packed: kernels.PackedModel, fast: kernels.PackedModel, twin: torch.nn.Module,
+             peer: OpenVinoNet | None, shape: tuple[int, ...], threads: int,
+             repeats: int) -> dict[str, float]:
+    """Batch-1 forwards of the packed network (exact and fast), OpenVINO's (when given) and the
+    fp32 twin, timed interleaved (timing.interleaved_ms) on one input, all on `threads`
+    threads: the packed models' own and torch's intra-op ones, which their float ops use too
+    (as PackedModel.profile sets them)."""
     x = torch.randn((1, *shape), generator=torch.Generator().manual_seed(0))
-    fns: dict[str, Callable[[], Any]] = {"bnnx": lambda: packed(x), "torch": lambda: twin(x)}
+    fns: dict[str, Callable[[], Any]] = {"bnnx": lambda: packed(x), "bnnx fast": lambda: fast(x),
+                                         "torch": lambda: twin(x)}
     if peer is not None:
         fns["openvino"] = peer.request(threads, x.numpy()).infer
-    previous, packed_threads = torch.get_num_threads(), packed.threads
+    previous, own = torch.get_num_threads(), (packed.threads, fast.threads)
     torch.set_num_threads(threads)
-    packed.threads = threads
+    packed.threads = fast.threads = threads
     try:
         with torch.inference_mode():
             return interleaved_ms(fns, repeats)
     finally:
         torch.set_num_threads(previous)
-        packed.threads = packed_threads
+        packed.threads, fast.threads = own
 
 
 RATIO_GOALS = {1: 0.8, 2: 0.9}  # bnnx / OpenVINO, by thread count (issue 14)
@@ -195,6 +199,7 @@ def time_network(net: Net, threads_list: list[int], repeats: int,
     per-layer profile, and the 1-thread per-part times of both engines."""
     model = net.model()
     packed = kernels.compile(model, net.shape)
+    fast = kernels.compile(model, net.shape, exact_float=False)
     twin = net.model(fp32_twin=True)
     peer = OpenVinoNet(model, net.shape) if with_openvino else None
     check = peer.check(packed, net.shape) if peer is not None else None
@@ -205,16 +210,18 @@ def time_network(net: Net, threads_list: list[int], repeats: int,
     info = packed.layers_info()
     rows = []
     for threads in threads_list:
-        t = timed_ms(packed, twin, peer, net.shape, threads, repeats)
+        t = timed_ms(packed, fast, twin, peer, net.shape, threads, repeats)
         goal_text, met = goal(t["bnnx"], t["torch"]) if goal and threads == 1 else ("-", None)
         ov_ms = t.get("openvino")
         ratio = None if ov_ms is None else t["bnnx"] / ov_ms
+        fast_ratio = None if ov_ms is None else t["bnnx fast"] / ov_ms
         limit = RATIO_GOALS.get(threads) if ratio_goal else None
         rows.append({"name": net.name, "label": net.label, "built": net.note,
                      "threads": threads, "isa": kernels.active_isa(), "bnnx_ms": t["bnnx"],
                      "torch_fp32_ms": t["torch"], "speedup": t["torch"] / t["bnnx"],
                      "goal": goal_text, "met": met, "openvino_ms": ov_ms,
-                     "bnnx_over_openvino": ratio,
+                     "bnnx_over_openvino": ratio, "bnnx_fast_ms": t["bnnx fast"],
+                     "bnnx_fast_over_openvino": fast_ratio,
                      "openvino_goal": "-" if limit is None else f"<= {limit}",
                      "openvino_met": None if limit is None or ratio is None else ratio <= limit,
                      "openvino_check": check,
@@ -224,22 +231,27 @@ def time_network(net: Net, threads_list: list[int], repeats: int,
     layers = {"name": net.name, "total_ms": profile.total_ms,
               "layers": [{"name": lp.name, "kind": lp.kind, "ms": lp.median_ms}
                          for lp in profile.layers]}
-    return rows, layers, part_breakdown(net, packed, peer, repeats)
+    return rows, layers, part_breakdown(net, packed, fast, peer, repeats)
 
 
-def part_breakdown(net: Net, packed: kernels.PackedModel, peer: OpenVinoNet | None,
-                   repeats: int) -> dict:
-    """Median ms per part at 1 thread: bnnx's profiled forwards (layers summed per part_of) and
-    OpenVINO's counted ones, alternating, so both sample the same spells of the machine."""
+def part_breakdown(net: Net, packed: kernels.PackedModel, fast: kernels.PackedModel,
+                   peer: OpenVinoNet | None, repeats: int) -> dict:
+    """Median ms per part at 1 thread: bnnx's profiled forwards, exact and fast (layers summed
+    per part_of), and OpenVINO's counted ones, alternating, so all sample the same spells of
+    the machine."""
     x = torch.randn((1, *net.shape), generator=torch.Generator().manual_seed(0)).numpy()
     counted = peer.counted(x) if peer is not None else None
-    bnnx_runs, ov_runs = [], []
-    for _ in range(repeats):
-        profile = packed.profile(threads=1, repeats=1, warmup=1)
+    bnnx_runs, fast_runs, ov_runs = [], [], []
+
+    def parts(model: kernels.PackedModel) -> dict[str, float]:
         run: dict[str, float] = {}
-        for lp in profile.layers:
+        for lp in model.profile(threads=1, repeats=1, warmup=1).layers:
             run[part_of(lp.name)] = run.get(part_of(lp.name), 0.0) + lp.median_ms
-        bnnx_runs.append(run)
+        return run
+
+    for _ in range(repeats):
+        bnnx_runs.append(parts(packed))
+        fast_runs.append(parts(fast))
         if counted is not None:
             counted()  # warm, as the profile's warm-up forward
             ov_runs.append(counted())
@@ -251,11 +263,11 @@ def part_breakdown(net: Net, packed: kernels.PackedModel, peer: OpenVinoNet | No
     def total(runs: list[dict[str, float]]) -> float | None:
         return float(np.median([sum(r.values()) for r in runs])) if runs else None
 
-    bnnx, ov = medians(bnnx_runs), medians(ov_runs)
+    bnnx, fast_ms, ov = medians(bnnx_runs), medians(fast_runs), medians(ov_runs)
     return {"name": net.name, "bnnx_total_ms": total(bnnx_runs),
-            "openvino_total_ms": total(ov_runs),
-            "parts": [{"part": p, "bnnx_ms": bnnx.get(p), "openvino_ms": ov.get(p)}
-                      for p in dict.fromkeys([*bnnx, *ov])]}
+            "bnnx_fast_total_ms": total(fast_runs), "openvino_total_ms": total(ov_runs),
+            "parts": [{"part": p, "bnnx_ms": bnnx.get(p), "bnnx_fast_ms": fast_ms.get(p),
+                       "openvino_ms": ov.get(p)} for p in dict.fromkeys([*bnnx, *ov])]}
 
 
 def time_candidate(net: Net) -> dict:
@@ -279,6 +291,10 @@ def latency_goal(bnnx: float, fp32: float) -> tuple[str, bool]:
     return "< 4 ms", bnnx < 4.0
 
 
+def ratio_text(ms: float | None, peer_ms: float | None, width: int) -> str:
+    return f"{'-':>{width}}" if ms is None or not peer_ms else f"{ms / peer_ms:>{width}.2f}"
+
+
 def met_text(met: bool | None) -> str:
     return "-" if met is None else ("MET" if met else "not met")
 
@@ -289,13 +305,15 @@ def ms_text(ms: float | None, width: int) -> str:
 
 def print_report(networks: list[dict], candidates: list[dict], breakdowns: list[dict],
                  parts: list[dict]) -> None:
-    print(f"\n{'network':<62} {'thr':>3} {'bnnx':>10} {'OpenVINO':>10} {'bnnx/OV':>8} "
+    print(f"\n{'network':<62} {'thr':>3} {'bnnx':>10} {'bnnx fast':>10} {'OpenVINO':>10} "
+          f"{'bnnx/OV':>8} {'fast/OV':>8} "
           f"{'goal':>7} {'met':>8} {'torch fp32':>11} {'x fp32':>7} {'goal':>14} {'met':>8}")
     for r in networks:
-        ratio = r["bnnx_over_openvino"]
+        ov = r["openvino_ms"]
         print(f"{r['label']:<62} {r['threads']:>3} {ms_text(r['bnnx_ms'], 10)} "
-              f"{ms_text(r['openvino_ms'], 10)} "
-              f"{'-' if ratio is None else f'{ratio:.2f}':>8} {r['openvino_goal']:>7} "
+              f"{ms_text(r['bnnx_fast_ms'], 10)} {ms_text(ov, 10)} "
+              f"{ratio_text(r['bnnx_ms'], ov, 8)} {ratio_text(r['bnnx_fast_ms'], ov, 8)} "
+              f"{r['openvino_goal']:>7} "
               f"{met_text(r['openvino_met']):>8} {ms_text(r['torch_fp32_ms'], 11)} "
               f"{r['speedup']:>6.1f}x {r['goal']:>14} {met_text(r['met']):>8}")
     for r in networks:
@@ -320,14 +338,16 @@ def print_report(networks: list[dict], candidates: list[dict], breakdowns: list[
             print(f"  {layer['name']:<12} {layer['kind']:<26} {layer['ms']:>9.3f} "
                   f"{100 * layer['ms'] / b['total_ms']:>5.1f}%")
     for b in parts:
-        print(f"\nper part, {b['name']}, 1 thread (medians: bnnx profile layers, OpenVINO "
-              "per-node counters)")
-        print(f"  {'part':<10} {'bnnx':>10} {'OpenVINO':>10} {'bnnx/OV':>8}")
+        print(f"\nper part, {b['name']}, 1 thread (medians: bnnx profile layers, exact and "
+              "fast, OpenVINO per-node counters)")
+        print(f"  {'part':<10} {'bnnx':>10} {'bnnx fast':>10} {'OpenVINO':>10} {'bnnx/OV':>8} "
+              f"{'fast/OV':>8}")
         for p in b["parts"] + [{"part": "sum", "bnnx_ms": b["bnnx_total_ms"],
+                                "bnnx_fast_ms": b["bnnx_fast_total_ms"],
                                 "openvino_ms": b["openvino_total_ms"]}]:
-            bnnx, ov = p["bnnx_ms"], p["openvino_ms"]
-            ratio = f"{bnnx / ov:.2f}" if bnnx is not None and ov else "-"
-            print(f"  {p['part']:<10} {ms_text(bnnx, 10)} {ms_text(ov, 10)} {ratio:>8}")
+            bnnx, fast, ov = p["bnnx_ms"], p["bnnx_fast_ms"], p["openvino_ms"]
+            print(f"  {p['part']:<10} {ms_text(bnnx, 10)} {ms_text(fast, 10)} {ms_text(ov, 10)} "
+                  f"{ratio_text(bnnx, ov, 8)} {ratio_text(fast, ov, 8)}")
 
 
 def _load() -> float | None:

@@ -259,6 +259,19 @@ def _map_shape(x: np.ndarray) -> tuple[int, ...]:
     return tuple(int(s) for s in x.shape)
 
 
+# A float conv over few input channels (a stem) prepared for many inputs: layer(x, threads=1)
+# on float32 NCHW x, written NHWC.
+DirectConvLayer = ext.DirectConvLayer
+
+
+def direct_conv_layer(weight: np.ndarray, bias: np.ndarray, pad_value: np.ndarray,
+                      stride: Pair = 1, padding: Pair = 0) -> DirectConvLayer:
+    """float32 weight (C_out, C_in, KH, KW): bias + the conv of x padded with pad_value[c_in]
+    (zeros for a plain conv; a folded normalisation's mean), by bnnx's direct kernel."""
+    return ext.direct_conv_layer(weight, bias, pad_value, _pair(stride, "stride"),
+                                 _pair(padding, "padding"))
+
+
 def linear_float(x: np.ndarray, weight: np.ndarray, channels: int, scale: np.ndarray,
                  bias: np.ndarray, threads: int = 1,
                  blocked: np.ndarray | None = None) -> np.ndarray:

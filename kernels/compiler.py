@@ -24,8 +24,9 @@ def compile(model: nn.Module, input_shape: Sequence[int], threads: int = 1,  # n
 
     Uses eval semantics (running BatchNorm statistics, no dropout) whatever the model's mode,
     and never modifies the model. Raises UnsupportedLayerError naming the first layer it cannot
-    compile. `exact_float=False` folds each float conv's BatchNorm into it (folding.py):
-    faster, but its floats, and so rarely a binary layer's sign, round unlike torch's.
+    compile. `exact_float=False` folds each float conv's BatchNorm into it (folding.py; on
+    AVX-512 the stem's input normalisation and pools too, on bnnx's direct conv): faster, but
+    its floats, and so rarely a binary layer's sign, round unlike torch's.
     """
     if not isinstance(exact_float, bool):
         raise ValueError(f"exact_float must be True or False, got {exact_float!r}")

@@ -201,6 +201,114 @@ class FoldedConv2dOp(Conv2dOp):
 
 
 @register_op
+class DirectConv2dOp(FoldedConv2dOp):
+    """A folded conv on bnnx's direct kernel, NHWC out: a conv over few input channels (a stem,
+    NCHW in) or a 1x1 conv (a downsampling shortcut's, NHWC in, all pixels one GEMM). With an
+    input normalisation folded in too, its weight and bias take (x - mean) / std and the padded
+    taps read "pad_value" = mean, which the normalisation maps to the zeros torch pads with.
+    With the param "pool" (a MaxPool2dOp's params; its "lower" tensor, if any, here) a stem's
+    max-pool runs in the conv's pass, which then keeps only the rows of the current window; with
+    "avg_pool" (a plain_average AvgPool2dOp's params) a 1x1 conv's input is average-pooled
+    first, in the same call (a shortcut's AvgPool2d).
+    Made where the active ISA has the native kernel (DIRECT_CONV_ISAS), which beats oneDNN on
+    these shapes; the portable one runs it anywhere else a saved model is loaded."""
+
+    kind = "conv2d_direct"
+    MAX_INPUTS = 4  # input channels the windowed kernel is made for (few taps per weight vector)
+
+    def __init__(self, name: str, params: dict[str, Any], tensors: dict[str, np.ndarray]) -> None:
+        super().__init__(name, params, tensors)
+        pad_value = self.tensor("pad_value", np.float32, 1)
+        if not self.direct_shape(self):
+            raise ValueError(f"{name}: the direct conv needs groups 1, dilation 1 and numeric "
+                             f"padding, got groups {self.groups}, dilation {self.dilation}, "
+                             f"padding {self.padding!r}")
+        pool = self.params.get("pool")
+        self.pool = None
+        if pool is not None:
+            lower = {"lower": tensors["lower"]} if "lower" in tensors else {}
+            self.pool = MaxPool2dOp(name, pool if isinstance(pool, dict) else {}, lower)
+            if not self.pool.on_bnnx_kernel or self.pointwise(self):
+                raise ValueError(f"{name}: a fused pool needs a windowed conv, dilation 1 and "
+                                 "no ceil_mode")
+        avg = self.params.get("avg_pool")
+        self.avg_pool = None if avg is None else AvgPool2dOp(
+            name, avg if isinstance(avg, dict) else {}, {})
+        if self.avg_pool is not None and not (self.pointwise(self)
+                                              and self.plain_average(self.avg_pool)):
+            raise ValueError(f"{name}: a fused average pool needs a 1x1 conv, stride = kernel, "
+                             "no padding and no divisor_override")
+        self.layer = bitops.direct_conv_layer(self.weight.numpy(), self.bias.numpy(), pad_value,
+                                              self.stride, self.padding)
+
+    @staticmethod
+    def plain_average(pool: Op) -> bool:
+        """An AvgPool2dOp averaging the taps of disjoint windows inside the map (stride =
+        kernel, no padding; with ceil_mode the last ones clipped)."""
+        return (isinstance(pool, AvgPool2dOp) and pool.stride == pool.kernel_size
+                and pool.padding == (0, 0) and pool.divisor_override is None)
+
+    def with_pool(self, pool: MaxPool2dOp) -> DirectConv2dOp:
+        """This conv with `pool` on its output in the same pass, named as the pool (its output
+        is the pool's)."""
+        lower = {} if pool.lower is None else {"lower": pool.lower}
+        return DirectConv2dOp(pool.name, {**self.params, "pool": pool.params},
+                              {**self.tensors, **lower})
+
+    @property
+    def label(self) -> str:
+        return super().label + ("+maxpool" if self.pool is not None else "")
+
+    def conv_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        """The conv's output on a `shape` input (after the average pool, before the max-pool)."""
+        if self.avg_pool is not None:
+            shape = self.avg_pool.output_shape(shape)
+        return super().output_shape(shape)
+
+    def output_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        conv = self.conv_shape(shape)
+        return conv if self.pool is None else self.pool.output_shape(conv)
+
+    def macs(self, in_shape: tuple[int, ...], out_shape: tuple[int, ...]) -> tuple[int, int]:
+        return super().macs(in_shape, self.conv_shape(in_shape))
+
+    @staticmethod
+    def direct_shape(conv: Conv2dOp) -> bool:
+        """The geometry the direct kernel takes (any input channel count)."""
+        return (conv.groups == 1 and conv.dilation == (1, 1)
+                and not isinstance(conv.padding, str))
+
+    @staticmethod
+    def pointwise(conv: Conv2dOp) -> bool:
+        """A 1x1 conv, stride 1, no padding: one GEMM over the NHWC pixels."""
+        return (tuple(conv.weight.shape[2:]) == (1, 1) and conv.stride == (1, 1)
+                and conv.padding == (0, 0))
+
+    @classmethod
+    def takes(cls, conv: Conv2dOp) -> bool:
+        """The convs made direct (where the kernel is native)."""
+        return cls.direct_shape(conv) and (conv.weight.shape[1] <= cls.MAX_INPUTS
+                                           or cls.pointwise(conv))
+
+    def run(self, x: Value, threads: int) -> torch.Tensor:
+        x = as_float(x)
+        if self.pointwise(self):
+            avg = self.avg_pool
+            y = (self.layer.pointwise(nhwc(x), threads) if avg is None else
+                 self.layer.pointwise(nhwc(x), threads, avg.kernel_size, avg.ceil_mode))
+        elif self.pool is None:
+            y = self.layer(nchw(x).numpy(), threads)
+        else:
+            p = self.pool
+            y = self.layer(nchw(x).numpy(), threads, p.kernel_size, p.stride, p.padding, p.lower)
+        return torch.from_numpy(y).permute(0, 3, 1, 2)  # NCHW view of the NHWC result
+
+
+# Tables whose direct conv is native (not the portable loop, which oneDNN beats).
+DIRECT_CONV_ISAS = ("avx512vpopcnt",)
+
+
+@register_op
 class BatchNormOp(FloatOp):
     """BatchNorm1d/2d with running statistics (eval semantics, whatever the module's mode)."""
 

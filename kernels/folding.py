@@ -5,7 +5,10 @@ bias shifted to match, computed in float64 and rounded once), run channels-last 
 ImageNet stem loses its BatchNorm pass and a Bi-Real / ResNet downsampling shortcut (average
 pool, 1x1 conv, BatchNorm) its BatchNorm and both NCHW copies. The floats no longer round as
 torch's conv then BatchNorm do, so a binary layer's sign can differ from torch's where its input
-lies within rounding of zero: the exact default never folds.
+lies within rounding of zero: the exact default never folds. A stem conv over few input channels
+and a shortcut's 1x1 conv become DirectConv2dOps instead (bnnx's direct kernel, where it is
+native); the stem's also takes in the input normalisation before it and the max-pool after it,
+a shortcut's the average pool before it.
 """
 
 from __future__ import annotations
@@ -15,8 +18,17 @@ from typing import Any
 
 import numpy as np
 
+from . import bitops
 from .block_ops import BlockOp
-from .float_ops import BatchNormOp, Conv2dOp, FoldedConv2dOp, MaxPool2dOp
+from .float_ops import (
+    DIRECT_CONV_ISAS,
+    BatchNormOp,
+    Conv2dOp,
+    DirectConv2dOp,
+    FoldedConv2dOp,
+    MaxPool2dOp,
+    NormalizeOp,
+)
 from .graph import Op
 
 
@@ -32,12 +44,14 @@ def _fold_chain(ops: Sequence[Op]) -> list[Op]:
     while i < len(ops):
         conv, after = ops[i], list(ops[i + 1:i + 3])
         if type(conv) is Conv2dOp and after and isinstance(after[0], BatchNormOp):
-            out.append(_folded(conv, after[0]))
+            out.append(_folded(conv, after[0], out))
             i += 2
         elif (type(conv) is Conv2dOp and len(after) == 2 and isinstance(after[0], MaxPool2dOp)
               and after[0].on_bnnx_kernel and isinstance(after[1], BatchNormOp)):
-            pool, bn = after
-            out += [_folded(conv, bn), _pool_after(pool, bn)]
+            bn = after[1]
+            folded, pool = _folded(conv, bn, out), _pool_after(after[0], bn)
+            windowed = isinstance(folded, DirectConv2dOp) and not DirectConv2dOp.pointwise(folded)
+            out += [folded.with_pool(pool)] if windowed else [folded, pool]
             i += 3
         else:
             out.append(conv)
@@ -45,8 +59,11 @@ def _fold_chain(ops: Sequence[Op]) -> list[Op]:
     return out
 
 
-def _folded(conv: Conv2dOp, bn: BatchNormOp) -> FoldedConv2dOp:
-    """conv then bn as one conv: weight * s, (bias - mean) * s + beta with s = gamma * invstd."""
+def _folded(conv: Conv2dOp, bn: BatchNormOp, before: list[Op]) -> FoldedConv2dOp:
+    """conv then bn as one conv: weight * s, (bias - mean) * s + beta with s = gamma * invstd.
+    A stem or 1x1 conv becomes a DirectConv2dOp where the direct kernel is native, taking in
+    the per-channel normalisation, or for a 1x1 conv the plain average pool, that ends `before`
+    (popped from it), if any."""
     channels = conv.weight.shape[0]
     bn.per_channel(channels, "running_mean", "running_var", "weight", "bias")
     scale = 1.0 / np.sqrt(bn.running_var.double().numpy() + bn.eps)
@@ -57,8 +74,39 @@ def _folded(conv: Conv2dOp, bn: BatchNormOp) -> FoldedConv2dOp:
     if bn.bias is not None:
         bias = bias + bn.bias.double().numpy()
     weight = conv.weight.double().numpy() * scale.reshape(-1, 1, 1, 1)
-    return FoldedConv2dOp(conv.name, {**conv.params, "bias": True},
-                          {"weight": weight.astype(np.float32), "bias": bias.astype(np.float32)})
+    c_in = weight.shape[1]
+    if not DirectConv2dOp.takes(conv) or bitops.active_isa() not in DIRECT_CONV_ISAS:
+        return FoldedConv2dOp(conv.name, {**conv.params, "bias": True},
+                              {"weight": weight.astype(np.float32),
+                               "bias": bias.astype(np.float32)})
+    params: dict[str, Any] = {**conv.params, "bias": True}
+    pad_value = np.zeros(c_in)
+    norm = _channel_normalisation(before[-1], c_in) if before else None
+    if norm is not None:  # conv((x - mean) / std) = conv'(x), padding x with mean
+        before.pop()
+        pad_value, std = norm
+        weight = weight / std.reshape(1, -1, 1, 1)
+        bias = bias - (weight * pad_value.reshape(1, -1, 1, 1)).sum(axis=(1, 2, 3))
+    elif (DirectConv2dOp.pointwise(conv) and before
+          and DirectConv2dOp.plain_average(before[-1])):
+        params["avg_pool"] = before.pop().params
+    return DirectConv2dOp(conv.name, params,
+                          {"weight": weight.astype(np.float32), "bias": bias.astype(np.float32),
+                           "pad_value": pad_value.astype(np.float32)})
+
+
+def _channel_normalisation(op: Op, channels: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """(mean, std) per input channel, float64, of a NormalizeOp whose tensors are per channel
+    (or one value) with no zero std; else None (it is left to run on its own)."""
+    if not isinstance(op, NormalizeOp):
+        return None
+    per_channel = []
+    for t in (op.mean, op.std):
+        if t.shape[1:] != (1, 1) or t.shape[0] not in (1, channels):
+            return None
+        per_channel.append(np.broadcast_to(t.double().numpy().reshape(-1), (channels,)))
+    mean, std = per_channel
+    return (mean, std) if np.all(std != 0) else None
 
 
 def _pool_after(pool: MaxPool2dOp, bn: BatchNormOp) -> MaxPool2dOp:

@@ -40,6 +40,7 @@ def test_bench_networks_quick_writes_json(tmp_path):
     nets = report["networks"]
     assert [(r["threads"]) for r in nets] == [1, 2] * 3
     assert all(r["bnnx_ms"] > 0 and r["torch_fp32_ms"] > 0 for r in nets)
+    assert all(r["bnnx_fast_ms"] > 0 for r in nets)  # compile(exact_float=False) beside it
     # Goals on the 1-thread rows of VGG-Small and Bi-Real-18 only.
     assert [r["met"] is None for r in nets] == [False, True] * 2 + [True, True]
     assert all(0 < r["wall_s"] and r["latency_ms"] > 0 for r in report["candidates"])

@@ -438,3 +438,25 @@ def test_bad_arguments_raise(call, error: type[Exception], message: str) -> None
 def test_torch_tensors_are_accepted() -> None:
     x = torch.randn(1, 5, 3, 3)
     np.testing.assert_array_equal(kernels.pack_nchw(x), kernels.pack_nchw(x.numpy()))
+
+
+@pytest.mark.parametrize("isa", kernels.available_isas())
+@pytest.mark.parametrize("channels", [1, 16, 64, 75, 144])
+@pytest.mark.parametrize("kernel,stride,padding", [(3, 2, 1), (2, 2, 0), (3, 1, 1), (1, 1, 0)])
+def test_maxpool_float_nhwc_equals_torch_with_ties_and_nans(kernel: int, stride: int,
+                                                           padding: int, channels: int,
+                                                           isa: str) -> None:
+    """NHWC in and out, every ISA's row step: channel counts that fill 64-channel register
+    passes, 16-channel ones and a masked tail; +-0 ties keep torch's first tap and the last NaN
+    wins, bit for bit (NaNs with distinct payloads)."""
+    rng = np.random.default_rng(kernel * 10 + stride + channels)
+    y = rng.normal(size=(2, channels, 9, 11)).astype(np.float32)
+    y[np.abs(y) < 0.4] = 0.0
+    y[np.abs(y) > 2.0] = -0.0
+    bits = y.reshape(-1).view(np.uint32)
+    bits[::37] = 0x7FC00000 | rng.integers(1, 1 << 22, size=bits[::37].shape, dtype=np.uint32)
+    expected = F.max_pool2d(torch.from_numpy(y), kernel, stride, padding).permute(0, 2, 3, 1)
+    nhwc = np.ascontiguousarray(y.transpose(0, 2, 3, 1))
+    with kernels.use_isa(isa):
+        got = kernels.maxpool2d_float(nhwc, kernel, stride, padding)
+    np.testing.assert_array_equal(got.view(np.uint32), expected.numpy().view(np.uint32))

@@ -361,6 +361,116 @@ PoolGeometry pool_geometry(const Array &x, Pair kernel, Pair stride, Pair paddin
     return g;
 }
 
+// A direct float conv (direct_conv2d) prepared for many inputs: weights blocked, bias padded.
+struct DirectConvLayer {
+    int64_t c_in = 0, c_out = 0, kh = 0, kw = 0;
+    Pair stride{1, 1}, padding{0, 0};
+    std::vector<float> weight, bias, pad_value;
+};
+
+DirectConvLayer direct_conv_layer(const Array &w, const Array &bias, const Array &pad_value,
+                                  Pair stride, Pair padding) {
+    const float *pw = checked<float>(w, "weight", 4, "float (C_out, C_in, KH, KW)");
+    DirectConvLayer layer{dim(w, 1), dim(w, 0), dim(w, 2), dim(w, 3), stride, padding, {}, {},
+                          {}};
+    if (layer.c_out < 1 || layer.c_in < 1 || layer.kh < 1 || layer.kw < 1)
+        value_error("weight has an empty dimension: shape " + shape_str(w));
+    check_positive(stride, "stride");
+    check_non_negative(padding, "padding");
+    const float *pb = per_channel<float>(bias, "bias", layer.c_out);
+    const float *pv = per_channel<float>(pad_value, "pad_value", layer.c_in, "C_in");
+    const int64_t k = layer.c_in * layer.kh * layer.kw, blocks = (layer.c_out + 15) / 16;
+    layer.weight.resize(static_cast<size_t>(blocks * k * 16));
+    block_float_weights(pw, layer.c_out, k, layer.weight.data());
+    layer.bias.assign(pb, pb + layer.c_out);
+    layer.bias.resize(static_cast<size_t>(blocks * 16), 0.0f);
+    layer.pad_value.assign(pv, pv + layer.c_in);
+    return layer;
+}
+
+// With pool_kernel set, the conv's map max-pooled (maxpool2d_float's semantics) in the same
+// pass, so only the pooled map is written.
+nb::ndarray<nb::numpy, float> run_direct_conv(const DirectConvLayer &layer, const Array &x,
+                                              int threads, std::optional<Pair> pool_kernel,
+                                              std::optional<Pair> pool_stride, Pair pool_padding,
+                                              const Optional &lower) {
+    const float *px = checked<float>(x, "x", 4, "float NCHW (N, C_in, H, W)");
+    check_threads(threads);
+    if (dim(x, 1) != layer.c_in)
+        value_error("x has " + std::to_string(dim(x, 1)) + " channels, the layer takes " +
+                    std::to_string(layer.c_in));
+    const ConvGeometry g{dim(x, 0), dim(x, 2), dim(x, 3), layer.c_in, layer.c_out, layer.kh,
+                         layer.kw, layer.stride.first, layer.stride.second,
+                         layer.padding.first, layer.padding.second, 0};
+    if (g.h + 2 * g.pad_h < g.kh || g.w + 2 * g.pad_w < g.kw)
+        value_error("kernel " + std::to_string(g.kh) + "x" + std::to_string(g.kw) +
+                    " is larger than the padded input " + std::to_string(g.h + 2 * g.pad_h) +
+                    "x" + std::to_string(g.w + 2 * g.pad_w));
+    if (!pool_kernel) {
+        if (pool_stride || lower) value_error("pool_stride and lower need pool_kernel");
+        auto out = new_array<float>({size_t(g.n), size_t(g.out_h()), size_t(g.out_w()),
+                                     size_t(g.c_out)}, false);
+        nb::gil_scoped_release release;
+        direct_conv2d(g, px, layer.weight.data(), layer.bias.data(), layer.pad_value.data(),
+                      out.data(), threads);
+        return out;
+    }
+    const Pair k = *pool_kernel, s = pool_stride.value_or(k);
+    check_positive(k, "pool_kernel");
+    check_positive(s, "pool_stride");
+    check_non_negative(pool_padding, "pool_padding");
+    if (pool_padding.first * 2 > k.first || pool_padding.second * 2 > k.second)
+        value_error("pool_padding must be at most half the pool kernel");
+    const PoolGeometry pool{g.n, g.out_h(), g.out_w(), g.c_out, k.first, k.second, s.first,
+                            s.second, pool_padding.first, pool_padding.second};
+    if (pool.h + 2 * pool.pad_h < pool.kh || pool.w + 2 * pool.pad_w < pool.kw)
+        value_error("pooling window is larger than the padded conv output");
+    const uint8_t *low = lower ? per_channel<uint8_t>(*lower, "lower", g.c_out) : nullptr;
+    auto out = new_array<float>({size_t(g.n), size_t(pool.out_h()), size_t(pool.out_w()),
+                                 size_t(g.c_out)}, false);
+    nb::gil_scoped_release release;
+    direct_conv2d_maxpool(g, px, layer.weight.data(), layer.bias.data(), layer.pad_value.data(),
+                          pool, low, out.data(), threads);
+    return out;
+}
+
+// With avg_pool set, an average pool of that size and stride, no padding (ceil_mode: torch's,
+// the last windows clipped to the map), on x first (a downsampling shortcut).
+nb::ndarray<nb::numpy, float> run_pointwise_conv(const DirectConvLayer &layer, const Array &x,
+                                                 int threads, std::optional<Pair> avg_pool,
+                                                 bool ceil_mode) {
+    if (layer.kh != 1 || layer.kw != 1 || layer.stride != Pair{1, 1} ||
+        layer.padding != Pair{0, 0})
+        value_error("pointwise needs a 1x1 kernel, stride 1 and no padding");
+    const float *px = checked<float>(x, "x", 4, "float NHWC (N, H, W, C_in)");
+    check_threads(threads);
+    if (dim(x, 3) != layer.c_in)
+        value_error("x has " + std::to_string(dim(x, 3)) + " channels, the layer takes " +
+                    std::to_string(layer.c_in));
+    if (ceil_mode && !avg_pool) value_error("ceil_mode needs avg_pool");
+    const Pair k = avg_pool.value_or(Pair{1, 1});
+    check_positive(k, "avg_pool");
+    const PoolGeometry pool{dim(x, 0), dim(x, 1), dim(x, 2), layer.c_in, k.first, k.second,
+                            k.first, k.second, 0, 0};
+    if (pool.h < pool.kh || pool.w < pool.kw)
+        value_error("avg_pool window is larger than the input");
+    // With stride = kernel and no padding every ceil_mode window starts inside the map.
+    const auto size = [&](int64_t n, int64_t kk) {
+        return (n - kk + (ceil_mode ? kk - 1 : 0)) / kk + 1;
+    };
+    const int64_t out_h = size(pool.h, pool.kh), out_w = size(pool.w, pool.kw);
+    auto out = new_array<float>({size_t(pool.n), size_t(out_h), size_t(out_w),
+                                 size_t(layer.c_out)}, false);
+    nb::gil_scoped_release release;
+    if (avg_pool)
+        avgpool_pointwise_conv2d(pool, out_h, out_w, px, layer.weight.data(), layer.bias.data(),
+                                 layer.c_out, out.data(), threads);
+    else
+        pointwise_conv2d(px, pool.n * pool.h * pool.w, layer.c_in, layer.weight.data(),
+                         layer.bias.data(), layer.c_out, out.data(), threads);
+    return out;
+}
+
 }  // namespace
 
 NB_MODULE(_bnnx_kernels, m) {
@@ -535,6 +645,23 @@ NB_MODULE(_bnnx_kernels, m) {
         }
         return out;
     }, nb::arg("x"), "Per image, the (cols, rows) transpose of float32 (N, rows, cols).");
+
+    nb::class_<DirectConvLayer>(m, "DirectConvLayer",
+                                "A float conv over few input channels, prepared for many "
+                                "inputs (direct_conv_layer).")
+        .def("__call__", &run_direct_conv, nb::arg("x"), nb::arg("threads") = 1,
+             nb::arg("pool_kernel") = nb::none(), nb::arg("pool_stride") = nb::none(),
+             nb::arg("pool_padding") = std::make_pair(int64_t{0}, int64_t{0}),
+             nb::arg("lower") = nb::none(),
+             "The conv on float32 NCHW x, written NHWC (N, OH, OW, C_out); with pool_kernel, "
+             "max-pooled in the same pass (channels with lower[c] != 0 take the minimum).")
+        .def("pointwise", &run_pointwise_conv, nb::arg("x"), nb::arg("threads") = 1,
+             nb::arg("avg_pool") = nb::none(), nb::arg("ceil_mode") = false,
+             "A 1x1 layer (stride 1, no padding) on float32 NHWC x, written NHWC; with "
+             "avg_pool (kh, kw), on x average-pooled by that window and stride first.");
+    m.def("direct_conv_layer", &direct_conv_layer, nb::arg("weight"), nb::arg("bias"),
+          nb::arg("pad_value"), nb::arg("stride"), nb::arg("padding"),
+          "A direct float conv: bias + conv of x padded with pad_value[c_in], NHWC out.");
 
     m.def("linear_float", [](const Array &x, const Array &w, int64_t channels, const Array &scale,
                              const Array &bias, int threads, const Optional &blocked) {

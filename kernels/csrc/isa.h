@@ -80,6 +80,21 @@ struct TileOut {
     int64_t pixel_stride;
 };
 
+// A direct float conv over few input channels (a network's stem), NHWC out: output pixel o of
+// row r, channel co < c_out, is
+//   bias[co] + sum over ci < c_in, i < kh, j < kw (in some order) of
+//       w[(co / 16 * c_in * kh * kw + (ci * kh + i) * kw + j) * 16 + co % 16] *
+//       x[(ci * hp + r * stride_h + i) * wp + o * stride_w + j],
+// x being the input already padded (c_in planes of hp x wp), w blocked by 16 output channels
+// (zeros past c_out) and bias padded to a multiple of 16.
+struct DirectConv {
+    const float *x;
+    int64_t c_in, hp, wp, kh, kw, stride_h, stride_w;
+    const float *w, *bias;
+    int64_t c_out, out_w;
+    float *out;  // pixel o of row r at out + (r * out_w + o) * c_out
+};
+
 struct KernelTable {
     const char *name;
     int mr_max, nr_max;  // largest tile the microkernel takes
@@ -90,12 +105,17 @@ struct KernelTable {
     // Sign bits of n floats: bit j of out[i] = !(x[64 i + j] >= 0) (NaN -> 1, -0 -> 0) for
     // 64 i + j < n, 0 past n; ceil(n / 64) words.
     void (*sign_masks)(const float *x, int64_t n, uint64_t *out);
-    // The row step of a float max-pool on `rows` rows of w floats (out: rows of out_w): out[o] =
-    // the max of x[o * stride - pad + k] over k < kw in that order, taps outside [0, w) skipped,
-    // updated as torch does (a later tap wins only if greater or NaN); -inf where every tap is
-    // outside.
-    void (*max_rows)(const float *x, int64_t rows, int64_t w, int64_t kw, int64_t stride,
-                     int64_t pad, int64_t out_w, float *out);
+    // One output row of an NHWC max-pool (c floats per pixel): out[o * c + ch] = the max of
+    // channel ch over the window's input rows rows[0 .. nrows), in order, and in each the
+    // columns o * stride - pad + k for k < kw inside [0, w), in order, updated as torch does (a
+    // later tap wins only if greater or NaN); -inf where no tap is inside. With flip non-null,
+    // channel ch is read and written with flip[ch] XORed into its bits (the sign bit: torch's
+    // min-pool, NaNs and +-0 exact).
+    void (*max_pool_row)(const float *const *rows, int64_t nrows, int64_t w, int64_t c,
+                         int64_t kw, int64_t stride, int64_t pad, int64_t out_w,
+                         const uint32_t *flip, float *out);
+    // Output rows [begin, end) of a DirectConv.
+    void (*direct_conv_rows)(const DirectConv &d, int64_t begin, int64_t end);
     // Planes to pixels (an NCHW -> NHWC step): dst[p * dst_stride + c] = src[c * src_stride + p]
     // for c < planes <= 16 and p < n.
     void (*interleave_planes)(const float *src, int64_t planes, int64_t src_stride, int64_t n,

@@ -210,9 +210,13 @@ void sign_masks(const float *x, int64_t n, uint64_t *out) {
 }
 
 // The portable row loop; this file's AVX2 flags let the compiler vectorise what it can.
-void max_rows(const float *x, int64_t rows, int64_t w, int64_t kw, int64_t stride,
-              int64_t pad, int64_t out_w, float *out) {
-    generic::max_rows(x, rows, w, kw, stride, pad, out_w, out);
+void max_pool_row(const float *const *rows, int64_t nrows, int64_t w, int64_t c, int64_t kw,
+                  int64_t stride, int64_t pad, int64_t out_w, const uint32_t *flip, float *out) {
+    generic::max_pool_row(rows, nrows, w, c, kw, stride, pad, out_w, flip, out);
+}
+
+void direct_conv_rows(const DirectConv &d, int64_t begin, int64_t end) {
+    generic::direct_conv_rows(d, begin, end);
 }
 
 void interleave_planes(const float *src, int64_t planes, int64_t src_stride, int64_t n,
@@ -226,7 +230,8 @@ void transpose_bits(uint64_t a[64]) { generic::transpose_bits(a); }
 
 namespace isa {
 const KernelTable avx2 = {"avx2", kMr, 4, bconv_ukernel_4x8__avx2, peak_loop, sign_masks,
-                          max_rows, interleave_planes, transpose_bits};
+                          max_pool_row, direct_conv_rows, interleave_planes,
+                          transpose_bits};
 }
 
 }  // namespace bnnx

@@ -7,7 +7,6 @@
 #include <array>
 #include <cstring>
 #include <limits>
-#include <vector>
 #include <utility>
 
 #include "isa.h"
@@ -251,68 +250,144 @@ inline __m512 max_tap16(__m512 m, __m512 v) {
     return _mm512_mask_max_ps(v, _mm512_cmp_ps_mask(v, v, _CMP_ORD_Q), v, m);
 }
 
-// Sixteen outputs at a time for strides 1 and 2 (stride 2: the even lanes of 32 consecutive
-// floats). Chunks of 16 columns at the row's ends read through masks, computed once for all rows.
-// Every lane folds its taps in order as the scalar loop does, the first tap's value being the
-// start (max_tap16 of -inf and v is v, bit for bit); taps outside the row read -inf, which never
-// wins. Other strides take the portable loop.
-void max_rows(const float *x, int64_t rows, int64_t w, int64_t kw, int64_t stride, int64_t pad,
-              int64_t out_w, float *out) {
-    if (stride != 1 && stride != 2)
-        return generic::max_rows(x, rows, w, kw, stride, pad, out_w, out);
+// V vectors of 16 channels from ch (the last masked by `tail`) of one output pixel: every tap
+// of the window in order, rows then their columns [col0, col1), folded in by max_tap16 from the
+// first tap (-inf for an empty window); with Flip, the channels' sign flips XORed into every
+// tap and into the result.
+template <int V, bool Flip>
+__attribute__((always_inline)) inline void pool_pixel(const float *const *rows, int64_t nrows,
+                                                      int64_t c, int64_t col0, int64_t col1,
+                                                      int64_t ch, __mmask16 tail,
+                                                      const uint32_t *flip, float *dst) {
     const __m512 lowest = _mm512_set1_ps(-std::numeric_limits<float>::infinity());
-    const __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
-    const __m512i evens = _mm512_slli_epi32(lane, 1);
-    const __m512i width = _mm512_set1_epi32(static_cast<int>(w));
-    // Lanes whose input index first + lane * step lies in [0, w).
-    const auto inside = [&](int64_t first, int step) {
-        const __m512i i = _mm512_add_epi32(_mm512_set1_epi32(static_cast<int>(first)),
-                                           _mm512_mullo_epi32(lane, _mm512_set1_epi32(step)));
-        return __mmask16(_mm512_cmp_epi32_mask(i, _mm512_setzero_si512(), _MM_CMPINT_NLT) &
-                         _mm512_cmp_epi32_mask(i, width, _MM_CMPINT_LT));
-    };
-    // Per chunk and tap of an edge chunk: the lanes of its two 16-float loads inside the row and
-    // its live lanes (stride 1 uses the last only). Interior chunks: every load inside.
-    const int64_t chunks = (out_w + 15) / 16;
-    std::vector<std::array<__mmask16, 3>> masks(static_cast<size_t>(chunks * kw));
-    std::vector<char> interior(static_cast<size_t>(chunks));
-    std::vector<__mmask16> live(static_cast<size_t>(chunks));  // lanes of real outputs
-    for (int64_t c = 0; c < chunks; ++c) {
-        const int64_t o = 16 * c, n = std::min<int64_t>(16, out_w - o), first = o * stride - pad;
-        interior[c] = n == 16 && first >= 0 && first + 16 * stride + kw - 1 <= w;
-        live[c] = __mmask16((1u << n) - 1);
-        for (int64_t k = 0; !interior[c] && k < kw; ++k)
-            masks[c * kw + k] = {inside(first + k, 1), inside(first + k + 16, 1),
-                                 __mmask16(live[c] & inside(first + k, static_cast<int>(stride)))};
+    __m512 m[V], f[V];
+    for (int v = 0; v < V; ++v) {
+        m[v] = lowest;
+        if (Flip) f[v] = _mm512_castsi512_ps(_mm512_maskz_loadu_epi32(tail, flip + ch + 16 * v));
     }
-    const auto tap = [&](const float *p) {
-        return stride == 1 ? _mm512_loadu_ps(p)
-                           : _mm512_permutex2var_ps(_mm512_loadu_ps(p), evens,
-                                                    _mm512_loadu_ps(p + 16));
+    const auto tap = [&](const float *p, int v) {
+        const __m512 t = _mm512_mask_loadu_ps(lowest, v == V - 1 ? tail : 0xffff, p + 16 * v);
+        return Flip ? _mm512_xor_ps(t, f[v]) : t;
     };
-    const auto edge_tap = [&](const float *p, const std::array<__mmask16, 3> &m) {
-        if (stride == 1) return _mm512_mask_loadu_ps(lowest, m[2], p);
-        return _mm512_mask_mov_ps(
-            lowest, m[2],
-            _mm512_permutex2var_ps(_mm512_mask_loadu_ps(lowest, m[0], p), evens,
-                                   _mm512_mask_loadu_ps(lowest, m[1], p + 16)));
-    };
-    for (int64_t r = 0; r < rows; ++r, x += w, out += out_w)
-        for (int64_t c = 0; c < chunks; ++c) {
-            const int64_t o = 16 * c;
-            const float *p = x + o * stride - pad;
-            __m512 m;
-            if (interior[c]) {
-                m = tap(p);
-                for (int64_t k = 1; k < kw; ++k) m = max_tap16(m, tap(p + k));
-                _mm512_storeu_ps(out + o, m);
-            } else {
-                const std::array<__mmask16, 3> *e = &masks[c * kw];
-                m = edge_tap(p, e[0]);
-                for (int64_t k = 1; k < kw; ++k) m = max_tap16(m, edge_tap(p + k, e[k]));
-                _mm512_mask_storeu_ps(out + o, live[c], m);
+    if (nrows > 0 && col0 < col1)  // the first tap is the start: max_tap16(-inf, t) is t
+        for (int v = 0; v < V; ++v) m[v] = tap(rows[0] + col0 * c + ch, v);
+    for (int64_t r = 0; r < nrows; ++r)
+        for (int64_t col = r == 0 ? col0 + 1 : col0; col < col1; ++col)
+            for (int v = 0; v < V; ++v) m[v] = max_tap16(m[v], tap(rows[r] + col * c + ch, v));
+    for (int v = 0; v < V; ++v)
+        _mm512_mask_storeu_ps(dst + ch + 16 * v, v == V - 1 ? tail : 0xffff,
+                              Flip ? _mm512_xor_ps(m[v], f[v]) : m[v]);
+}
+
+template <bool Flip>
+void pool_row(const float *const *rows, int64_t nrows, int64_t w, int64_t c, int64_t kw,
+              int64_t stride, int64_t pad, int64_t out_w, const uint32_t *flip, float *out) {
+    for (int64_t o = 0; o < out_w; ++o) {
+        const int64_t i0 = o * stride - pad;
+        const int64_t col0 = std::max<int64_t>(0, i0), col1 = std::min(w, i0 + kw);
+        float *dst = out + o * c;
+        int64_t ch = 0;
+        for (; ch + 64 <= c; ch += 64)
+            pool_pixel<4, Flip>(rows, nrows, c, col0, col1, ch, 0xffff, flip, dst);
+        for (; ch < c; ch += 16) {
+            const __mmask16 tail = c - ch >= 16 ? 0xffff : __mmask16((1u << (c - ch)) - 1);
+            pool_pixel<1, Flip>(rows, nrows, c, col0, col1, ch, tail, flip, dst);
+        }
+    }
+}
+
+// Channels in registers, up to 64 per pass over the window: one load, compare and masked max
+// per tap and 16 channels.
+void max_pool_row(const float *const *rows, int64_t nrows, int64_t w, int64_t c, int64_t kw,
+                  int64_t stride, int64_t pad, int64_t out_w, const uint32_t *flip, float *out) {
+    (flip ? pool_row<true> : pool_row<false>)(rows, nrows, w, c, kw, stride, pad, out_w, flip,
+                                              out);
+}
+
+// MR output pixels of a row (x at the window of the first, in plane 0) x NR blocks of 16 output
+// channels from block cb: MR * NR accumulators held in registers, started at the bias; per tap
+// NR weight loads and MR broadcast inputs feed MR * NR fused multiply-adds. The last block is
+// stored through `last` (channels past c_out).
+template <int MR, int NR>
+__attribute__((always_inline)) inline void direct_conv_tile(const DirectConv &d, const float *x,
+                                                            int64_t cb, __mmask16 last,
+                                                            float *out) {
+    const int64_t taps = d.c_in * d.kh * d.kw;
+    __m512 acc[MR][NR];
+    for (int j = 0; j < NR; ++j) {
+        const __m512 b = _mm512_loadu_ps(d.bias + (cb + j) * 16);
+        for (int i = 0; i < MR; ++i) acc[i][j] = b;
+    }
+    const float *w = d.w + cb * taps * 16;
+    for (int64_t ci = 0; ci < d.c_in; ++ci)
+        for (int64_t kr = 0; kr < d.kh; ++kr) {
+            const float *xr = x + (ci * d.hp + kr) * d.wp;
+            for (int64_t kc = 0; kc < d.kw; ++kc, w += 16) {
+                __m512 wv[NR];
+                for (int j = 0; j < NR; ++j) wv[j] = _mm512_loadu_ps(w + j * taps * 16);
+                for (int i = 0; i < MR; ++i) {
+                    const __m512 a = _mm512_set1_ps(xr[i * d.stride_w + kc]);
+                    for (int j = 0; j < NR; ++j) acc[i][j] = _mm512_fmadd_ps(a, wv[j], acc[i][j]);
+                }
             }
         }
+    for (int i = 0; i < MR; ++i)
+        for (int j = 0; j < NR; ++j)
+            _mm512_mask_storeu_ps(out + i * d.c_out + (cb + j) * 16, j == NR - 1 ? last : 0xffff,
+                                  acc[i][j]);
+}
+
+// Pixels [o, o + n) of a row, n < 6, as one narrower tile.
+template <int NR>
+void direct_conv_rest(const DirectConv &d, const float *x, int64_t cb, __mmask16 last,
+                      float *out, int64_t o, int64_t n) {
+    const float *xt = x + o * d.stride_w;
+    float *ot = out + o * d.c_out;
+    switch (n) {
+        case 5: direct_conv_tile<5, NR>(d, xt, cb, last, ot); break;
+        case 4: direct_conv_tile<4, NR>(d, xt, cb, last, ot); break;
+        case 3: direct_conv_tile<3, NR>(d, xt, cb, last, ot); break;
+        case 2: direct_conv_tile<2, NR>(d, xt, cb, last, ot); break;
+        case 1: direct_conv_tile<1, NR>(d, xt, cb, last, ot); break;
+        default: break;
+    }
+}
+
+// One output row for NR channel blocks from cb: tiles of 6 pixels; 1 or 2 left over share the
+// last 6 as two tiles of 3-4 (a 1-pixel tile does more loads than multiply-adds).
+template <int NR>
+void direct_conv_blocks(const DirectConv &d, int64_t r, int64_t cb, __mmask16 last) {
+    constexpr int kTile = 6;
+    const float *x = d.x + r * d.stride_h * d.wp;
+    float *out = d.out + r * d.out_w * d.c_out;
+    const int64_t rest = d.out_w % kTile, split =
+        d.out_w >= kTile && rest > 0 && rest < 3 ? rest + kTile : 0;
+    int64_t o = 0;
+    for (; o + kTile <= d.out_w - split; o += kTile)
+        direct_conv_tile<kTile, NR>(d, x + o * d.stride_w, cb, last, out + o * d.c_out);
+    if (split) {
+        direct_conv_rest<NR>(d, x, cb, last, out, o, split - split / 2);
+        o += split - split / 2;
+    }
+    direct_conv_rest<NR>(d, x, cb, last, out, o, d.out_w - o);
+}
+
+// Rows by 64-channel groups (a group's weights stay in L1 across the row), then the 1-3 blocks
+// left.
+void direct_conv_rows(const DirectConv &d, int64_t begin, int64_t end) {
+    const int64_t blocks = (d.c_out + 15) / 16;
+    const __mmask16 last = d.c_out % 16 ? __mmask16((1u << (d.c_out % 16)) - 1) : 0xffff;
+    for (int64_t r = begin; r < end; ++r) {
+        int64_t cb = 0;
+        for (; cb + 4 <= blocks; cb += 4)
+            direct_conv_blocks<4>(d, r, cb, cb + 4 == blocks ? last : 0xffff);
+        switch (blocks - cb) {
+            case 3: direct_conv_blocks<3>(d, r, cb, last); break;
+            case 2: direct_conv_blocks<2>(d, r, cb, last); break;
+            case 1: direct_conv_blocks<1>(d, r, cb, last); break;
+            default: break;
+        }
+    }
 }
 
 // Sixteen pixels at a time: 16 plane rows (missing planes read 0, their lanes are not stored)
@@ -403,8 +478,8 @@ void transpose_bits(uint64_t a[64]) {
 
 namespace isa {
 const KernelTable avx512vpopcnt = {"avx512vpopcnt", kMr, kNr, bconv_ukernel_6x32__avx512vpopcnt,
-                                    peak_loop, sign_masks, max_rows,
-                                    interleave_planes, transpose_bits};
+                                    peak_loop, sign_masks, max_pool_row,
+                                    direct_conv_rows, interleave_planes, transpose_bits};
 }
 
 }  // namespace bnnx

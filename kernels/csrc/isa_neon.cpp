@@ -96,7 +96,8 @@ uint64_t peak_loop(int64_t iters, uint64_t *checksum) {
 namespace isa {
 // The float helpers need no target of their own here: the portable ones, as they are.
 const KernelTable neon = {"neon", kMr, 4, bconv_ukernel_4x8__neon, peak_loop,
-                          generic::sign_masks, generic::max_rows, generic::interleave_planes,
+                          generic::sign_masks, generic::max_pool_row,
+                          generic::direct_conv_rows, generic::interleave_planes,
                           generic::transpose_bits};
 }
 

@@ -21,10 +21,13 @@ __attribute__((target("popcnt"))) void sign_masks(const float *x, int64_t n, uin
     generic::sign_masks(x, n, out);
 }
 
-__attribute__((target("popcnt"))) void max_rows(const float *x, int64_t rows, int64_t w,
-                                                 int64_t kw, int64_t stride, int64_t pad,
-                                                 int64_t out_w, float *out) {
-    generic::max_rows(x, rows, w, kw, stride, pad, out_w, out);
+__attribute__((target("popcnt"))) void max_pool_row(const float *const *rows, int64_t nrows, int64_t w, int64_t c, int64_t kw,
+                  int64_t stride, int64_t pad, int64_t out_w, const uint32_t *flip, float *out) {
+    generic::max_pool_row(rows, nrows, w, c, kw, stride, pad, out_w, flip, out);
+}
+
+__attribute__((target("popcnt"))) void direct_conv_rows(const DirectConv &d, int64_t begin, int64_t end) {
+    generic::direct_conv_rows(d, begin, end);
 }
 
 __attribute__((target("popcnt"))) void interleave_planes(const float *src, int64_t planes,
@@ -41,7 +44,8 @@ __attribute__((target("popcnt"))) void transpose_bits(uint64_t a[64]) {
 
 namespace isa {
 const KernelTable popcnt = {"popcnt", 4, 4, bconv_ukernel_4x32__popcnt, peak_loop, sign_masks,
-                            max_rows, interleave_planes, transpose_bits};
+                            max_pool_row, direct_conv_rows, interleave_planes,
+                            transpose_bits};
 }
 
 }  // namespace bnnx

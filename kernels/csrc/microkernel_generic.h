@@ -5,6 +5,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <limits>
 
 #if defined(__SSE2__)
@@ -144,16 +145,56 @@ __attribute__((always_inline)) inline float max_tap(float m, float v) {
     return (v > m || v != v) ? v : m;
 }
 
-__attribute__((always_inline)) inline void max_rows(const float *x, int64_t rows, int64_t w,
-                                                    int64_t kw, int64_t stride, int64_t pad,
-                                                    int64_t out_w, float *out) {
-    for (int64_t r = 0; r < rows; ++r, x += w, out += out_w)
-        for (int64_t o = 0; o < out_w; ++o) {
-            const int64_t i0 = o * stride - pad;
-            float m = -std::numeric_limits<float>::infinity();
-            for (int64_t k = i0 < 0 ? -i0 : 0; k < kw && i0 + k < w; ++k)
-                m = max_tap(m, x[i0 + k]);
-            out[o] = m;
+// x with `flip` XORed into its bits: a sign flip where flip is the sign bit, exact for NaNs.
+__attribute__((always_inline)) inline float flip_sign(float x, uint32_t flip) {
+    uint32_t bits;
+    std::memcpy(&bits, &x, sizeof bits);
+    bits ^= flip;
+    std::memcpy(&x, &bits, sizeof bits);
+    return x;
+}
+
+__attribute__((always_inline)) inline void max_pool_row(const float *const *rows, int64_t nrows,
+                                                        int64_t w, int64_t c, int64_t kw,
+                                                        int64_t stride, int64_t pad,
+                                                        int64_t out_w, const uint32_t *flip,
+                                                        float *out) {
+    for (int64_t o = 0; o < out_w; ++o) {
+        const int64_t i0 = o * stride - pad;
+        const int64_t k0 = i0 < 0 ? -i0 : 0, k1 = kw < w - i0 ? kw : w - i0;
+        float *__restrict dst = out + o * c;
+        for (int64_t ch = 0; ch < c; ++ch) dst[ch] = -std::numeric_limits<float>::infinity();
+        for (int64_t r = 0; r < nrows; ++r)
+            for (int64_t k = k0; k < k1; ++k) {
+                const float *__restrict src = rows[r] + (i0 + k) * c;
+                if (flip)
+                    for (int64_t ch = 0; ch < c; ++ch)
+                        dst[ch] = max_tap(dst[ch], flip_sign(src[ch], flip[ch]));
+                else
+                    for (int64_t ch = 0; ch < c; ++ch) dst[ch] = max_tap(dst[ch], src[ch]);
+            }
+        if (flip)
+            for (int64_t ch = 0; ch < c; ++ch) dst[ch] = flip_sign(dst[ch], flip[ch]);
+    }
+}
+
+__attribute__((always_inline)) inline void direct_conv_rows(const DirectConv &d, int64_t begin,
+                                                            int64_t end) {
+    const int64_t taps = d.c_in * d.kh * d.kw;
+    for (int64_t r = begin; r < end; ++r)
+        for (int64_t o = 0; o < d.out_w; ++o) {
+            float *__restrict dst = d.out + (r * d.out_w + o) * d.c_out;
+            for (int64_t co = 0; co < d.c_out; ++co) {
+                const float *w = d.w + co / 16 * taps * 16 + co % 16;
+                float sum = d.bias[co];
+                for (int64_t ci = 0; ci < d.c_in; ++ci)
+                    for (int64_t i = 0; i < d.kh; ++i) {
+                        const float *x =
+                            d.x + (ci * d.hp + r * d.stride_h + i) * d.wp + o * d.stride_w;
+                        for (int64_t j = 0; j < d.kw; ++j, w += 16) sum += *w * x[j];
+                    }
+                dst[co] = sum;
+            }
         }
 }
 

@@ -10,6 +10,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <vector>
 
 #include "isa.h"
 
@@ -83,9 +84,37 @@ void maxpool2d_bits(const PoolGeometry &g, const uint64_t *x, uint64_t *out,
 // max-pool after it into a min-pool before it.)
 void maxpool2d_float(const PoolGeometry &g, const float *x, float *out, const uint8_t *lower,
                      int threads = 1);
+// Per channel, the sign bit a lower (min-pooled) channel flips, else 0 (all 0 without lower).
+std::vector<uint32_t> sign_flips(int64_t channels, const uint8_t *lower);
 // The same pool on float NCHW input (g.c = channels), written NHWC.
 void maxpool2d_float_nchw(const PoolGeometry &g, const float *x, float *out,
                           const uint8_t *lower, int threads = 1);
+
+// Float weights (C_out, K) -> blocked by 16 output channels (ceil(C_out / 16), K, 16), zero
+// past C_out: DirectConv's layout.
+void block_float_weights(const float *w, int64_t c_out, int64_t k, float *out);
+// A float conv over few input channels, direct: x NCHW (g.n, g.c_in, g.h, g.w), wb blocked
+// (block_float_weights of (C_out, C_in * KH * KW)), bias padded to a multiple of 16; out NHWC
+// (n, out_h, out_w, c_out) = bias + the conv of x padded with pad_value[ci] (g.pad_value unused).
+void direct_conv2d(const ConvGeometry &g, const float *x, const float *wb, const float *bias,
+                   const float *pad_value, float *out, int threads);
+
+// direct_conv2d then maxpool2d_float (pool: its geometry on the conv's output; lower may be
+// null) in one pass: each thread keeps only the conv rows of its current window, so the conv's
+// map is never written whole. out: the pooled NHWC map.
+void direct_conv2d_maxpool(const ConvGeometry &g, const float *x, const float *wb,
+                           const float *bias, const float *pad_value, const PoolGeometry &pool,
+                           const uint8_t *lower, float *out, int threads);
+// The same kernel as a 1x1 conv, stride 1, on NHWC x (pixels x c_in): out (pixels x c_out).
+void pointwise_conv2d(const float *x, int64_t pixels, int64_t c_in, const float *wb,
+                      const float *bias, int64_t c_out, float *out, int threads);
+
+// An average pool without padding (pool: its geometry on NHWC x, c = C_in; out_h x out_w
+// windows, the last ones clipped to the map with ceil_mode, averaging the taps inside) then
+// pointwise_conv2d on the pooled map: a downsampling shortcut. out (n, out_h, out_w, c_out).
+void avgpool_pointwise_conv2d(const PoolGeometry &pool, int64_t out_h, int64_t out_w,
+                              const float *x, const float *wb, const float *bias, int64_t c_out,
+                              float *out, int threads);
 
 // Per image, dst (cols x rows) = the transpose of src (rows x cols): NCHW <-> NHWC.
 void transpose_float(const float *src, int64_t batch, int64_t rows, int64_t cols, float *dst);
