@@ -230,6 +230,12 @@ def _empty_hint(view: StudyView, pruned_hidden: int) -> str:
     return "No completed trials."
 
 
+# A point trace with more points draws with WebGL: 5,000 SVG markers cost the browser about
+# 0.3 s of a page load (bench/explorer.py); hover and clicks work alike. Smaller traces (the
+# front among them) stay SVG, drawn above the WebGL canvas.
+WEBGL_POINTS = 1000
+
+
 def _points(
     name: str,
     lines: str,
@@ -253,7 +259,7 @@ def _points(
     # numpy arrays: plotly validates them as a whole, where it walks a list element by element
     # (most of the figure's cost at 5,000 trials); None becomes NaN, which plotly leaves out
     return {
-        "type": "scatter",
+        "type": "scattergl" if len(rows) > WEBGL_POINTS else "scatter",
         "name": name,
         "mode": "markers",
         "x": np.array([r.latency_ms for r in rows], dtype=float),

@@ -8,6 +8,7 @@ without a display.
 from __future__ import annotations
 
 import sys
+import time
 import zipfile
 from pathlib import Path
 
@@ -30,6 +31,7 @@ from test_explorer import (
 
 from explorer import create_app
 from explorer import jobs as jobs_module
+from explorer.figures import WEBGL_POINTS
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -199,6 +201,41 @@ def test_every_trial_kind_inspectable(dash_duo, tmp_path: Path) -> None:
     dash_duo.select_dcc_dropdown("#color-by", "width")
     dash_duo.wait_for_element("#pareto-graph .colorbar", timeout=10)
     assert "latency budget 2.5 ms" in _figure(dash_duo, "layout.shapes.map(s => s.name)")
+    assert dash_duo.get_logs() == []
+
+
+def test_large_study_draws_with_webgl_and_clicks_open_the_trial_under_the_cursor(
+        dash_duo, tmp_path: Path) -> None:
+    """Above WEBGL_POINTS the trials trace is WebGL (no SVG markers to find): a mouse click at
+    a trial's pixel opens that trial, and colour-by still works."""
+    storage = JournalStorage(JournalFileBackend(str(tmp_path / "bnnx.journal")))
+    # a 40 x 30 grid: neighbours about 20 px apart in x and 13 px in y
+    points = [(0.5 + (i // 40) * 0.01, 1.0 + (i % 40) * 0.05) for i in range(WEBGL_POINTS + 200)]
+    make_study(storage, "large", points)
+    app = create_app(str(tmp_path / "bnnx.journal"), tmp_path / "runs")
+    dash_duo.driver.set_window_size(1440, 1100)
+    dash_duo.start_server(app)
+    dash_duo.wait_for_element("#pareto-graph .js-plotly-plot", timeout=30)
+    until(lambda: "scattergl" in _figure(dash_duo, "_fullData?.map(t => t.type) ?? []"),
+          timeout=30)
+    for number in (207, 1000):
+        accuracy, latency = points[number]
+        x, y = dash_duo.driver.execute_script(
+            """const gd = document.querySelector('#pareto-graph .js-plotly-plot');
+            gd.scrollIntoView({block: 'center'});
+            const xa = gd._fullLayout.xaxis, ya = gd._fullLayout.yaxis;
+            const r = gd.getBoundingClientRect();
+            return [r.left + xa._offset + xa.l2p(arguments[0]),
+                    r.top + ya._offset + ya.l2p(arguments[1])];""",
+            latency, accuracy)
+        for kind in ("mouseMoved", "mousePressed", "mouseReleased"):  # a real mouse, at (x, y)
+            dash_duo.driver.execute_cdp_cmd("Input.dispatchMouseEvent", {
+                "type": kind, "x": x, "y": y, "clickCount": 1,
+                "button": "none" if kind == "mouseMoved" else "left"})
+            time.sleep(0.2)  # plotly's hover runs on the next frame
+        dash_duo.wait_for_text_to_equal("#trial-detail h3", f"Trial {number}", timeout=20)
+    dash_duo.select_dcc_dropdown("#color-by", "width")
+    dash_duo.wait_for_element("#pareto-graph .colorbar", timeout=10)
     assert dash_duo.get_logs() == []
 
 
