@@ -39,6 +39,15 @@ def available_datasets() -> list[str]:
     return list(DATASETS)
 
 
+def dataset_options(datasets: list[str]) -> list[dict[str, str]]:
+    """The form's dataset choices, each saying whether it loads offline or downloads first (a
+    file check: nothing is loaded)."""
+    from search.datasets import available_offline
+
+    return [{"label": f"{name} ({'offline' if available_offline(name) else 'downloads once'})",
+             "value": name} for name in datasets]
+
+
 @dataclass(frozen=True)
 class StudyInfo:
     """One entry of the study dropdown."""

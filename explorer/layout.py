@@ -11,7 +11,7 @@ from dash import dcc, html
 from search.storage import masked
 
 from .compare import compare_children
-from .data import StudyInfo
+from .data import StudyInfo, dataset_options
 from .figures import LATENCY_SCALES, PROJECTIONS, empty_figure
 from .forms import CHOICES, LIMITS, OPTIONAL, default_form
 from .panels import (
@@ -126,7 +126,7 @@ def search_form(datasets: list[str], spaces: list[dict[str, str]]) -> html.Div:
                 "dataset",
                 dcc.Dropdown(
                     id="form-dataset",
-                    options=datasets,
+                    options=dataset_options(datasets),
                     value=defaults["dataset"],
                     clearable=False,
                     searchable=False,

@@ -122,7 +122,13 @@ def _idx(name: str, base_url: str, md5: dict[str, str], system: tuple[str, ...] 
         how = hint or f"download the four files from {base_url}"
         return with_test_set(name, *load_idx_dataset(name, base_url, md5, system, how)[:4], 10)
 
+    def local() -> bool:
+        from .data.idx import found_locally
+
+        return found_locally(name, system)
+
     load.__doc__ = f"{name}: 60k/10k 28x28 grayscale IDX images, 10 classes."
+    load.local = local  # type: ignore[attr-defined]
     return load
 
 
@@ -133,7 +139,13 @@ def _cifar(name: str) -> Callable[[], Dataset]:
         x, y, x_test, y_test, classes = load_cifar(name)
         return with_test_set(name, x, y, x_test, y_test, classes, augment=True)
 
+    def local() -> bool:
+        from .data.cifar import found_locally
+
+        return found_locally(name)
+
     load.__doc__ = f"{name}: 50k/10k 32x32 RGB images; crop+flip augmentation in training."
+    load.local = local  # type: ignore[attr-defined]
     return load
 
 
@@ -174,6 +186,15 @@ DATASETS: dict[str, Callable[[], Dataset]] = {
     "cifar10": _cifar("cifar10"),
     "cifar100": _cifar("cifar100"),
 }
+
+
+def available_offline(name: str) -> bool:
+    """Whether `name` loads without a download: bundled (digits), or its files found in
+    $BNNX_DATA, the cache or the system folders its loader searches."""
+    if name.startswith(FOLDER_PREFIX):
+        return Path(name[len(FOLDER_PREFIX):]).expanduser().is_dir()
+    local = getattr(DATASETS.get(name), "local", None)
+    return name in DATASETS and (local is None or local())
 
 
 def get_dataset(name: str) -> Dataset:

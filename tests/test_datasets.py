@@ -171,3 +171,21 @@ def test_real_fashion_mnist_from_the_debian_package(data_home):
     assert (len(d.y_train), len(d.y_val), len(d.y_test)) == (54000, 6000, 10000)
     assert np.bincount(d.y_test).tolist() == [1000] * 10
     assert np.bincount(d.y_val).tolist() == [600] * 10
+
+
+def test_available_offline_says_which_datasets_load_without_a_download(data_home, tmp_path):
+    from search.datasets import available_offline
+
+    assert available_offline("digits")  # bundled with scikit-learn
+    assert not available_offline("mnist") and not available_offline("cifar10")
+    tiny_idx(data_home / "mnist")
+    folder = data_home / "cifar10" / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    for i in range(1, 6):
+        write_cifar(folder, f"data_batch_{i}", 20, b"labels", 10)
+    assert not available_offline("cifar10")  # the test batch is missing
+    write_cifar(folder, "test_batch", 10, b"labels", 10)
+    assert available_offline("mnist") and available_offline("cifar10")
+    assert not available_offline("kmnist") and not available_offline("nope")
+    assert available_offline(f"folder:{tmp_path}")
+    assert not available_offline(f"folder:{tmp_path / 'missing'}")

@@ -1915,3 +1915,11 @@ def test_references_are_lines_with_cited_hover_not_points(storage) -> None:
     sized = figures.pareto_figure(data.load_study_view(storage, "s3"), projection="size",
                                   references=refs)
     assert not sized.layout.shapes  # accuracy lines have no place on the size axis
+
+
+def test_dataset_choices_say_whether_they_load_offline(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("BNNX_DATA", str(tmp_path / "data"))
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    options = data.dataset_options(["digits", "mnist"])
+    assert options == [{"label": "digits (offline)", "value": "digits"},
+                       {"label": "mnist (downloads once)", "value": "mnist"}]

@@ -99,6 +99,13 @@ def _read_archive(archive: Path, inner: str, files: tuple[str, ...], dest: Path)
             (dest / name).write_bytes(member.read())
 
 
+def found_locally(name: str) -> bool:
+    """Whether load_cifar finds the batches without downloading."""
+    inner, train_files, test_files = VARIANTS[name][:3]
+    return any(_batch_folder(d, inner, train_files + test_files) is not None
+               for d in search_dirs(name))
+
+
 def load_cifar(name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]:
     """(x_train, y_train, x_test, y_test, classes) for "cifar10"/"cifar100", found or downloaded."""
     inner, train_files, test_files, label_key, classes, remote = VARIANTS[name]

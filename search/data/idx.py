@@ -49,6 +49,11 @@ def find_split_files(folder: Path) -> dict[str, Path] | None:
     return found
 
 
+def found_locally(name: str, system: tuple[str, ...] = ()) -> bool:
+    """Whether load_idx_dataset finds the four files without downloading."""
+    return any(find_split_files(d) is not None for d in search_dirs(name, system))
+
+
 def load_idx_dataset(
     name: str, base_url: str, md5: dict[str, str], system: tuple[str, ...], hint: str
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
