@@ -61,7 +61,7 @@ def cmd_search(args: argparse.Namespace) -> int:
         seed=args.seed, artifacts=args.artifacts or "", latency_threads=args.latency_threads,
         sampler=args.sampler, objectives=args.objectives.split(","),
         max_latency_ms=args.max_latency_ms, max_size_kb=args.max_size_kb,
-        early_stop=args.early_stop,
+        early_stop=args.early_stop, train_subset=args.train_subset,
     )
     stop = StopSignals.shared() if args.workers > 1 else StopSignals()
     with stop.installed():
@@ -368,6 +368,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "similar or lower latency (recorded as pruned)")
     s.add_argument("--timeout", type=_positive_float,
                    help="seconds after which no new trial starts (running ones finish)")
+    s.add_argument("--train-subset", type=_positive,
+                   help="train every candidate on this many training images (stratified; a "
+                   "proxy search), validate on the whole validation split")
     s.add_argument("--artifacts", help="folder for trial weights (default: artifacts/ beside a "
                    "journal or SQLite file, runs/artifacts for a server database)")
     s.add_argument("--latency-threads", type=_positive, default=1,

@@ -207,6 +207,28 @@ def get_dataset(name: str) -> Dataset:
     return DATASETS[name]()
 
 
+def search_data(name: str, train_subset: int | None = None) -> Dataset:
+    """The dataset a study trains on: `train_subset` keeps a stratified, seeded share of the
+    training split (a proxy search: each candidate trains on less data) while validation and
+    test stay whole, so every trial is still judged on the same full validation split."""
+    data = get_dataset(name)
+    if train_subset is None:
+        return data
+    n = len(data.y_train)
+    if not 1 <= train_subset <= n:
+        raise ValueError(f"train subset must be 1..{n} (the training images of {name}), got "
+                         f"{train_subset}")
+    # Every image gets its seeded rank within its class as a share of the class (0..1); the n
+    # lowest shares take each class in proportion, and exactly n images in all.
+    rng, share = np.random.default_rng(SPLIT_SEED), np.empty(n)
+    for c in np.unique(data.y_train):
+        idx = np.flatnonzero(data.y_train == c)
+        share[idx] = (rng.permutation(len(idx)) + 0.5) / len(idx)
+    keep = np.sort(np.argsort(share, kind="stable")[:train_subset])
+    return Dataset(data.name, data.x_train[keep], data.y_train[keep], data.x_val, data.y_val,
+                   data.x_test, data.y_test, data.num_classes, data.augment, data.classes)
+
+
 def as_nchw(x: np.ndarray, in_channels: int) -> np.ndarray:
     """Raw images as a dataset provides them, (N, H, W) or (N, C, H, W), to float32 NCHW."""
     if x.ndim == 3 and in_channels == 1:

@@ -149,6 +149,7 @@ class Objective:
         config = self._config(trial)
         trial.set_user_attr("config", config.to_dict())
         trial.set_user_attr("data", self.data.meta())
+        trial.set_user_attr("train_images", len(self.data.y_train))  # fewer with --train-subset
         shape = (self.data.in_channels, self.data.image_size, self.data.image_size)
         # Compiled and timed before training: a config the kernels cannot run fails here, in
         # milliseconds, and one over a budget is never trained.

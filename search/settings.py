@@ -43,6 +43,7 @@ class SearchSettings:
     max_latency_ms: float | None = None  # over it: infeasible, never trained
     max_size_kb: float | None = None  # packed model size budget, likewise
     early_stop: str = "halving"
+    train_subset: int | None = None  # train on this many training images (validation whole)
 
     @classmethod
     def from_dict(cls, attrs: dict) -> SearchSettings:
@@ -62,6 +63,9 @@ class SearchSettings:
                 OBJECTIVES) or len(set(self.objectives)) != len(self.objectives):
             raise ValueError(f"objectives {','.join(self.objectives)!r} not allowed; allowed: "
                              "acc,latency or acc,latency,size")
+        if self.train_subset is not None and self.train_subset < 1:
+            raise ValueError(f"train-subset must be a positive number of images, got "
+                             f"{self.train_subset}")
         for name in ("max_latency_ms", "max_size_kb"):
             value = getattr(self, name)
             if value is not None and not (math.isfinite(value) and value > 0):

@@ -26,7 +26,7 @@ from optuna.trial import TrialState
 from spaces import SearchSpace
 
 from .budget import BUDGET_REASON, budget_of, finished, is_covered
-from .datasets import get_dataset
+from .datasets import search_data
 from .objective import Objective
 from .progress import Progress
 from .samplers import make_sampler
@@ -55,7 +55,7 @@ def create_study(spec: str, name: str, settings: SearchSettings) -> optuna.Study
     """A new study; refuses to reuse a name so two searches never mix their trials."""
     check_study_name(name)
     settings.check()
-    get_dataset(settings.dataset)  # fail now, not in every worker
+    search_data(settings.dataset, settings.train_subset)  # fail now, not in every worker
     settings.space_knobs = SearchSpace(settings.space).knobs  # a space file may change later
     folder = settings.artifacts or str(default_artifacts_dir(spec))
     check_artifacts_dir(Path(folder))  # a bad folder fails before the study exists
@@ -134,7 +134,7 @@ def run_worker(spec: str, name: str, worker: int = 0, threads: int = 1,
                            settings.trials)
     study = optuna.load_study(study_name=name, storage=study._storage, sampler=sampler)
     objective = Objective(
-        partial(get_dataset, settings.dataset),
+        partial(search_data, settings.dataset, settings.train_subset),
         SearchSpace(settings.space, settings.space_knobs or None),
         settings,
         artifact_store(folder),

@@ -189,3 +189,18 @@ def test_available_offline_says_which_datasets_load_without_a_download(data_home
     assert not available_offline("kmnist") and not available_offline("nope")
     assert available_offline(f"folder:{tmp_path}")
     assert not available_offline(f"folder:{tmp_path / 'missing'}")
+
+
+def test_train_subset_is_stratified_seeded_and_keeps_validation_whole():
+    from search.datasets import get_dataset, search_data
+
+    full, part = get_dataset("digits"), search_data("digits", 300)
+    assert len(part.y_train) == 300 and part.name == full.name
+    assert np.array_equal(part.x_val, full.x_val) and np.array_equal(part.x_test, full.x_test)
+    share = np.bincount(part.y_train, minlength=10) / 300
+    assert np.abs(share - np.bincount(full.y_train, minlength=10) / len(full.y_train)).max() < 0.01
+    again = search_data("digits", 300)
+    assert np.array_equal(again.x_train, part.x_train)  # every worker trains on the same images
+    assert len(search_data("digits").y_train) == len(full.y_train)
+    with pytest.raises(ValueError, match=r"train subset must be 1\.\.1169 .*got 5000"):
+        search_data("digits", 5000)

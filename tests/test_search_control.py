@@ -81,6 +81,20 @@ def test_over_budget_candidates_are_measured_but_never_trained(tmp_path):
 
 
 @pytest.mark.slow
+def test_train_subset_is_stored_and_every_trial_trains_on_it(tmp_path):
+    res = cli("search", "--storage", "s.journal", "--study", "s", "--trials", "2", "--epochs",
+              "1", "--train-subset", "400", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    study = load_study(str(tmp_path / "s.journal"), "s")
+    assert study.user_attrs["bnnx"]["train_subset"] == 400
+    assert [t.user_attrs["train_images"] for t in finished(study)] == [400, 400]
+    res = cli("search", "--storage", "t.journal", "--train-subset", "99999", cwd=tmp_path)
+    assert res.returncode != 0 and "train subset must be 1..1169" in res.stderr
+    assert not (tmp_path / "t.journal").exists() or "t" not in optuna.get_all_study_names(
+        optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(
+            str(tmp_path / "t.journal"))))
+
+
 def test_timeout_starts_no_new_trial(tmp_path):
     res = cli("search", "--storage", "s.journal", "--study", "s", "--trials", "200", "--epochs",
               "1", "--timeout", "3", cwd=tmp_path)
