@@ -69,6 +69,10 @@ def test_bench_search_quick_writes_json_and_plot(tmp_path):
     assert sorted((r["early_stop"], r["seed"]) for r in digits["runs"]) == [
         ("halving", 0), ("halving", 1), ("off", 0), ("off", 1)]
     assert [row["mode"] for row in digits["summary"]] == ["off", "halving"]
+    done = [r for run in digits["runs"] for r in run["records"] if r["state"] != "fail"]
+    assert all(r["epochs_trained"] == (r["pruned_at_epoch"] or 2) and r["train_macs"] > 0
+               for r in done)
+    assert set(digits["saving"]) == set(digits["met"]) == {"T MAC", "seconds"}
     assert "fashion-mnist" not in report["early_stop"]
     assert "MET" in stdout or "not met" in stdout
     assert (tmp_path / "search-hypervolume.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
