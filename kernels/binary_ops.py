@@ -189,8 +189,7 @@ class PackOp(Op):
 
     def __init__(self, name: str, params: dict[str, Any], tensors: dict[str, np.ndarray]) -> None:
         super().__init__(name, params, tensors)
-        self.shift = (torch.from_numpy(self.tensor("shift", np.float32, 1))
-                      if "shift" in tensors else None)
+        self.shift = self.tensor("shift", np.float32, 1) if "shift" in tensors else None
 
     @classmethod
     def subtracting(cls, name: str, shift: torch.Tensor | None) -> PackOp:
@@ -211,17 +210,16 @@ class PackOp(Op):
         if isinstance(x, Bits):
             return x
         x = x.to(torch.float32)
-        if self.shift is not None:
-            x = x - self.shift.view(1, -1, *([1] * (x.dim() - 2)))
         if x.dim() == 2:
             n, f = x.shape
-            return Bits(bitops.pack_nhwc(x.contiguous().reshape(n, 1, 1, f).numpy()), f)
+            rows = x.contiguous().reshape(n, 1, 1, f).numpy()
+            return Bits(bitops.pack_nhwc(rows, threads, self.shift), f)
         if x.dim() != 4:
             raise ValueError(f"{self.name}: cannot pack a {x.dim()}-D tensor")
         nhwc = x.permute(0, 2, 3, 1)
         if nhwc.is_contiguous():  # an NHWC buffer seen as NCHW: no transpose needed
-            return Bits(bitops.pack_nhwc(nhwc.numpy()), x.shape[1])
-        return Bits(bitops.pack_nchw(x.contiguous().numpy()), x.shape[1])
+            return Bits(bitops.pack_nhwc(nhwc.numpy(), threads, self.shift), x.shape[1])
+        return Bits(bitops.pack_nchw(x.contiguous().numpy(), self.shift), x.shape[1])
 
 
 @register_op

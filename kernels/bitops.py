@@ -73,14 +73,17 @@ def use_isa(name: str) -> Iterator[None]:
         ext.set_isa(previous)
 
 
-def pack_nhwc(x: np.ndarray) -> np.ndarray:
-    """float32 (N, H, W, C) -> uint64 (N, H, W, C_words)."""
-    return ext.pack_nhwc(x)
+def pack_nhwc(x: np.ndarray, threads: int = 1, shift: np.ndarray | None = None) -> np.ndarray:
+    """float32 (N, H, W, C) -> uint64 (N, H, W, C_words); a large map on up to `threads`
+    threads, with the same result. With `shift` (float32 (C,), an RSign's alpha) the signs of
+    x - shift[c], subtracted in float32 as torch does."""
+    return ext.pack_nhwc(x, int(threads), shift)
 
 
-def pack_nchw(x: np.ndarray) -> np.ndarray:
-    """float32 (N, C, H, W) -> uint64 (N, H, W, C_words), without an NHWC copy of the floats."""
-    return ext.pack_nchw(x)
+def pack_nchw(x: np.ndarray, shift: np.ndarray | None = None) -> np.ndarray:
+    """float32 (N, C, H, W) -> uint64 (N, H, W, C_words), without an NHWC copy of the floats;
+    `shift` as in pack_nhwc."""
+    return ext.pack_nchw(x, shift)
 
 
 def unpack_nhwc(bits: np.ndarray, channels: int) -> np.ndarray:

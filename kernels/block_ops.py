@@ -50,11 +50,13 @@ from .graph import (
     pair,
     register_op,
     to_numpy,
+    value_shape,
 )
 
 # A unit's shortcut map, given the unit conv's output channels (ReActNet duplicates its input
-# when the 1x1 conv doubles the width).
-Shortcut = Callable[[int], torch.Tensor]
+# when the 1x1 conv doubles the width): a float map, or a Signed one whose NHWC array a fused
+# unit reads as its residual without a conversion.
+Shortcut = Callable[[int], torch.Tensor | Signed]
 
 
 @register_op
@@ -114,16 +116,17 @@ class BinaryConvOp(Op):
         kh, kw = self.kernel
         return f"bconv{kh}x{kw}" + ("" if self.stride == (1, 1) else f"s{self.stride[0]}")
 
-    def pack(self, x: torch.Tensor) -> Bits:
+    def pack(self, x: torch.Tensor, threads: int = 1) -> Bits:
         """The binary input: bit = (x - alpha_c) < 0, i.e. torch's sign of the conv's input."""
-        return self.packer.run(x, 1)
+        return self.packer.run(x, threads)
 
     def sign_request(self) -> SignRequest:
         """What this conv packs a float input into: the sign of x minus its RSign shift."""
         return SignRequest(self.packer.tensors.get("shift"))
 
-    def _bits(self, x: Value) -> np.ndarray:
-        bits = x.bits if isinstance(x, Signed) else x if isinstance(x, Bits) else self.pack(x)
+    def _bits(self, x: Value, threads: int) -> np.ndarray:
+        bits = (x.bits if isinstance(x, Signed) else x if isinstance(x, Bits)
+                else self.pack(x, threads))
         if bits.channels != self.c_in:
             raise ValueError(f"{self.name}: expects {self.c_in} channels, got {bits.channels}")
         return bits.data
@@ -151,19 +154,23 @@ class BinaryConvOp(Op):
         return conv_output(self, shape)
 
     def run(self, x: Value, threads: int) -> torch.Tensor:
-        y = self.layer(self._bits(x), threads)
+        y = self.layer(self._bits(x, threads), threads)
         return torch.from_numpy(y).permute(0, 3, 1, 2)  # NCHW view of the NHWC result
 
-    def run_unit(self, x: Value, unit: Unit, residual: torch.Tensor | None, threads: int,
-                 signs: SignRequest | None = None) -> torch.Tensor | Signed:
+    def run_unit(self, x: Value, unit: Unit, residual: torch.Tensor | Signed | None,
+                 threads: int, signs: SignRequest | None = None) -> torch.Tensor | Signed:
         """A residual unit's tail in one kernel pass: act(fma(run(x), alpha_c, beta_c)
-        [+ residual]), `residual` NCHW of the output's shape (see fuse_unit); with `signs`, a
-        Signed map carrying the packed signs the next conv takes, from the same pass."""
+        [+ residual]), `residual` of the output's shape, or of half its channels (a multiple of
+        16) added to both halves (ReActNet's [y, y]), NCHW or a Signed map read as its NHWC
+        array (see fuse_unit); with `signs`, a Signed map carrying the packed signs the next
+        conv takes, from the same pass."""
         layer = self.unit_layer(unit, None if signs is None else signs.shift)
-        y, bits = layer(self._bits(x), threads, None if residual is None else nhwc(residual),
-                        signs is not None)
-        out = torch.from_numpy(y).permute(0, 3, 1, 2)  # NCHW view of the NHWC result
-        return out if bits is None else Signed(out, Bits(bits, self.c_out))
+        if residual is not None:
+            residual = residual.nhwc if isinstance(residual, Signed) else nhwc(residual)
+        y, bits = layer(self._bits(x, threads), threads, residual, signs is not None)
+        if bits is None:
+            return torch.from_numpy(y).permute(0, 3, 1, 2)  # NCHW view of the NHWC result
+        return Signed(y, Bits(bits, self.c_out))
 
     def fused_batchnorm(self, bn: BatchNormOp) -> tuple[np.ndarray, np.ndarray] | None:
         """Per-channel (alpha, beta) with fma(y, alpha_c, beta_c) equal, bit for bit, to torch's
@@ -312,6 +319,10 @@ class BlockOp(Op):
         self.units: dict[str, Unit | None] = {
             n: fuse_unit(*(self.chains[f"{p}{n}"] for p in ("conv", "bn", "act")))
             for n in self.units_of}
+        # Each unit's output is the next unit's conv input: the signs that conv packs.
+        self._next_signs: dict[str, SignRequest | None] = {
+            n: self._packs_input(later)
+            for n, later in zip(self.units_of, self.units_of[1:], strict=False)}
         self.signs_out: SignRequest | None = None  # the consumer's input bits (emit_signs)
 
     def _sub_op(self, part: str, index: int, entry: Any) -> Op:
@@ -367,8 +378,16 @@ class BlockOp(Op):
         before = x
         for op in self.chains[part]:
             x = op.run(x, self.threads)
-        self._shapes[part] = (tuple(before.shape[1:]), tuple(x.shape[1:]))
+        if part not in self._shapes:  # per-sample shapes: the same on every run
+            self._shapes[part] = (value_shape(before)[1:], value_shape(x)[1:])
         return x
+
+    def shortcut(self, part: str, x: Value) -> torch.Tensor | Signed:
+        """Chain `part` on the block input x; an empty chain (an identity shortcut) hands a
+        Signed x over as it is, so a fused unit reads its NHWC array."""
+        if not self.chains[part] and isinstance(x, Signed):
+            return x
+        return self.chain(part, as_float(x))
 
     def _packs_input(self, n: str) -> SignRequest | None:
         """What unit n's conv packs its float input into, when that conv is one binary conv."""
@@ -388,7 +407,7 @@ class BlockOp(Op):
         return True
 
     def unit(self, n: str, x: Value, shortcut: Shortcut | None,
-             block_input: torch.Tensor | None) -> torch.Tensor | Signed:
+             block_input: Value | None) -> torch.Tensor | Signed:
         """act{n}(bn{n}(conv{n}(x)) [+ shortcut(C_out)]): one fused pass where self.units[n]
         holds a Unit (fuse_unit), else the chains as the torch block runs them. A fused unit
         also packs its consumer's input: the next unit's conv, or after the last unit the
@@ -399,16 +418,15 @@ class BlockOp(Op):
         if fused is None:
             y = self.chain(f"bn{n}", self.chain(conv, x))
             if shortcut is not None:
-                y = _residual(y, shortcut(y.shape[1]), block_input)
+                y = _residual(y, as_float(shortcut(y.shape[1])), as_float(block_input))
             return self.chain(f"act{n}", y)
         op = self.chains[conv][0]
         assert isinstance(op, BinaryConvOp)  # fuse_unit's guarantee
-        # Each unit's output is the next unit's conv input (the block's output: its consumer's).
-        later = self.units_of[self.units_of.index(n) + 1:]
-        signs = self._packs_input(later[0]) if later else self.signs_out
+        signs = self._next_signs.get(n, self.signs_out)
         y = op.run_unit(x, fused, None if shortcut is None else shortcut(op.c_out), self.threads,
                         signs)
-        self._shapes[conv] = (tuple(x.shape[1:]), tuple(y.shape[1:]))
+        if conv not in self._shapes:
+            self._shapes[conv] = (value_shape(x)[1:], value_shape(y)[1:])
         return y
 
     def run(self, x: Value, threads: int) -> Value:
@@ -452,9 +470,8 @@ class ResNetBlockOp(BlockOp):
         return self.chains_shape(y, "act2")
 
     def forward(self, x: Value) -> Value:
-        block_input = as_float(x)
-        y = self.unit("1", x, None, block_input)
-        return self.unit("2", y, lambda _: self.chain("shortcut", block_input), block_input)
+        y = self.unit("1", x, None, x)
+        return self.unit("2", y, lambda _: self.shortcut("shortcut", x), x)
 
 
 @register_op
@@ -472,8 +489,7 @@ class BiRealBlockOp(BlockOp):
         return self.chains_shape(y, "act")
 
     def forward(self, x: Value) -> Value:
-        block_input = as_float(x)
-        return self.unit("", x, lambda _: self.chain("shortcut", block_input), block_input)
+        return self.unit("", x, lambda _: self.shortcut("shortcut", x), x)
 
 
 @register_op
@@ -494,11 +510,16 @@ class ReActBlockOp(BlockOp):
         return self.chains_shape(z, "act2")
 
     def forward(self, x: Value) -> Value:
-        block_input = as_float(x)
-        y = self.unit("1", x, lambda _: self.chain("shortcut", block_input), block_input)
-        y_map = as_float(y)
-        return self.unit("2", y, lambda c: y_map if c == y_map.shape[1]
-                         else torch.cat([y_map, y_map], 1), y_map)
+        y = self.unit("1", x, lambda _: self.shortcut("shortcut", x), x)
+
+        def shortcut(c: int) -> torch.Tensor | Signed:
+            """y, or [y, y] where conv2 widens: y itself when the fused pass adds it to both
+            halves (widths a multiple of 16), no concatenated copy."""
+            if c == y.shape[1] or self.units["2"] is not None and y.shape[1] % 16 == 0:
+                return y
+            return torch.cat([as_float(y)] * 2, 1)
+
+        return self.unit("2", y, shortcut, y)
 
 
 class PackedInputBlockOp(BlockOp):

@@ -8,6 +8,7 @@ a block type means writing one Op subclass decorated with `@register_op`.
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import reprlib
 from collections.abc import Sequence
@@ -50,14 +51,23 @@ class Bits:
 class Signed:
     """A float map with the packed signs its consumer's first binary conv takes (that conv's
     RSign shift already subtracted), written by the producer in the same pass as the map, so
-    the consumer skips its own pack (see Op.wants_signs)."""
+    the consumer skips its own pack (see Op.wants_signs).
 
-    map: torch.Tensor
+    The map is held as the producer wrote it, a C-contiguous float32 NHWC array (`nhwc`): a
+    fused unit reads its residual from there, and the NCHW torch view (`map`) is only made for
+    an op that asks for it."""
+
+    nhwc: np.ndarray
     bits: Bits
 
+    @functools.cached_property
+    def map(self) -> torch.Tensor:
+        return torch.from_numpy(self.nhwc).permute(0, 3, 1, 2)
+
     @property
-    def shape(self) -> torch.Size:
-        return self.map.shape
+    def shape(self) -> tuple[int, int, int, int]:
+        n, h, w, c = self.nhwc.shape
+        return n, c, h, w
 
 
 class SignRequest(NamedTuple):

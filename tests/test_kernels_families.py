@@ -15,9 +15,10 @@ from torch import nn
 
 import kernels
 import spaces
+from kernels.binary_ops import PackOp
 from kernels.block_ops import BinaryConvOp, BiRealBlockOp, BlockOp
 from kernels.float_ops import BatchNormOp, MaxPool2dOp
-from kernels.graph import Bits
+from kernels.graph import Bits, Signed, SignRequest
 from spaces.quantizers import Quantizer
 
 FAMILIES = ("plain", "resnet", "bireal", "reactnet")
@@ -82,10 +83,10 @@ def packed_binary_inputs(packed: kernels.PackedModel, x: torch.Tensor,
     seen: list[torch.Tensor] = []
     take_bits = BinaryConvOp._bits
 
-    def recording_bits(self: BinaryConvOp, value) -> np.ndarray:
+    def recording_bits(self: BinaryConvOp, value, threads: int) -> np.ndarray:
         """The bits a float input became, packed here or handed over by the producer (Signed);
         packed inputs are recorded by the bits-input op that received them, below."""
-        data = take_bits(self, value)
+        data = take_bits(self, value, threads)
         if not isinstance(value, Bits):
             seen.append(Bits(data, self.c_in).to_torch().clone())
         return data
@@ -296,11 +297,43 @@ def test_fused_units_pack_their_consumers_input(family, monkeypatch) -> None:
     packs: list[str] = []
     pack = BinaryConvOp.pack
     monkeypatch.setattr(BinaryConvOp, "pack",
-                        lambda self, x: packs.append(self.name) or pack(self, x))
+                        lambda self, x, threads: packs.append(self.name) or pack(self, x, threads))
     x = sample()
     with torch.no_grad():
         np.testing.assert_allclose(packed(x), model(x).numpy(), rtol=1e-4, atol=1e-4)
     assert packs == [f"body.0.conv{blocks[0].units_of[0]}"]
+
+
+@pytest.mark.parametrize("isa", kernels.available_isas())
+@pytest.mark.parametrize("family", FAMILIES[1:])
+def test_fused_signs_equal_a_separate_pack_every_isa(family, isa, monkeypatch) -> None:
+    """Every fused unit's Signed output on every ISA path, at widths off multiples of 64 (24,
+    48, 96) and with RSign shifts: its bits are the pack of its own map minus the consumer's
+    shift (PackOp, as an unfused consumer packs), its torch map is its NHWC array, and the
+    network still sees torch's bits and logits."""
+    model = family_model(family, seed=8, width=24, activation="rprelu", input_quantizer="rsign")
+    outputs: list[tuple[Signed, SignRequest]] = []
+    run_unit = BinaryConvOp.run_unit
+
+    def recording(self, x, unit, residual, threads, signs=None):
+        y = run_unit(self, x, unit, residual, threads, signs)
+        if signs is not None:
+            outputs.append((y, signs))
+        return y
+
+    with kernels.use_isa(isa):
+        assert_matches_torch(model, monkeypatch, shape=SHAPE)
+        monkeypatch.setattr(BinaryConvOp, "run_unit", recording)
+        packed = kernels.compile(model, SHAPE)
+        packed.threads = 2
+        packed(sample())
+        assert outputs and any(s.shift is not None for _, s in outputs)
+        for y, signs in outputs:
+            separate = PackOp.subtracting("pack", None if signs.shift is None
+                                          else torch.from_numpy(signs.shift)).run(y.map, 1)
+            np.testing.assert_array_equal(y.bits.data, separate.data)
+            assert y.bits.channels == y.map.shape[1] and y.shape == tuple(y.map.shape)
+            np.testing.assert_array_equal(y.map.permute(0, 2, 3, 1).numpy(), y.nhwc)
 
 
 def test_bireal_batchnorm_not_reproduced_stays_composite(monkeypatch) -> None:

@@ -170,6 +170,36 @@ def test_word_aligned_convs_every_isa(c_in: int, k: int, stride: int, padding: i
                                    "h": 17, "w": 15, "threads": threads})
 
 
+@pytest.mark.parametrize("c_out", [32, 64, 96, 160])
+def test_half_width_residual_adds_to_both_halves_every_isa(c_out: int) -> None:
+    """A residual of C_out / 2 channels is ReActNet's [y, y]: bit for bit what the concatenated
+    map gives, floats and signs, on every ISA path, thread count and tile shape (3x3 rows and
+    border columns, 1x1 pointwise); other widths are refused by name."""
+    rng = np.random.default_rng(c_out)
+    c_in, half = 40, c_out // 2
+    x = kernels.pack_nchw(pm1(rng, (2, c_in, 9, 11)))
+    for k in (3, 1):
+        wp = kernels.pack_weight(pm1(rng, (c_out, c_in, k, k)))
+        scale, bias, alpha, beta, shift = (rng.normal(size=c_out).astype(np.float32)
+                                           for _ in range(5))
+        act = unit_activation(rng, c_out)
+        layer = kernels.unit_layer(wp, c_in, scale, bias, 1, k // 2, 0, batchnorm=(alpha, beta),
+                                   activation=act, sign_shift=shift)
+        y = rng.normal(size=(2, 9, 11, half)).astype(np.float32)
+        both = np.ascontiguousarray(np.concatenate([y, y], axis=3))
+        for isa in ISAS:
+            with kernels.use_isa(isa):
+                for threads in (1, 2):
+                    where = f"{isa}, k {k}, {threads} threads"
+                    got, signs = layer(x, threads, y, True)
+                    want, want_signs = layer(x, threads, both, True)
+                    np.testing.assert_array_equal(got.view(np.int32), want.view(np.int32),
+                                                  err_msg=where)
+                    np.testing.assert_array_equal(signs, want_signs, err_msg=where)
+    with pytest.raises(ValueError, match=r"residual has shape .* C_out / 2"):
+        layer(x, 1, np.zeros((2, 9, 11, half + 1), np.float32), True)
+
+
 @pytest.mark.parametrize("chunk", range(CHUNKS))
 def test_random_linears_every_isa(chunk: int) -> None:
     for seed in range(chunk, CASES // 4, CHUNKS):
@@ -191,6 +221,36 @@ def test_packing_every_isa(channels: int) -> None:
                                               err_msg=isa)
                 tail = channels % 64
                 assert tail == 0 or not (bits[..., -1] >> np.uint64(tail)).any(), isa
+
+
+@pytest.mark.parametrize("channels", [1, 17, 63, 64, 65, 130])
+def test_packing_with_shift_and_threads_every_isa(channels: int) -> None:
+    """An RSign's pack: the signs of x - shift[c], subtracted in float32 as torch does (values
+    equal to their shift give +1, NaN -1), from NCHW and NHWC maps; NHWC on 1-3 threads over a
+    map of several chunks, whole-word pixels (64 channels) included, gives the same bits."""
+    rng = np.random.default_rng(1000 + channels)
+    x = rng.normal(size=(2, channels, 37, 29)).astype(np.float32)
+    shift = rng.normal(size=channels).astype(np.float32)
+    x.flat[rng.integers(0, x.size, 300)] = np.repeat(shift, 1 + 300 // channels)[:300]
+    specials = np.array([np.nan, -0.0, 0.0, np.inf, -np.inf], np.float32)
+    x.flat[rng.integers(0, x.size, 40)] = rng.choice(specials, 40)
+    shifted = torch.from_numpy(x) - torch.from_numpy(shift).view(1, -1, 1, 1)
+    expected = torch.where(shifted >= 0, 1.0, -1.0).permute(0, 2, 3, 1).numpy()
+    assert (expected > 0).any() and (expected < 0).any()
+    nhwc = np.ascontiguousarray(x.transpose(0, 2, 3, 1))
+    plain = np.where(nhwc >= 0, 1.0, -1.0)
+    for isa in ISAS:
+        with kernels.use_isa(isa):
+            got = kernels.pack_nchw(x, shift)
+            np.testing.assert_array_equal(kernels.unpack_nhwc(got, channels), expected,
+                                          err_msg=isa)
+            for threads in (1, 2, 3):
+                where = f"{isa}, {threads} threads"
+                np.testing.assert_array_equal(kernels.pack_nhwc(nhwc, threads, shift), got,
+                                              err_msg=where)
+                np.testing.assert_array_equal(
+                    kernels.unpack_nhwc(kernels.pack_nhwc(nhwc, threads), channels), plain,
+                    err_msg=where)
 
 
 def test_blocked_weight_layout_and_validation() -> None:

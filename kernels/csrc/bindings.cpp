@@ -307,12 +307,17 @@ nb::object run_layer(const ConvLayer &layer, const Array &x, int threads,
     const std::vector<size_t> shape = {size_t(g.n), size_t(g.out_h()), size_t(g.out_w()),
                                        size_t(g.c_out)};
     const float *r = nullptr;
+    int64_t residual_channels = g.c_out;
     if (residual) {
         r = checked<float>(*residual, "residual", 4, "float NHWC");
+        // C_out / 2 channels (a multiple of 16) are added to both halves: ReActNet's [y, y].
+        residual_channels = dim(*residual, 3);
+        const bool half = g.c_out % 32 == 0 && residual_channels * 2 == g.c_out;
         for (size_t i = 0; i < 4; ++i)
-            if (residual->shape(i) != shape[i])
+            if (residual->shape(i) != shape[i] && !(i == 3 && half))
                 value_error("residual has shape " + shape_str(*residual) +
-                            ", expected the output's (N, OH, OW, C_out)");
+                            ", expected the output's (N, OH, OW, C_out) or, when C_out is a "
+                            "multiple of 32, (N, OH, OW, C_out / 2)");
     }
     const std::vector<size_t> words = {shape[0], shape[1], shape[2], size_t(words_for(g.c_out))};
     // Packed outputs get a byte per 8-channel block of every pixel; only bytes past the last
@@ -323,7 +328,7 @@ nb::object run_layer(const ConvLayer &layer, const Array &x, int threads,
     const auto run = [&](void *out) {
         nb::gil_scoped_release release;
         conv2d_out(g, px, layer.blocked(), layer.params,
-                   layer.kind, out, r, bits ? bits->data() : nullptr, threads);
+                   layer.kind, out, r, bits ? bits->data() : nullptr, threads, residual_channels);
     };
     switch (layer.kind) {
         case OutKind::dots: {
@@ -516,29 +521,38 @@ NB_MODULE(_bnnx_kernels, m) {
     }, nb::arg("weight"),
        "Packed weight -> blocked (ceil(C_out / 8), K, 8) layout the microkernels read.");
 
-    m.def("pack_nhwc", [](const Array &x) {
+    // Both packs write NHWC bits of x - shift[c] (a consumer's RSign; a plain sign without it).
+    m.def("pack_nhwc", [](const Array &x, int threads, const Optional &shift) {
         const float *p = checked<float>(x, "x", 4, "float NHWC");
+        check_threads(threads);
         const int64_t n = dim(x, 0), h = dim(x, 1), w = dim(x, 2), c = dim(x, 3);
         if (c < 1) value_error("x must have at least one channel");
-        auto out = new_array<uint64_t>({size_t(n), size_t(h), size_t(w), size_t(words_for(c))});
+        const float *s = shift ? per_channel<float>(*shift, "shift", c, "C") : nullptr;
+        // Every word is written: whole words from the floats, the last one's spare bits 0.
+        auto out = new_array<uint64_t>({size_t(n), size_t(h), size_t(w), size_t(words_for(c))},
+                                       false);
         {
             nb::gil_scoped_release release;
-            pack_nhwc(p, n * h * w, c, out.data());
+            pack_nhwc(p, n * h * w, c, out.data(), threads, s);
         }
         return out;
-    }, nb::arg("x"), "float32 NHWC -> packed uint64 NHWC (bit 1 where !(x >= 0)).");
+    }, nb::arg("x"), nb::arg("threads") = 1, nb::arg("shift") = nb::none(),
+       "float32 NHWC -> packed uint64 NHWC (bit 1 where !(x - shift >= 0)); a large map on up "
+       "to `threads` threads.");
 
-    m.def("pack_nchw", [](const Array &x) {
+    m.def("pack_nchw", [](const Array &x, const Optional &shift) {
         const float *p = checked<float>(x, "x", 4, "float NCHW");
         const int64_t n = dim(x, 0), c = dim(x, 1), h = dim(x, 2), w = dim(x, 3);
         if (c < 1) value_error("x must have at least one channel");
+        const float *s = shift ? per_channel<float>(*shift, "shift", c, "C") : nullptr;
         auto out = new_array<uint64_t>({size_t(n), size_t(h), size_t(w), size_t(words_for(c))});
         {
             nb::gil_scoped_release release;
-            pack_nchw(p, n, c, h * w, out.data());
+            pack_nchw(p, n, c, h * w, out.data(), s);
         }
         return out;
-    }, nb::arg("x"), "float32 NCHW -> packed uint64 NHWC (bit 1 where !(x >= 0)).");
+    }, nb::arg("x"), nb::arg("shift") = nb::none(),
+       "float32 NCHW -> packed uint64 NHWC (bit 1 where !(x - shift >= 0)).");
 
     m.def("unpack_nhwc", [](const Array &bits, int64_t channels) {
         const uint64_t *p = checked<uint64_t>(bits, "bits", 4, "packed NHWC");

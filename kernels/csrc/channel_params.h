@@ -101,9 +101,10 @@ struct ChannelParams {
 
 // The conv of ops.h with its output parameters built once (a prepared layer runs many inputs):
 // out (dots, floats, unit: NHWC int32 / float32; bits: packed NHWC), with residual and signs as
-// in conv2d_unit (null elsewhere).
+// in conv2d_unit (null elsewhere); a residual of residual_channels = C_out / 2 (a multiple of
+// 16) is added to both halves of the output (TileOut), 0 means C_out.
 void conv2d_out(const ConvGeometry &g, const uint64_t *x, const uint64_t *wb,
                 const ChannelParams &p, OutKind kind, void *out, const float *residual,
-                uint64_t *signs, int threads);
+                uint64_t *signs, int threads, int64_t residual_channels = 0);
 
 }  // namespace bnnx

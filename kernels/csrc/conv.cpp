@@ -131,12 +131,14 @@ void tile_conv(const ConvGeometry &g, const uint64_t *x, const uint64_t *wb, Til
             t.a_row_stride = a_row_stride;
             t.out_row_stride = out_w;
             o.pixel_stride = proto.pixel_stride * step;
+            o.residual_stride = proto.residual_stride * step;
             for (int64_t done = 0; done < pixels;) {
                 t.mr = static_cast<int>(std::min<int64_t>(kt.mr_max, pixels - done));
                 t.tiles = done == 0 ? pixels / t.mr : 1;
                 t.a = a + done * t.a_pixel_stride;
                 o.out = static_cast<char *>(proto.out) + (first + done * step) * out_pixel_elems;
-                if (proto.residual) o.residual = proto.residual + (first + done * step) * g.c_out;
+                if (proto.residual)
+                    o.residual = proto.residual + (first + done * step) * proto.residual_stride;
                 if (proto.signs) {
                     o.signs = proto.signs + (first + done * step) * words_for(g.c_out) * 8;
                     o.signs_stride = proto.signs_stride * step;
@@ -230,10 +232,12 @@ void conv2d_tiles(const ConvGeometry &g, const uint64_t *x, const uint64_t *wb, 
 
 void conv2d_out(const ConvGeometry &g, const uint64_t *x, const uint64_t *wb,
                 const ChannelParams &p, OutKind kind, void *out, const float *residual,
-                uint64_t *signs, int threads) {
+                uint64_t *signs, int threads, int64_t residual_channels) {
     TileOut o = p.out(kind);
     o.out = out;
     o.residual = residual;
+    o.residual_channels = residual_channels > 0 ? residual_channels : g.c_out;
+    o.residual_stride = o.residual_channels;
     o.signs = reinterpret_cast<uint8_t *>(signs);
     o.signs_stride = words_for(g.c_out) * 8;
     // Pixel strides: in elements (int32 / float) or bytes (bits).

@@ -53,14 +53,17 @@ enum class Act : int { none, prelu, rprelu, hardtanh };
 //           dot <= threshold[c]; written as byte c / 8 of the packed output (bits >= C_out are 0).
 //   unit:   out[c] = act(fma(scale[c] * dot + bias[c], alpha[c], beta[c]) [+ residual[c]]), the
 //           floats output, then an eval BatchNorm as torch computes it (one fused multiply-add),
-//           a residual add when `residual` is set (read at the same offsets as out[c]) and the
+//           a residual add when `residual` is set (channel c read at c % residual_channels:
+//           the output's own channel when residual_channels = C_out, or a half-width map added
+//           to both halves, ReActNet's [y, y], when it is C_out / 2, a multiple of 16) and the
 //           activation `act` (per-channel gamma, slope, zeta; see Act). With `signs` set, the
 //           same pass also packs the next binary layer's input: bit c of that pixel's words is
 //           !(out[c] - sign_shift[c] >= 0) (no subtraction where sign_shift is null), the
 //           float subtraction and sign the consumer's pack would do; byte c / 8 at
 //           signs + i * signs_stride for pixel i (bytes past C_out are left alone).
 // Per-channel arrays are padded to a multiple of 8. `out` (and `residual`) point at the tile's
-// first pixel; pixel i is at out + i * pixel_stride, in elements (int32 / float) or bytes (bits).
+// first pixel; pixel i is at out + i * pixel_stride, in elements (int32 / float) or bytes (bits)
+// (and at residual + i * residual_stride, in floats).
 struct TileOut {
     OutKind kind;
     int64_t c_out;
@@ -68,6 +71,7 @@ struct TileOut {
     const int32_t *corr;
     const float *scale, *bias;
     const float *alpha, *beta, *residual;
+    int64_t residual_stride, residual_channels;
     Act act;
     const float *gamma, *slope, *zeta;
     float low, high;  // hardtanh's bounds
@@ -103,8 +107,9 @@ struct KernelTable {
     // could reach without memory. Returns (iters x binary MACs per iteration, checksum).
     uint64_t (*peak_loop)(int64_t iters, uint64_t *checksum);
     // Sign bits of n floats: bit j of out[i] = !(x[64 i + j] >= 0) (NaN -> 1, -0 -> 0) for
-    // 64 i + j < n, 0 past n; ceil(n / 64) words.
-    void (*sign_masks)(const float *x, int64_t n, uint64_t *out);
+    // 64 i + j < n, 0 past n; ceil(n / 64) words. With shift non-null, of x[k] - shift[k]
+    // instead (one float subtraction each, as torch's RSign computes it).
+    void (*sign_masks)(const float *x, const float *shift, int64_t n, uint64_t *out);
     // One output row of an NHWC max-pool (c floats per pixel): out[o * c + ch] = the max of
     // channel ch over the window's input rows rows[0 .. nrows), in order, and in each the
     // columns o * stride - pad + k for k < kw inside [0, w), in order, updated as torch does (a

@@ -89,7 +89,10 @@ struct BlockOut {
         __m256 y = _mm256_add_ps(prod, _mm256_loadu_ps(o.bias + c0));
         if (KIND == OutKind::unit) {
             y = _mm256_fmadd_ps(y, _mm256_loadu_ps(o.alpha + c0), _mm256_loadu_ps(o.beta + c0));
-            if (o.residual) y = _mm256_add_ps(y, _mm256_maskload_ps(o.residual + at + c0, lanes));
+            if (o.residual)
+                y = _mm256_add_ps(y, _mm256_maskload_ps(o.residual + pixel * o.residual_stride +
+                                                            c0 % o.residual_channels,
+                                                        lanes));
             if (o.act != Act::none) y = activate(o, c0, y);
             if (o.signs) {
                 const __m256 t =
@@ -195,18 +198,20 @@ uint64_t peak_loop(int64_t iters, uint64_t *checksum) {
 }
 
 // Eight floats per compare; the tail word in the generic loop.
-void sign_masks(const float *x, int64_t n, uint64_t *out) {
+void sign_masks(const float *x, const float *shift, int64_t n, uint64_t *out) {
     const __m256 zero = _mm256_setzero_ps();
     int64_t i = 0;
     for (; (i + 1) * 64 <= n; ++i) {
         uint64_t mask = 0;
-        for (int q = 0; q < 8; ++q)
-            mask |= uint64_t(_mm256_movemask_ps(_mm256_cmp_ps(
-                        _mm256_loadu_ps(x + i * 64 + q * 8), zero, _CMP_NGE_UQ)))
-                    << (8 * q);
+        for (int q = 0; q < 8; ++q) {
+            const int64_t j = i * 64 + q * 8;
+            __m256 v = _mm256_loadu_ps(x + j);
+            if (shift) v = _mm256_sub_ps(v, _mm256_loadu_ps(shift + j));
+            mask |= uint64_t(_mm256_movemask_ps(_mm256_cmp_ps(v, zero, _CMP_NGE_UQ))) << (8 * q);
+        }
         out[i] = mask;
     }
-    generic::sign_masks(x + i * 64, n - i * 64, out + i);
+    generic::sign_masks(x + i * 64, shift ? shift + i * 64 : nullptr, n - i * 64, out + i);
 }
 
 // The portable row loop; this file's AVX2 flags let the compiler vectorise what it can.

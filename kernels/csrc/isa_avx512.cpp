@@ -19,21 +19,6 @@
 namespace bnnx {
 namespace {
 
-// Act on the 16 channels from c (lanes m): the scalar recipe of Act, lane by lane (y > 0 is
-// false for NaN).
-inline __m512 activate(const TileOut &o, int64_t c, __mmask16 m, __m512 y) {
-    if (o.act == Act::hardtanh) {
-        const __m512 low = _mm512_set1_ps(o.low), high = _mm512_set1_ps(o.high);
-        y = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(y, low, _CMP_LT_OQ), y, low);
-        return _mm512_mask_blend_ps(_mm512_cmp_ps_mask(y, high, _CMP_GT_OQ), y, high);
-    }
-    const bool shifted = o.act == Act::rprelu;
-    if (shifted) y = _mm512_sub_ps(y, _mm512_maskz_loadu_ps(m, o.gamma + c));
-    const __m512 scaled = _mm512_mul_ps(_mm512_maskz_loadu_ps(m, o.slope + c), y);
-    y = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(y, _mm512_setzero_ps(), _CMP_GT_OQ), scaled, y);
-    return shifted ? _mm512_add_ps(y, _mm512_maskz_loadu_ps(m, o.zeta + c)) : y;
-}
-
 // Blocks j and j + 1 (zeros past the tile's NR) as one vector of 16 int32 lanes, channel order:
 // the low halves of their 64-bit lanes (sums and limits all fit in 32 bits).
 template <int NR>
@@ -47,7 +32,9 @@ inline __m512i pair_of(const __m512i *v, int j, __m512i missing) {
 // pairs: one 512-bit register covers 16 channels, so the float arithmetic runs full width. With
 // e = base + corr - threshold, dot >= threshold <=> pc <= e >> 1 and
 // dot <= threshold <=> !(pc <= (e - 1) >> 1), so an output bit is one compare, and the flips of
-// a pixel's NR blocks are one XOR of their NR bytes, stored at once.
+// a pixel's NR blocks are one XOR of their NR bytes, stored at once. The per-channel float
+// parameters and the TileOut fields a pixel reads are copied in once per call: the pixel loop
+// then loads no parameter through a pointer that its own stores could have changed.
 template <OutKind KIND, int NR>
 struct Epilogue {
     static constexpr int kPairs = (NR + 1) / 2;
@@ -55,8 +42,23 @@ struct Epilogue {
     __mmask16 lanes[kPairs];  // channels < C_out
     uint64_t flip = 0;        // bits: byte j = block j's channels with direction -1 (< C_out)
     int64_t block0;           // the first block; its bits are byte block0 of a pixel
+    // floats and unit: scale * dot + bias; unit: fma(., alpha, beta), then act's slope, gamma,
+    // zeta (hardtanh: low, high in slope, gamma) and the consumer's sign shift.
+    __m512 scale[kPairs], bias[kPairs], alpha[kPairs], beta[kPairs];
+    __m512 slope[kPairs], gamma[kPairs], zeta[kPairs], shift[kPairs];
+    void *out;
+    const float *residual;
+    int64_t residual_at[kPairs];  // pair p's first channel in a residual pixel
+    uint8_t *signs;
+    int64_t pixel_stride, residual_stride, signs_stride;
+    Act act;
+    bool shifted;
 
-    Epilogue(const TileOut &o, int64_t first) : block0(first) {
+    Epilogue(const TileOut &o, int64_t first)
+        : block0(first), out(o.out), residual(o.residual), signs(o.signs),
+          pixel_stride(o.pixel_stride), residual_stride(o.residual_stride),
+          signs_stride(o.signs_stride), act(o.act),
+          shifted(o.sign_shift != nullptr) {
         __m512i wide[NR];
         for (int j = 0; j < NR; ++j) {
             const int64_t c = (block0 + j) * kBlock;
@@ -78,53 +80,92 @@ struct Epilogue {
             wide[j] = _mm512_mask_mov_epi64(_mm512_set1_epi64(-1), valid, limit);
         }
         for (int j = 0; j < NR; j += 2) e[j / 2] = pair_of<NR>(wide, j, _mm512_set1_epi64(-1));
+        if (KIND != OutKind::floats && KIND != OutKind::unit) return;
+        // Per-channel arrays hold whole blocks: lanes of a missing block j + 1 read past them,
+        // so those loads are masked.
+        const auto load = [&](const float *v, int p) {
+            return v ? _mm512_maskz_loadu_ps(lanes[p], v + (block0 + 2 * p) * kBlock)
+                     : _mm512_setzero_ps();
+        };
+        for (int p = 0; p < kPairs; ++p) {
+            residual_at[p] = o.residual ? (block0 + 2 * p) * kBlock % o.residual_channels : 0;
+            scale[p] = load(o.scale, p);
+            bias[p] = load(o.bias, p);
+            if (KIND != OutKind::unit) continue;
+            alpha[p] = load(o.alpha, p);
+            beta[p] = load(o.beta, p);
+            shift[p] = load(o.sign_shift, p);
+            if (o.act == Act::hardtanh) {
+                slope[p] = _mm512_set1_ps(o.low);
+                gamma[p] = _mm512_set1_ps(o.high);
+            } else {
+                slope[p] = load(o.slope, p);
+                gamma[p] = load(o.gamma, p);
+            }
+            zeta[p] = load(o.zeta, p);
+        }
+    }
+
+    // Act on pair p's 16 channels: the scalar recipe of Act, lane by lane (y > 0 is false for
+    // NaN).
+    __m512 activate(int p, __m512 y) const {
+        if (act == Act::hardtanh) {  // low in slope, high in gamma
+            y = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(y, slope[p], _CMP_LT_OQ), y, slope[p]);
+            return _mm512_mask_blend_ps(_mm512_cmp_ps_mask(y, gamma[p], _CMP_GT_OQ), y, gamma[p]);
+        }
+        const bool rprelu = act == Act::rprelu;
+        if (rprelu) y = _mm512_sub_ps(y, gamma[p]);
+        const __m512 scaled = _mm512_mul_ps(slope[p], y);
+        y = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(y, _mm512_setzero_ps(), _CMP_GT_OQ), scaled,
+                                 y);
+        return rprelu ? _mm512_add_ps(y, zeta[p]) : y;
     }
 
     // Writes pixel `pixel`'s outputs from its NR popcount sums.
-    void store(const TileOut &o, int64_t pixel, const __m512i *pc) const {
-        const int64_t at = pixel * o.pixel_stride;
+    __attribute__((always_inline)) void store(int64_t pixel, const __m512i *pc) const {
+        const int64_t at = pixel * pixel_stride;
         const __m512i none = _mm512_setzero_si512();
         if (KIND == OutKind::bits) {
             uint64_t bits = flip;
             for (int j = 0; j < NR; j += 2)
                 bits ^= uint64_t(_mm512_cmple_epi32_mask(pair_of<NR>(pc, j, none), e[j / 2]))
                         << (8 * j);
-            std::memcpy(static_cast<uint8_t *>(o.out) + at + block0, &bits, NR);
+            std::memcpy(static_cast<uint8_t *>(out) + at + block0, &bits, NR);
             return;
         }
-        uint64_t signs = 0;  // unit: the packed signs of the NR blocks, byte j = block j
+        uint64_t sign_bits = 0;  // unit: the packed signs of the NR blocks, byte j = block j
         for (int j = 0; j < NR; j += 2) {
+            const int p = j / 2;
             const int64_t c = (block0 + j) * kBlock;
-            const __mmask16 m = lanes[j / 2];
+            const __mmask16 m = lanes[p];
             const __m512i dot =
-                _mm512_sub_epi32(e[j / 2], _mm512_slli_epi32(pair_of<NR>(pc, j, none), 1));
+                _mm512_sub_epi32(e[p], _mm512_slli_epi32(pair_of<NR>(pc, j, none), 1));
             if (KIND == OutKind::dots) {
-                _mm512_mask_storeu_epi32(static_cast<int32_t *>(o.out) + at + c, m, dot);
+                _mm512_mask_storeu_epi32(static_cast<int32_t *>(out) + at + c, m, dot);
                 continue;
             }
-            // Per-channel arrays hold whole blocks: lanes of a missing block j + 1 read past
-            // them, so those loads are masked too.
-            const __m512 prod =
-                _mm512_mul_ps(_mm512_maskz_loadu_ps(m, o.scale + c), _mm512_cvtepi32_ps(dot));
-            __m512 y = _mm512_add_ps(prod, _mm512_maskz_loadu_ps(m, o.bias + c));
+            __m512 y = _mm512_add_ps(_mm512_mul_ps(scale[p], _mm512_cvtepi32_ps(dot)), bias[p]);
             if (KIND == OutKind::unit) {
-                y = _mm512_fmadd_ps(y, _mm512_maskz_loadu_ps(m, o.alpha + c),
-                                    _mm512_maskz_loadu_ps(m, o.beta + c));
-                if (o.residual) y = _mm512_add_ps(y, _mm512_maskz_loadu_ps(m, o.residual + at + c));
-                if (o.act != Act::none) y = activate(o, c, m, y);
-                if (o.signs) {
-                    const __m512 t =
-                        o.sign_shift ? _mm512_sub_ps(y, _mm512_maskz_loadu_ps(m, o.sign_shift + c))
-                                     : y;
-                    signs |= uint64_t(_mm512_mask_cmp_ps_mask(m, t, _mm512_setzero_ps(),
-                                                              _CMP_NGE_UQ))
-                             << (8 * j);
+                y = _mm512_fmadd_ps(y, alpha[p], beta[p]);
+                if (residual) {
+                    // Each residual value is read once, in pixel order: fetched 16 ahead.
+                    const float *r = residual + pixel * residual_stride + residual_at[p];
+                    _mm_prefetch(reinterpret_cast<const char *>(r + 16 * residual_stride),
+                                 _MM_HINT_T0);
+                    y = _mm512_add_ps(y, _mm512_maskz_loadu_ps(m, r));
+                }
+                if (act != Act::none) y = activate(p, y);
+                if (signs) {
+                    const __m512 t = shifted ? _mm512_sub_ps(y, shift[p]) : y;
+                    sign_bits |= uint64_t(_mm512_mask_cmp_ps_mask(m, t, _mm512_setzero_ps(),
+                                                                  _CMP_NGE_UQ))
+                                 << (8 * j);
                 }
             }
-            _mm512_mask_storeu_ps(static_cast<float *>(o.out) + at + c, m, y);
+            _mm512_mask_storeu_ps(static_cast<float *>(out) + at + c, m, y);
         }
-        if (KIND == OutKind::unit && o.signs)
-            std::memcpy(o.signs + pixel * o.signs_stride + block0, &signs, NR);
+        if (KIND == OutKind::unit && signs)
+            std::memcpy(signs + pixel * signs_stride + block0, &sign_bits, NR);
     }
 };
 
@@ -171,7 +212,7 @@ void bconv_ukernel__avx512vpopcnt(const Tile &t, const TileOut &o) {
             }
         }
         const int64_t pixel = row * t.out_row_stride + tile * MR;
-        for (int i = 0; i < MR; ++i) epilogue.store(o, pixel + i, acc[i]);
+        for (int i = 0; i < MR; ++i) epilogue.store(pixel + i, acc[i]);
     }
 }
 
@@ -227,7 +268,7 @@ uint64_t peak_loop(int64_t iters, uint64_t *checksum) {
 }
 
 // Sixteen floats per compare straight into a mask register; masked loads for the tail.
-void sign_masks(const float *x, int64_t n, uint64_t *out) {
+void sign_masks(const float *x, const float *shift, int64_t n, uint64_t *out) {
     const __m512 zero = _mm512_setzero_ps();
     for (int64_t i = 0; i * 64 < n; ++i) {
         uint64_t mask = 0;
@@ -235,9 +276,9 @@ void sign_masks(const float *x, int64_t n, uint64_t *out) {
             const int64_t j = i * 64 + q * 16, left = n - j;
             if (left <= 0) break;
             const __mmask16 valid = left >= 16 ? __mmask16(0xffff) : __mmask16((1u << left) - 1);
-            mask |= uint64_t(_mm512_mask_cmp_ps_mask(valid, _mm512_maskz_loadu_ps(valid, x + j),
-                                                     zero, _CMP_NGE_UQ))
-                    << (16 * q);
+            __m512 v = _mm512_maskz_loadu_ps(valid, x + j);
+            if (shift) v = _mm512_sub_ps(v, _mm512_maskz_loadu_ps(valid, shift + j));
+            mask |= uint64_t(_mm512_mask_cmp_ps_mask(valid, v, zero, _CMP_NGE_UQ)) << (16 * q);
         }
         out[i] = mask;
     }

@@ -13,8 +13,8 @@ uint64_t peak_loop(int64_t iters, uint64_t *checksum) {
     return generic::peak_loop(iters, checksum);
 }
 
-void sign_masks(const float *x, int64_t n, uint64_t *out) {
-    generic::sign_masks(x, n, out);
+void sign_masks(const float *x, const float *shift, int64_t n, uint64_t *out) {
+    generic::sign_masks(x, shift, n, out);
 }
 
 void max_pool_row(const float *const *rows, int64_t nrows, int64_t w, int64_t c, int64_t kw,

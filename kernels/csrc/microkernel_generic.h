@@ -44,7 +44,8 @@ __attribute__((always_inline)) inline void epilogue(const TileOut &o, int64_t pi
             const int64_t at = pixel * o.pixel_stride + c;
             if (o.kind == OutKind::unit) {
                 y = std::fma(y, o.alpha[c], o.beta[c]);
-                if (o.residual) y += o.residual[at];
+                if (o.residual)
+                    y += o.residual[pixel * o.residual_stride + c % o.residual_channels];
                 if (o.act != Act::none) y = activate(o, c, y);
                 if (o.signs) {
                     const float t = o.sign_shift ? y - o.sign_shift[c] : y;
@@ -124,18 +125,22 @@ __attribute__((always_inline)) inline uint64_t peak_loop(int64_t iters, uint64_t
 }
 
 // Four floats per compare where SSE2 is baseline (x86-64), else one at a time.
-__attribute__((always_inline)) inline void sign_masks(const float *x, int64_t n, uint64_t *out) {
+__attribute__((always_inline)) inline void sign_masks(const float *x, const float *shift,
+                                                      int64_t n, uint64_t *out) {
     for (int64_t i = 0; i * 64 < n; ++i) {
         const int64_t end = n - i * 64 < 64 ? n - i * 64 : 64;
-        const float *p = x + i * 64;
+        const float *p = x + i * 64, *s = shift ? shift + i * 64 : nullptr;
         uint64_t mask = 0;
         int64_t j = 0;
 #if defined(__SSE2__)
         const __m128 zero = _mm_setzero_ps();
-        for (; j + 4 <= end; j += 4)
-            mask |= uint64_t(_mm_movemask_ps(_mm_cmpnge_ps(_mm_loadu_ps(p + j), zero))) << j;
+        for (; j + 4 <= end; j += 4) {
+            __m128 v = _mm_loadu_ps(p + j);
+            if (s) v = _mm_sub_ps(v, _mm_loadu_ps(s + j));
+            mask |= uint64_t(_mm_movemask_ps(_mm_cmpnge_ps(v, zero))) << j;
+        }
 #endif
-        for (; j < end; ++j) mask |= uint64_t(!(p[j] >= 0.0f)) << j;
+        for (; j < end; ++j) mask |= uint64_t(!((s ? p[j] - s[j] : p[j]) >= 0.0f)) << j;
         out[i] = mask;
     }
 }

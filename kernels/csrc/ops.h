@@ -18,8 +18,11 @@ namespace bnnx {
 
 inline int64_t words_for(int64_t channels) { return (channels + 63) / 64; }
 
-void pack_nhwc(const float *x, int64_t pixels, int64_t channels, uint64_t *out);
-void pack_nchw(const float *x, int64_t n, int64_t channels, int64_t hw, uint64_t *out);
+// Sign bits (bit 1 where !(x - shift[c] >= 0); no subtraction where shift is null), packed NHWC.
+void pack_nhwc(const float *x, int64_t pixels, int64_t channels, uint64_t *out,
+               int threads = 1, const float *shift = nullptr);
+void pack_nchw(const float *x, int64_t n, int64_t channels, int64_t hw, uint64_t *out,
+               const float *shift = nullptr);
 void unpack_nhwc(const uint64_t *bits, int64_t pixels, int64_t channels, float *out);
 // (C_out, K) words -> blocked (ceil(C_out / 8), K, 8), zero past C_out.
 void block_weights(const uint64_t *w, int64_t c_out, int64_t k, uint64_t *out);

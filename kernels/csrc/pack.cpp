@@ -5,27 +5,48 @@
 
 #include "isa.h"
 #include "ops.h"
+#include "parallel.h"
 
 namespace bnnx {
 
-void pack_nhwc(const float *x, int64_t pixels, int64_t channels, uint64_t *out) {
+// Pixels in chunks of at least kPackChunk floats per thread (a few microseconds each: smaller
+// maps stay on one thread). Whole-word pixels (C a multiple of 64) without a shift are the sign
+// bits of the flat array, so a chunk is one sign_masks call.
+void pack_nhwc(const float *x, int64_t pixels, int64_t channels, uint64_t *out, int threads,
+               const float *shift) {
+    constexpr int64_t kPackChunk = 32768;
     const KernelTable &kt = active_kernels();
     const int64_t words = words_for(channels);
-    for (int64_t p = 0; p < pixels; ++p) kt.sign_masks(x + p * channels, channels, out + p * words);
+    const int64_t chunks = std::max<int64_t>(1, std::min(pixels, pixels * channels / kPackChunk));
+    parallel_for(chunks, threads, [&](int64_t begin, int64_t end) {
+        const int64_t p0 = begin * pixels / chunks, p1 = end * pixels / chunks;
+        if (shift == nullptr && channels % 64 == 0) {
+            kt.sign_masks(x + p0 * channels, nullptr, (p1 - p0) * channels, out + p0 * words);
+            return;
+        }
+        for (int64_t p = p0; p < p1; ++p)
+            kt.sign_masks(x + p * channels, shift, channels, out + p * words);
+    });
 }
 
-// 64 channels at a time: each channel plane is read sequentially into sign masks of 64 pixels,
-// then a bit transpose per 64-pixel column turns 64 masks into one word per pixel.
-void pack_nchw(const float *x, int64_t n, int64_t channels, int64_t hw, uint64_t *out) {
+// 64 channels at a time: each channel plane is read sequentially into sign masks of 64 pixels
+// (of the plane minus its shift, formed in a buffer, when there is one), then a bit transpose
+// per 64-pixel column turns 64 masks into one word per pixel.
+void pack_nchw(const float *x, int64_t n, int64_t channels, int64_t hw, uint64_t *out,
+               const float *shift) {
     const KernelTable &kt = active_kernels();
     const int64_t words = words_for(channels), columns = (hw + 63) / 64;
     std::vector<uint64_t> masks(static_cast<size_t>(64 * columns));
+    std::vector<float> shifts(shift ? static_cast<size_t>(hw) : 0);
     uint64_t tile[64];
     for (int64_t b = 0; b < n; ++b)
         for (int64_t wd = 0; wd < words; ++wd) {
             const int64_t nc = std::min<int64_t>(64, channels - wd * 64);
-            for (int64_t c = 0; c < nc; ++c)
-                kt.sign_masks(x + (b * channels + wd * 64 + c) * hw, hw, &masks[c * columns]);
+            for (int64_t c = 0; c < nc; ++c) {
+                if (shift) std::fill(shifts.begin(), shifts.end(), shift[wd * 64 + c]);
+                kt.sign_masks(x + (b * channels + wd * 64 + c) * hw,
+                              shift ? shifts.data() : nullptr, hw, &masks[c * columns]);
+            }
             for (int64_t col = 0; col < columns; ++col) {
                 for (int64_t c = 0; c < 64; ++c) tile[c] = c < nc ? masks[c * columns + col] : 0;
                 kt.transpose_bits(tile);
