@@ -531,7 +531,10 @@ class AdaptiveAvgPool2dOp(FloatOp):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # Its channels-last kernel sums in another order (last-bit differences): NCHW as in torch.
-        return F.adaptive_avg_pool2d(nchw(x), self.output_size)
+        x = nchw(x)
+        if self.output_size == (1, 1):  # what torch's adaptive pool runs then, minus a dispatch
+            return torch.mean(x, (2, 3), keepdim=True)
+        return F.adaptive_avg_pool2d(x, self.output_size)
 
 
 @register_op
@@ -594,3 +597,58 @@ class LinearOp(FloatOp):
 
     def macs(self, in_shape: tuple[int, ...], out_shape: tuple[int, ...]) -> tuple[int, int]:
         return 0, _prod(out_shape[:-1]) * _prod(tuple(self.weight.shape))
+
+
+@register_op
+class MapLinearOp(LinearOp):
+    """A head's linear layer reading the map in the layout it arrives in (the packed kernels'
+    NHWC seen as NCHW), with the global average pool ("global_pool") or the flatten before it
+    taken in: one GEMM and no NCHW copy. The pool's sum runs over pixels, the 1 / (H * W) in
+    the GEMM's alpha; without the pool, the weight's columns are reordered once per map shape
+    to NHWC order. Neither sums as torch's mean or NCHW flatten + linear does, so only
+    compile(exact_float=False) makes it (see folding.py)."""
+
+    kind = "map_linear"
+    handles = ()
+    # From this many outputs on, MKL's GEMV reads an (in, out) contiguous weight faster than an
+    # (out, in) one (512 -> 1000: 25.6 vs 29.6 us); with fewer, slower (8192 -> 10: 9.4 vs 5.8).
+    WIDE = 64
+
+    def __init__(self, name: str, params: dict[str, Any], tensors: dict[str, np.ndarray]) -> None:
+        super().__init__(name, params, tensors)
+        self.global_pool = self.param("global_pool", bool)
+        self._columns: dict[tuple[int, ...], torch.Tensor] = {(): self.stored(self.weight.t())}
+
+    def stored(self, columns: torch.Tensor) -> torch.Tensor:
+        """The (features, out) weight `columns` in the memory order its GEMV reads fastest."""
+        wide = columns.shape[1] >= self.WIDE
+        return columns.contiguous() if wide else columns.t().contiguous().t()
+
+    @property
+    def label(self) -> str:
+        return "float:" + ("avgpool+linear" if self.global_pool else "flatten+linear")
+
+    def output_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        if self.global_pool:
+            return super().output_shape(self.map_input(shape)[:1])
+        return super().output_shape((_prod(shape),))
+
+    def columns(self, shape: tuple[int, ...]) -> torch.Tensor:
+        """The (features, out) weight for an input of per-sample `shape`: a (C, H, W) map is
+        read in NHWC order (the flatten's NCHW columns moved there once per shape)."""
+        key = shape if len(shape) == 3 and not self.global_pool else ()
+        if key not in self._columns:
+            c, h, w = key
+            weight = self.weight.view(-1, c, h, w).permute(2, 3, 1, 0)
+            self._columns[key] = self.stored(weight.reshape(h * w * c, -1))
+        return self._columns[key]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.global_pool:
+            alpha, rows, weight = 1.0 / (x.shape[2] * x.shape[3]), x.sum((2, 3)), self._columns[()]
+        else:  # on a map, the NHWC rows are a view of the packed kernels' buffer
+            alpha, weight = 1.0, self.columns(tuple(x.shape[1:]))
+            rows = (x.permute(0, 2, 3, 1) if x.dim() == 4 else x).reshape(x.shape[0], -1)
+        if self.bias is None:
+            return torch.mm(rows, weight).mul_(alpha)
+        return torch.addmm(self.bias, rows, weight, alpha=alpha)

@@ -8,7 +8,8 @@ torch's conv then BatchNorm do, so a binary layer's sign can differ from torch's
 lies within rounding of zero: the exact default never folds. A stem conv over few input channels
 and a shortcut's 1x1 conv become DirectConv2dOps instead (bnnx's direct kernel, where it is
 native); the stem's also takes in the input normalisation before it and the max-pool after it,
-a shortcut's the average pool before it.
+a shortcut's the average pool before it. A head's global average pool or flatten and its linear
+layer become one MapLinearOp (the pool a sum over the NHWC pixels, no NCHW copy).
 """
 
 from __future__ import annotations
@@ -22,10 +23,14 @@ from . import bitops
 from .block_ops import BlockOp
 from .float_ops import (
     DIRECT_CONV_ISAS,
+    AdaptiveAvgPool2dOp,
     BatchNormOp,
     Conv2dOp,
     DirectConv2dOp,
+    FlattenOp,
     FoldedConv2dOp,
+    LinearOp,
+    MapLinearOp,
     MaxPool2dOp,
     NormalizeOp,
 )
@@ -34,7 +39,8 @@ from .graph import Op
 
 def fold_float_parts(ops: Sequence[Op]) -> list[Op]:
     """`ops` with every conv -> BatchNorm (also conv -> max-pool -> BatchNorm, the stem order
-    the compiler makes) folded, at the top level and inside blocks' chains."""
+    the compiler makes) folded, at the top level and inside blocks' chains, and each
+    [global average pool ->] flatten -> linear head made one MapLinearOp."""
     return [_fold_block(op) if isinstance(op, BlockOp) else op for op in _fold_chain(ops)]
 
 
@@ -53,10 +59,26 @@ def _fold_chain(ops: Sequence[Op]) -> list[Op]:
             windowed = isinstance(folded, DirectConv2dOp) and not DirectConv2dOp.pointwise(folded)
             out += [folded.with_pool(pool)] if windowed else [folded, pool]
             i += 3
+        elif (head := _map_linear(ops[i:i + 3])) is not None:
+            out.append(head[0])
+            i += head[1]
         else:
             out.append(conv)
             i += 1
     return out
+
+
+def _map_linear(ops: Sequence[Op]) -> tuple[MapLinearOp, int] | None:
+    """(the MapLinearOp, ops taken) for a head starting `ops`: a 1x1 adaptive average pool, a
+    flatten of all per-sample axes and a linear layer, or the last two alone; else None."""
+    pool = isinstance(ops[0], AdaptiveAvgPool2dOp) and ops[0].output_size == (1, 1)
+    rest = ops[1:] if pool else ops
+    if not (len(rest) >= 2 and isinstance(rest[0], FlattenOp) and type(rest[1]) is LinearOp
+            and (rest[0].start_dim, rest[0].end_dim) == (1, -1)):
+        return None
+    linear = rest[1]
+    return (MapLinearOp(linear.name, {**linear.params, "global_pool": pool}, linear.tensors),
+            3 if pool else 2)
 
 
 def _folded(conv: Conv2dOp, bn: BatchNormOp, before: list[Op]) -> FoldedConv2dOp:

@@ -1,7 +1,7 @@
 """compile(exact_float=False): BatchNorm folded into the float convs (stem, downsampling
-shortcuts). Not torch's rounding, so these tests bound the logits (most samples to rounding,
-all within 2% of the logit range) and require the same predictions; the exact default never
-folds."""
+shortcuts), the head's pool or flatten into its linear layer. Not torch's rounding, so these
+tests bound the logits (most samples to rounding, all within 2% of the logit range) and require
+the same predictions; the exact default never folds."""
 
 from __future__ import annotations
 
@@ -14,7 +14,16 @@ from test_kernels_families import family_model
 
 import kernels
 from kernels.block_ops import BlockOp
-from kernels.float_ops import DirectConv2dOp, FoldedConv2dOp, MaxPool2dOp
+from kernels.float_ops import (
+    AdaptiveAvgPool2dOp,
+    DirectConv2dOp,
+    FlattenOp,
+    FoldedConv2dOp,
+    LinearOp,
+    MapLinearOp,
+    MaxPool2dOp,
+)
+from kernels.folding import fold_float_parts
 
 SHAPE = (3, 32, 32)
 CASES = [
@@ -42,6 +51,9 @@ def test_folded_float_parts_keep_logits_and_predictions(family, options) -> None
     shortcuts = options.get("downsample") == "avgpool_conv"
     assert len(folded) == 1 + (2 if shortcuts else 0)  # the stem's, and each shortcut's
     assert not any(op.kind == "batchnorm" for op in fast.ops if op.name.startswith("stem"))
+    head = [op for op in fast.ops if op.name.startswith("head")]
+    assert len(head) == 1 and isinstance(head[0], MapLinearOp)  # pool/flatten + linear: one op
+    assert head[0].global_pool == (family != "plain")
     x = torch.randn(64, *SHAPE, generator=torch.Generator().manual_seed(2)) * 2
     with torch.no_grad():
         ref = model(x).numpy()
@@ -86,3 +98,48 @@ def test_folded_model_saves_and_loads(tmp_path: Path) -> None:
 def test_exact_float_must_be_a_bool() -> None:
     with pytest.raises(ValueError, match="exact_float must be True or False"):
         kernels.compile(family_model("plain"), (3, 12, 12), exact_float="no")
+
+
+def head_ops(global_pool: bool, features: int, bias: bool, seed: int, outputs: int = 7) -> list:
+    """The exact head's ops ([1x1 adaptive average pool,] flatten, linear) on random weights."""
+    g = torch.Generator().manual_seed(seed)
+    tensors = {"weight": torch.randn(outputs, features, generator=g).numpy()}
+    if bias:
+        tensors["bias"] = torch.randn(outputs, generator=g).numpy()
+    ops = [FlattenOp("head.1", {"start_dim": 1, "end_dim": -1}, {}),
+           LinearOp("head.2", {"bias": bias}, tensors)]
+    if global_pool:
+        ops.insert(0, AdaptiveAvgPool2dOp("head.0", {"output_size": [1, 1]}, {}))
+    return ops
+
+
+@pytest.mark.parametrize("global_pool", [True, False], ids=["avgpool", "flatten"])
+@pytest.mark.parametrize("bias", [True, False], ids=["bias", "no-bias"])
+@pytest.mark.parametrize("outputs", [7, MapLinearOp.WIDE], ids=["narrow", "wide"])
+def test_map_linear_head_reads_either_layout_within_rounding(global_pool, bias, outputs) -> None:
+    """The folded head on a channels-last map (the packed kernels' NHWC) and on an NCHW one,
+    batch of 3, against the exact ops it replaces: rounding apart, the same logits (its weight
+    stored either way round, by its output count)."""
+    c, h, w = 6, 5, 3
+    exact = head_ops(global_pool, c if global_pool else c * h * w, bias, seed=11,
+                     outputs=outputs)
+    folded = fold_float_parts(exact)
+    assert len(folded) == 1 and isinstance(folded[0], MapLinearOp)
+    assert folded[0].output_shape((c, h, w)) == (outputs,)
+    x = torch.randn(3, c, h, w, generator=torch.Generator().manual_seed(12))
+    ref = x
+    for op in exact:
+        ref = op.run(ref, 1)
+    for layout in (torch.contiguous_format, torch.channels_last):
+        got = folded[0].run(x.contiguous(memory_format=layout), 1)
+        assert got.shape == ref.shape
+        torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-5)
+
+
+def test_map_linear_rejects_a_map_its_weight_does_not_take() -> None:
+    op = fold_float_parts(head_ops(False, 6 * 5 * 3, True, seed=13))[0]
+    with pytest.raises(ValueError, match="takes 90 features"):
+        op.output_shape((6, 5, 4))
+    pooled = fold_float_parts(head_ops(True, 6, True, seed=13))[0]
+    with pytest.raises(ValueError, match=r"expects a \(C, H, W\) map"):
+        pooled.output_shape((6,))
