@@ -135,12 +135,12 @@ def test_worker_whose_dataset_cannot_load_fails_a_trial_and_the_study_goes_on(
 
     spec = str(tmp_path / "s.journal")
     run_search(spec, "d", SearchSettings(trials=1, epochs=1), workers=1)
-    real = datasets.get_dataset
+    real = datasets.search_data
 
-    def missing(name):
+    def missing(name, train_subset=None):
         raise FileNotFoundError(f"{name} is not on this machine (simulated)")
 
-    monkeypatch.setattr(study_module, "get_dataset", missing)
+    monkeypatch.setattr(study_module, "search_data", missing)
     raise_budget(spec, "d", 2)
     run_worker(spec, "d", worker=1)
     assert "dataset cannot load on this machine" in capsys.readouterr().err
@@ -148,7 +148,7 @@ def test_worker_whose_dataset_cannot_load_fails_a_trial_and_the_study_goes_on(
     failed = [t for t in study.trials if t.state == optuna.trial.TrialState.FAIL]
     assert len(failed) == 1 and "digits is not on this machine" in \
         failed[0].user_attrs["fail_reason"]
-    monkeypatch.setattr(study_module, "get_dataset", real)
+    monkeypatch.setattr(study_module, "search_data", real)
     run_worker(spec, "d", worker=2)
     states = [t.state for t in load_study(spec, "d").trials]
     assert states.count(optuna.trial.TrialState.COMPLETE) == 2
