@@ -8,8 +8,9 @@
 namespace bnnx {
 
 // Calls fn(begin, end) on disjoint chunks covering [0, total), on the calling thread and up to
-// threads - 1 pool workers. Chunks are handed out dynamically, so a worker the OS has not
-// scheduled yet delays nothing: the others take its share. fn must not throw.
+// threads - 1 pool workers. Thread k works through the k-th contiguous share first (so layer
+// after layer a thread reads mostly what it wrote itself), then steals chunks from the others'
+// ends, so a worker the OS has not scheduled yet delays nothing. fn must not throw.
 void parallel_for(int64_t total, int threads, const std::function<void(int64_t, int64_t)> &fn);
 
 }  // namespace bnnx
