@@ -13,16 +13,8 @@ import torch
 from test_kernels_families import family_model
 
 import kernels
+from kernels import float_ops
 from kernels.block_ops import BlockOp
-from kernels.float_ops import (
-    AdaptiveAvgPool2dOp,
-    DirectConv2dOp,
-    FlattenOp,
-    FoldedConv2dOp,
-    LinearOp,
-    MapLinearOp,
-    MaxPool2dOp,
-)
 from kernels.folding import fold_float_parts
 
 SHAPE = (3, 32, 32)
@@ -34,11 +26,11 @@ CASES = [
 ]
 
 
-def folded_convs(packed: kernels.PackedModel) -> list[FoldedConv2dOp]:
+def folded_convs(packed: kernels.PackedModel) -> list[float_ops.FoldedConv2dOp]:
     ops = [op for op in packed.ops]
     ops += [sub for op in packed.ops if isinstance(op, BlockOp) for c in op.chains.values()
             for sub in c]
-    return [op for op in ops if isinstance(op, FoldedConv2dOp)]
+    return [op for op in ops if isinstance(op, float_ops.FoldedConv2dOp)]
 
 
 @pytest.mark.parametrize("family, options", CASES, ids=[c[0] for c in CASES])
@@ -52,7 +44,7 @@ def test_folded_float_parts_keep_logits_and_predictions(family, options) -> None
     assert len(folded) == 1 + (2 if shortcuts else 0)  # the stem's, and each shortcut's
     assert not any(op.kind == "batchnorm" for op in fast.ops if op.name.startswith("stem"))
     head = [op for op in fast.ops if op.name.startswith("head")]
-    assert len(head) == 1 and isinstance(head[0], MapLinearOp)  # pool/flatten + linear: one op
+    assert len(head) == 1 and isinstance(head[0], float_ops.MapLinearOp)  # pool + linear: one op
     assert head[0].global_pool == (family != "plain")
     x = torch.randn(64, *SHAPE, generator=torch.Generator().manual_seed(2)) * 2
     with torch.no_grad():
@@ -72,11 +64,11 @@ def test_fold_across_the_moved_stem_pool_flips_negative_gammas() -> None:
     BN goes back before the pool, which is a plain max-pool again (min where both flip)."""
     model = family_model("bireal", seed=9, shape=SHAPE, stem_layout="imagenet")
     exact, fast = (kernels.compile(model, SHAPE, exact_float=e) for e in (True, False))
-    moved = next(op for op in exact.ops if isinstance(op, MaxPool2dOp))
+    moved = next(op for op in exact.ops if isinstance(op, float_ops.MaxPool2dOp))
     assert moved.lower is not None and moved.lower.any()  # the test model has negative gammas
     # The pool runs alone, or in a direct stem conv's pass (named as the pool).
-    pool = next(op.pool if isinstance(op, DirectConv2dOp) else op for op in fast.ops
-                if isinstance(op, MaxPool2dOp) or getattr(op, "pool", None) is not None)
+    pool = next(op.pool if isinstance(op, float_ops.DirectConv2dOp) else op for op in fast.ops
+                if isinstance(op, float_ops.MaxPool2dOp) or getattr(op, "pool", None) is not None)
     assert pool.lower is None
     x = torch.randn(16, *SHAPE)
     stem_exact = exact.activations(x)["stem.2"]
@@ -106,16 +98,16 @@ def head_ops(global_pool: bool, features: int, bias: bool, seed: int, outputs: i
     tensors = {"weight": torch.randn(outputs, features, generator=g).numpy()}
     if bias:
         tensors["bias"] = torch.randn(outputs, generator=g).numpy()
-    ops = [FlattenOp("head.1", {"start_dim": 1, "end_dim": -1}, {}),
-           LinearOp("head.2", {"bias": bias}, tensors)]
+    ops = [float_ops.FlattenOp("head.1", {"start_dim": 1, "end_dim": -1}, {}),
+           float_ops.LinearOp("head.2", {"bias": bias}, tensors)]
     if global_pool:
-        ops.insert(0, AdaptiveAvgPool2dOp("head.0", {"output_size": [1, 1]}, {}))
+        ops.insert(0, float_ops.AdaptiveAvgPool2dOp("head.0", {"output_size": [1, 1]}, {}))
     return ops
 
 
 @pytest.mark.parametrize("global_pool", [True, False], ids=["avgpool", "flatten"])
 @pytest.mark.parametrize("bias", [True, False], ids=["bias", "no-bias"])
-@pytest.mark.parametrize("outputs", [7, MapLinearOp.WIDE], ids=["narrow", "wide"])
+@pytest.mark.parametrize("outputs", [7, float_ops.MapLinearOp.WIDE], ids=["narrow", "wide"])
 def test_map_linear_head_reads_either_layout_within_rounding(global_pool, bias, outputs) -> None:
     """The folded head on a channels-last map (the packed kernels' NHWC) and on an NCHW one,
     batch of 3, against the exact ops it replaces: rounding apart, the same logits (its weight
@@ -124,7 +116,7 @@ def test_map_linear_head_reads_either_layout_within_rounding(global_pool, bias, 
     exact = head_ops(global_pool, c if global_pool else c * h * w, bias, seed=11,
                      outputs=outputs)
     folded = fold_float_parts(exact)
-    assert len(folded) == 1 and isinstance(folded[0], MapLinearOp)
+    assert len(folded) == 1 and isinstance(folded[0], float_ops.MapLinearOp)
     assert folded[0].output_shape((c, h, w)) == (outputs,)
     x = torch.randn(3, c, h, w, generator=torch.Generator().manual_seed(12))
     ref = x
