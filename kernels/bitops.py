@@ -47,18 +47,27 @@ def available_isas() -> list[str]:
     return list(ext.available_isas())
 
 
-def peak_loop(iterations: int, isa: str | None = None) -> int:
-    """Runs an ISA's register-only XOR/popcount/add loop (default: the active one's) and returns
-    the binary MACs it did: the ceiling its microkernel could reach without memory traffic."""
-    return int(ext.peak_loop(iterations, isa))
+PEAK_ARITHMETIC = ("binary", "float")
 
 
-def measure_peak_gbmacs(isa: str | None = None, iterations: int = 1 << 20) -> float:
-    """Binary MAC/s (G) of peak_loop, best of five runs, measured now."""
+def peak_loop(iterations: int, isa: str | None = None, arithmetic: str = "binary") -> int:
+    """Runs an ISA's register-only loop (default: the active one's) and returns the MACs it did:
+    "binary", the microkernel's XOR/popcount/add recipe (the ceiling of a packed conv without
+    memory traffic); "float", independent fp32 multiply-adds at the ISA's full width (the
+    ceiling of any float conv or GEMM on this core)."""
+    if arithmetic not in PEAK_ARITHMETIC:
+        raise ValueError(f"arithmetic must be one of {', '.join(PEAK_ARITHMETIC)}, got "
+                         f"{arithmetic!r}")
+    return int(ext.peak_loop(iterations, isa, arithmetic == "float"))
+
+
+def measure_peak_gmacs(isa: str | None = None, iterations: int = 1 << 20,
+                       arithmetic: str = "binary") -> float:
+    """MAC/s (G) of peak_loop, best of five runs, measured now."""
     best = 0.0
     for _ in range(5):
         start = time.perf_counter()
-        macs = peak_loop(iterations, isa)
+        macs = peak_loop(iterations, isa, arithmetic)
         best = max(best, macs / (time.perf_counter() - start) / 1e9)
     return best
 

@@ -269,9 +269,13 @@ def test_engine_reports_its_path_and_a_peak() -> None:
     if not os.environ.get("BNNX_ISA"):
         assert kernels.active_isa() == ISAS[0]  # the best path is the default
     for isa in ISAS:
-        assert bitops.measure_peak_gbmacs(isa) > 0
-        assert bitops.peak_loop(2000, isa) == 2 * bitops.peak_loop(1000, isa) > 0
+        for arithmetic in bitops.PEAK_ARITHMETIC:
+            assert bitops.measure_peak_gmacs(isa, 1000, arithmetic) > 0
+            assert (bitops.peak_loop(2000, isa, arithmetic)
+                    == 2 * bitops.peak_loop(1000, isa, arithmetic) > 0)
     with pytest.raises(ValueError, match="iterations must be >= 1"):
         bitops.peak_loop(0)
+    with pytest.raises(ValueError, match="arithmetic must be one of binary, float"):
+        bitops.peak_loop(10, arithmetic="int8")
     with pytest.raises(ValueError, match="unknown or unsupported ISA"):
-        bitops.measure_peak_gbmacs("avx9000")
+        bitops.measure_peak_gmacs("avx9000")

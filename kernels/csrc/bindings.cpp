@@ -495,18 +495,28 @@ NB_MODULE(_bnnx_kernels, m) {
         return previous;
     }, nb::arg("name"), "Switch the active microkernel table; returns the previous name.");
 
-    m.def("peak_loop", [](int64_t iterations, const std::optional<std::string> &name) {
+    m.def("peak_loop", [](int64_t iterations, const std::optional<std::string> &name,
+                          bool float_macs) {
         const KernelTable *table = name ? find_kernels(name->c_str()) : &active_kernels();
         if (table == nullptr) value_error("unknown or unsupported ISA '" + *name + "'");
         if (iterations < 1) value_error("iterations must be >= 1, got " + std::to_string(iterations));
         nb::gil_scoped_release release;
+        // The sinks keep each loop's result observable, so it is not optimised away.
+        if (float_macs) {
+            float checksum = 0.0f;
+            const uint64_t macs = table->float_peak_loop(iterations, &checksum);
+            static volatile float float_sink;
+            float_sink = checksum;
+            return macs;
+        }
         uint64_t checksum = 0;
         const uint64_t macs = table->peak_loop(iterations, &checksum);
         static volatile uint64_t sink;
-        sink = checksum;  // keeps the loop's result observable, so it is not optimised away
+        sink = checksum;
         return macs;
-    }, nb::arg("iterations"), nb::arg("isa") = nb::none(),
-       "Runs the ISA's register-only XOR/popcount/add loop (the kernels' peak); its binary MACs.");
+    }, nb::arg("iterations"), nb::arg("isa") = nb::none(), nb::arg("float_macs") = false,
+       "Runs the ISA's register-only XOR/popcount/add loop (the kernels' peak; with float_macs, "
+       "its fp32 multiply-add loop); the MACs it did.");
 
     m.def("block_weight", [](const Array &w) {
         if (w.ndim() != 2 && w.ndim() != 4)

@@ -106,6 +106,10 @@ struct KernelTable {
     // The same XOR / popcount / add recipe on registers only, `iters` times: the peak the tile
     // could reach without memory. Returns (iters x binary MACs per iteration, checksum).
     uint64_t (*peak_loop)(int64_t iters, uint64_t *checksum);
+    // Independent fp32 multiply-adds at the ISA's full width on registers only, `iters` times:
+    // the most a float conv or GEMM can get from this core. Returns the MACs; their sum is
+    // added to checksum.
+    uint64_t (*float_peak_loop)(int64_t iters, float *checksum);
     // Sign bits of n floats: bit j of out[i] = !(x[64 i + j] >= 0) (NaN -> 1, -0 -> 0) for
     // 64 i + j < n, 0 past n; ceil(n / 64) words. With shift non-null, of x[k] - shift[k]
     // instead (one float subtraction each, as torch's RSign computes it).

@@ -197,6 +197,24 @@ uint64_t peak_loop(int64_t iters, uint64_t *checksum) {
     return static_cast<uint64_t>(iters) * kMr * kBlock * 64;
 }
 
+// Twelve independent 8-lane FMA chains: more than FMA latency x ports on AVX2 cores.
+uint64_t float_peak_loop(int64_t iters, float *checksum) {
+    constexpr int kChains = 12;
+    __m256 acc[kChains];
+    for (int i = 0; i < kChains; ++i) acc[i] = _mm256_set1_ps(static_cast<float>(i));
+    __m256 a = _mm256_set1_ps(1.0f), b = _mm256_setzero_ps();
+    for (int64_t it = 0; it < iters; ++it) {
+        asm volatile("" : "+x"(a), "+x"(b));  // "new" each iteration: nothing is hoisted
+        for (int i = 0; i < kChains; ++i) acc[i] = _mm256_fmadd_ps(a, acc[i], b);
+    }
+    alignas(32) float lanes[8];
+    for (int i = 0; i < kChains; ++i) {
+        _mm256_store_ps(lanes, acc[i]);
+        for (float v : lanes) *checksum += v;
+    }
+    return static_cast<uint64_t>(iters) * kChains * 8;
+}
+
 // Eight floats per compare; the tail word in the generic loop.
 void sign_masks(const float *x, const float *shift, int64_t n, uint64_t *out) {
     const __m256 zero = _mm256_setzero_ps();
@@ -234,7 +252,8 @@ void transpose_bits(uint64_t a[64]) { generic::transpose_bits(a); }
 }  // namespace
 
 namespace isa {
-const KernelTable avx2 = {"avx2", kMr, 4, bconv_ukernel_4x8__avx2, peak_loop, sign_masks,
+const KernelTable avx2 = {"avx2", kMr, 4, bconv_ukernel_4x8__avx2, peak_loop,
+                          float_peak_loop, sign_masks,
                           max_pool_row, direct_conv_rows, interleave_planes,
                           transpose_bits};
 }

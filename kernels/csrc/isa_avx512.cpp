@@ -267,6 +267,20 @@ uint64_t peak_loop(int64_t iters, uint64_t *checksum) {
     return static_cast<uint64_t>(iters) * kRows * kCols * 512;
 }
 
+// Sixteen independent 16-lane FMA chains: more than FMA latency x ports on AVX-512 cores.
+uint64_t float_peak_loop(int64_t iters, float *checksum) {
+    constexpr int kChains = 16;
+    __m512 acc[kChains];
+    for (int i = 0; i < kChains; ++i) acc[i] = _mm512_set1_ps(static_cast<float>(i));
+    __m512 a = _mm512_set1_ps(1.0f), b = _mm512_setzero_ps();
+    for (int64_t it = 0; it < iters; ++it) {
+        asm volatile("" : "+v"(a), "+v"(b));  // "new" each iteration: nothing is hoisted
+        for (int i = 0; i < kChains; ++i) acc[i] = _mm512_fmadd_ps(a, acc[i], b);
+    }
+    for (int i = 0; i < kChains; ++i) *checksum += _mm512_reduce_add_ps(acc[i]);
+    return static_cast<uint64_t>(iters) * kChains * 16;
+}
+
 // Sixteen floats per compare straight into a mask register; masked loads for the tail.
 void sign_masks(const float *x, const float *shift, int64_t n, uint64_t *out) {
     const __m512 zero = _mm512_setzero_ps();
@@ -519,7 +533,7 @@ void transpose_bits(uint64_t a[64]) {
 
 namespace isa {
 const KernelTable avx512vpopcnt = {"avx512vpopcnt", kMr, kNr, bconv_ukernel_6x32__avx512vpopcnt,
-                                    peak_loop, sign_masks, max_pool_row,
+                                    peak_loop, float_peak_loop, sign_masks, max_pool_row,
                                     direct_conv_rows, interleave_planes, transpose_bits};
 }
 

@@ -91,11 +91,25 @@ uint64_t peak_loop(int64_t iters, uint64_t *checksum) {
     return static_cast<uint64_t>(iters) * kMr * 4 * 128;
 }
 
+// Twelve independent 4-lane FMA chains.
+uint64_t float_peak_loop(int64_t iters, float *checksum) {
+    constexpr int kChains = 12;
+    float32x4_t acc[kChains];
+    for (int i = 0; i < kChains; ++i) acc[i] = vdupq_n_f32(static_cast<float>(i));
+    float32x4_t a = vdupq_n_f32(1.0f), b = vdupq_n_f32(0.0f);
+    for (int64_t it = 0; it < iters; ++it) {
+        asm volatile("" : "+w"(a), "+w"(b));  // "new" each iteration: nothing is hoisted
+        for (int i = 0; i < kChains; ++i) acc[i] = vfmaq_f32(b, a, acc[i]);
+    }
+    for (int i = 0; i < kChains; ++i) *checksum += vaddvq_f32(acc[i]);
+    return static_cast<uint64_t>(iters) * kChains * 4;
+}
+
 }  // namespace
 
 namespace isa {
 // The float helpers need no target of their own here: the portable ones, as they are.
-const KernelTable neon = {"neon", kMr, 4, bconv_ukernel_4x8__neon, peak_loop,
+const KernelTable neon = {"neon", kMr, 4, bconv_ukernel_4x8__neon, peak_loop, float_peak_loop,
                           generic::sign_masks, generic::max_pool_row,
                           generic::direct_conv_rows, generic::interleave_planes,
                           generic::transpose_bits};

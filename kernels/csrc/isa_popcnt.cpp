@@ -17,6 +17,10 @@ __attribute__((target("popcnt"))) uint64_t peak_loop(int64_t iters, uint64_t *ch
     return generic::peak_loop(iters, checksum);
 }
 
+__attribute__((target("popcnt"))) uint64_t float_peak_loop(int64_t iters, float *checksum) {
+    return generic::float_peak_loop(iters, checksum);
+}
+
 __attribute__((target("popcnt"))) void sign_masks(const float *x, const float *shift, int64_t n,
                                                   uint64_t *out) {
     generic::sign_masks(x, shift, n, out);
@@ -44,7 +48,8 @@ __attribute__((target("popcnt"))) void transpose_bits(uint64_t a[64]) {
 }  // namespace
 
 namespace isa {
-const KernelTable popcnt = {"popcnt", 4, 4, bconv_ukernel_4x32__popcnt, peak_loop, sign_masks,
+const KernelTable popcnt = {"popcnt", 4, 4, bconv_ukernel_4x32__popcnt, peak_loop,
+                            float_peak_loop, sign_masks,
                             max_pool_row, direct_conv_rows, interleave_planes,
                             transpose_bits};
 }

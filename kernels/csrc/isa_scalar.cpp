@@ -13,6 +13,10 @@ uint64_t peak_loop(int64_t iters, uint64_t *checksum) {
     return generic::peak_loop(iters, checksum);
 }
 
+uint64_t float_peak_loop(int64_t iters, float *checksum) {
+    return generic::float_peak_loop(iters, checksum);
+}
+
 void sign_masks(const float *x, const float *shift, int64_t n, uint64_t *out) {
     generic::sign_masks(x, shift, n, out);
 }
@@ -36,7 +40,8 @@ void transpose_bits(uint64_t a[64]) { generic::transpose_bits(a); }
 }  // namespace
 
 namespace isa {
-const KernelTable scalar = {"scalar", 4, 4, bconv_ukernel_4x32__scalar, peak_loop, sign_masks,
+const KernelTable scalar = {"scalar", 4, 4, bconv_ukernel_4x32__scalar, peak_loop,
+                            float_peak_loop, sign_masks,
                             max_pool_row, direct_conv_rows, interleave_planes,
                             transpose_bits};
 }

@@ -124,6 +124,20 @@ __attribute__((always_inline)) inline uint64_t peak_loop(int64_t iters, uint64_t
     return static_cast<uint64_t>(iters) * kBlock * 64;
 }
 
+// Sixteen independent multiply-add chains (a * acc + b: the portable tables assume no FMA);
+// a = 1 and b = 0 come through a volatile, so the compiler can neither fold nor hoist them.
+__attribute__((always_inline)) inline uint64_t float_peak_loop(int64_t iters, float *checksum) {
+    constexpr int kChains = 16;
+    static volatile float one = 1.0f, zero = 0.0f;
+    const float a = one, b = zero;
+    float acc[kChains];
+    for (int i = 0; i < kChains; ++i) acc[i] = static_cast<float>(i);
+    for (int64_t it = 0; it < iters; ++it)
+        for (int i = 0; i < kChains; ++i) acc[i] = a * acc[i] + b;
+    for (int i = 0; i < kChains; ++i) *checksum += acc[i];
+    return static_cast<uint64_t>(iters) * kChains;
+}
+
 // Four floats per compare where SSE2 is baseline (x86-64), else one at a time.
 __attribute__((always_inline)) inline void sign_masks(const float *x, const float *shift,
                                                       int64_t n, uint64_t *out) {
