@@ -17,7 +17,7 @@ constexpr int64_t kBlock = 8;  // output channels per weight block
 
 inline int64_t blocks_for(int64_t c_out) { return (c_out + kBlock - 1) / kBlock; }
 
-// `rows` x `tiles` register tiles of mr output pixels x nr blocks of 8 output channels; for
+// `rows` x `tiles` tiles of mr output pixels x nr blocks of 8 output channels; for
 // row q < rows, pixel i < tiles * mr and channel l < 8 * nr of the call, output pixel
 // q * out_row_stride + i of TileOut gets
 // pc[q, i][l] = sum_{r < nrows} sum_{t < run} popcount(
@@ -101,7 +101,7 @@ struct DirectConv {
 
 struct KernelTable {
     const char *name;
-    int mr_max, nr_max;  // largest tile the microkernel takes
+    int mr_max, nr_max;  // most pixels per tile and blocks per call that bconv_tile takes
     void (*bconv_tile)(const Tile &tile, const TileOut &out);
     // The same XOR / popcount / add recipe on registers only, `iters` times: the peak the tile
     // could reach without memory. Returns (iters x binary MACs per iteration, checksum).

@@ -7,6 +7,7 @@
 #include <array>
 #include <cstring>
 #include <limits>
+#include <type_traits>
 #include <utility>
 
 #include "isa.h"
@@ -54,11 +55,13 @@ struct Epilogue {
     Act act;
     bool shifted;
 
+    Epilogue() = default;
     Epilogue(const TileOut &o, int64_t first)
         : block0(first), out(o.out), residual(o.residual), signs(o.signs),
           pixel_stride(o.pixel_stride), residual_stride(o.residual_stride),
-          signs_stride(o.signs_stride), act(o.act),
-          shifted(o.sign_shift != nullptr) {
+          signs_stride(o.signs_stride), act(o.act), shifted(o.sign_shift != nullptr) {
+        if (!residual) residual_stride = 0;  // an At then steps null pointers by 0
+        if (!signs) signs_stride = 0;
         __m512i wide[NR];
         for (int j = 0; j < NR; ++j) {
             const int64_t c = (block0 + j) * kBlock;
@@ -121,102 +124,167 @@ struct Epilogue {
         return rprelu ? _mm512_add_ps(y, zeta[p]) : y;
     }
 
-    // Writes pixel `pixel`'s outputs from its NR popcount sums.
-    __attribute__((always_inline)) void store(int64_t pixel, const __m512i *pc) const {
-        const int64_t at = pixel * pixel_stride;
+    // Where a pixel's outputs go, at this group's first channel: a cursor stepped pixel by
+    // pixel (no multiplications per pixel).
+    static constexpr int64_t kOutBytes = KIND == OutKind::bits ? 1 : 4;  // per output element
+    struct At {
+        char *out;
+        const float *residual[kPairs];  // pair p's residual channels
+        uint8_t *signs;
+    };
+    At at(int64_t pixel) const {
+        At px{static_cast<char *>(out) +
+                  (pixel * pixel_stride + (KIND == OutKind::bits ? block0 : block0 * kBlock)) *
+                      kOutBytes,
+              {}, signs ? signs + pixel * signs_stride + block0 : nullptr};
+        for (int p = 0; p < kPairs; ++p)
+            px.residual[p] = residual + pixel * residual_stride + residual_at[p];
+        return px;
+    }
+    __attribute__((always_inline)) void next(At &px) const {
+        px.out += pixel_stride * kOutBytes;
+        for (int p = 0; p < kPairs; ++p) px.residual[p] += residual_stride;
+        px.signs += signs_stride;
+    }
+
+    // Writes the outputs of the pixel at px from its NR popcount sums.
+    __attribute__((always_inline)) void store(const At &px, const __m512i *pc) const {
         const __m512i none = _mm512_setzero_si512();
         if (KIND == OutKind::bits) {
             uint64_t bits = flip;
             for (int j = 0; j < NR; j += 2)
                 bits ^= uint64_t(_mm512_cmple_epi32_mask(pair_of<NR>(pc, j, none), e[j / 2]))
                         << (8 * j);
-            std::memcpy(static_cast<uint8_t *>(out) + at + block0, &bits, NR);
+            std::memcpy(px.out, &bits, NR);
             return;
         }
-        uint64_t sign_bits = 0;  // unit: the packed signs of the NR blocks, byte j = block j
+        __mmask16 sign_bits[kPairs] = {};  // unit: the packed signs of pair p's 16 channels
         for (int j = 0; j < NR; j += 2) {
             const int p = j / 2;
-            const int64_t c = (block0 + j) * kBlock;
             const __mmask16 m = lanes[p];
+            char *to = px.out + j * kBlock * kOutBytes;
             const __m512i dot =
                 _mm512_sub_epi32(e[p], _mm512_slli_epi32(pair_of<NR>(pc, j, none), 1));
             if (KIND == OutKind::dots) {
-                _mm512_mask_storeu_epi32(static_cast<int32_t *>(out) + at + c, m, dot);
+                _mm512_mask_storeu_epi32(to, m, dot);
                 continue;
             }
             __m512 y = _mm512_add_ps(_mm512_mul_ps(scale[p], _mm512_cvtepi32_ps(dot)), bias[p]);
             if (KIND == OutKind::unit) {
                 y = _mm512_fmadd_ps(y, alpha[p], beta[p]);
-                if (residual) {
-                    // Each residual value is read once, in pixel order: fetched 16 ahead.
-                    const float *r = residual + pixel * residual_stride + residual_at[p];
-                    _mm_prefetch(reinterpret_cast<const char *>(r + 16 * residual_stride),
-                                 _MM_HINT_T0);
-                    y = _mm512_add_ps(y, _mm512_maskz_loadu_ps(m, r));
-                }
+                if (residual) y = _mm512_add_ps(y, _mm512_maskz_loadu_ps(m, px.residual[p]));
                 if (act != Act::none) y = activate(p, y);
                 if (signs) {
                     const __m512 t = shifted ? _mm512_sub_ps(y, shift[p]) : y;
-                    sign_bits |= uint64_t(_mm512_mask_cmp_ps_mask(m, t, _mm512_setzero_ps(),
-                                                                  _CMP_NGE_UQ))
-                                 << (8 * j);
+                    sign_bits[p] =
+                        _mm512_mask_cmp_ps_mask(m, t, _mm512_setzero_ps(), _CMP_NGE_UQ);
                 }
             }
-            _mm512_mask_storeu_ps(static_cast<float *>(out) + at + c, m, y);
+            _mm512_mask_storeu_ps(to, m, y);
         }
-        if (KIND == OutKind::unit && signs)
-            std::memcpy(signs + pixel * signs_stride + block0, &sign_bits, NR);
+        if (KIND != OutKind::unit || !signs) return;
+        // The pairs' masks joined in a mask register (byte j = block j), stored from there.
+        const __mmask32 bits = kPairs == 1 ? __mmask32(sign_bits[0])
+                                           : _mm512_kunpackw(sign_bits[kPairs - 1], sign_bits[0]);
+        if (NR == 4) {
+            _store_mask32(reinterpret_cast<__mmask32 *>(px.signs), bits);
+        } else {
+            const uint32_t b = _cvtmask32_u32(bits);
+            std::memcpy(px.signs, &b, NR);
+        }
     }
 };
 
-template <OutKind KIND, int MR, int NR>
-void bconv_ukernel__avx512vpopcnt(const Tile &t, const TileOut &o) {
-    const Epilogue<KIND, NR> epilogue(o, t.block0);
-    const int64_t wb = t.w_block_stride * kBlock;
-    const uint64_t *w0 = t.w + t.block0 * wb;
-    // Short rows (a few words per kernel row, e.g. 64 channels) as one loop over the window's
-    // words from offset tables: the row loop's exits cost more than its words there.
-    constexpr int64_t kFlatWords = 24;
-    const int64_t words = t.nrows * t.run;
-    const bool flat = t.run <= 6 && words <= kFlatWords;
+// The words of a tile's window in the order they are summed. Short rows (a few words per kernel
+// row, e.g. 64 channels) are one flat list from offset tables: the row loop's exits cost more
+// than its words there. Offsets are in words from the tile's first activation (a) and weight
+// word (w, times kBlock).
+struct WindowWords {
+    static constexpr int64_t kFlatWords = 24;
+    int64_t words;
+    bool flat;
     int64_t a_word[kFlatWords], w_word[kFlatWords];
-    for (int64_t r = 0, k = 0; flat && r < t.nrows; ++r)
-        for (int64_t c = 0; c < t.run; ++c, ++k) {
-            a_word[k] = t.a_row_off[r] + c;
-            w_word[k] = (t.w_row_off[r] + c) * kBlock;
+
+    explicit WindowWords(const Tile &t)
+        : words(t.nrows * t.run), flat(t.run <= 6 && words <= kFlatWords) {
+        for (int64_t r = 0, k = 0; flat && r < t.nrows; ++r)
+            for (int64_t c = 0; c < t.run; ++c, ++k) {
+                a_word[k] = t.a_row_off[r] + c;
+                w_word[k] = (t.w_row_off[r] + c) * kBlock;
+            }
+    }
+};
+
+// acc[i][j] = the popcount sums of pixel i (a0 + i * a_pixel_stride) against block j
+// (w0 + j * wb) over the window: the first word starts the sums (no zeroing, no add), an empty
+// window (a tile wholly in the padding) sums to 0.
+template <int MR, int NR>
+__attribute__((always_inline)) inline void tile_sums(const Tile &t, const WindowWords &ww,
+                                                     const uint64_t *a0, const uint64_t *w0,
+                                                     int64_t wb, __m512i (&acc)[MR][NR]) {
+    const auto step = [&](const uint64_t *a, const uint64_t *w, auto first) {
+        __m512i wv[NR];
+        for (int j = 0; j < NR; ++j) wv[j] = _mm512_loadu_si512(w + j * wb);
+        for (int i = 0; i < MR; ++i) {
+            const __m512i b = _mm512_set1_epi64(static_cast<long long>(a[i * t.a_pixel_stride]));
+            for (int j = 0; j < NR; ++j) {
+                const __m512i pc = _mm512_popcnt_epi64(_mm512_xor_si512(b, wv[j]));
+                acc[i][j] = first ? pc : _mm512_add_epi64(acc[i][j], pc);
+            }
         }
-    for (int64_t row = 0; row < t.rows; ++row)
-    for (int64_t tile = 0; tile < t.tiles; ++tile) {
-        __m512i acc[MR][NR];
+    };
+    if (ww.words == 0) {
         for (int i = 0; i < MR; ++i)
             for (int j = 0; j < NR; ++j) acc[i][j] = _mm512_setzero_si512();
-        const uint64_t *a0 = t.a + row * t.a_row_stride + tile * MR * t.a_pixel_stride;
-        const auto step = [&](const uint64_t *a, const uint64_t *w) {
-            __m512i wv[NR];
-            for (int j = 0; j < NR; ++j) wv[j] = _mm512_loadu_si512(w + j * wb);
-            for (int i = 0; i < MR; ++i) {
-                const __m512i b =
-                    _mm512_set1_epi64(static_cast<long long>(a[i * t.a_pixel_stride]));
-                for (int j = 0; j < NR; ++j)
-                    acc[i][j] = _mm512_add_epi64(
-                        acc[i][j], _mm512_popcnt_epi64(_mm512_xor_si512(b, wv[j])));
-            }
-        };
-        if (flat) {
-            for (int64_t k = 0; k < words; ++k) step(a0 + a_word[k], w0 + w_word[k]);
-        } else {
-            for (int64_t r = 0; r < t.nrows; ++r) {
-                const uint64_t *a = a0 + t.a_row_off[r];
-                const uint64_t *w = w0 + t.w_row_off[r] * kBlock;
-                for (int64_t k = 0; k < t.run; ++k) step(a + k, w + k * kBlock);
-            }
+    } else if (ww.flat) {
+        step(a0 + ww.a_word[0], w0 + ww.w_word[0], std::true_type{});
+        for (int64_t k = 1; k < ww.words; ++k)
+            step(a0 + ww.a_word[k], w0 + ww.w_word[k], std::false_type{});
+    } else {
+        step(a0 + t.a_row_off[0], w0 + t.w_row_off[0] * kBlock, std::true_type{});
+        for (int64_t r = 0; r < t.nrows; ++r) {
+            const uint64_t *a = a0 + t.a_row_off[r];
+            const uint64_t *w = w0 + t.w_row_off[r] * kBlock;
+            for (int64_t k = r == 0; k < t.run; ++k)
+                step(a + k, w + k * kBlock, std::false_type{});
         }
-        const int64_t pixel = row * t.out_row_stride + tile * MR;
-        for (int i = 0; i < MR; ++i) epilogue.store(pixel + i, acc[i]);
     }
 }
 
-constexpr int kMr = 6, kNr = 4;
+constexpr int kMr = 6, kNr = 4;  // the register tile: 6 pixels x 4 blocks (32 channels)
+constexpr int kNrCall = 16;      // blocks per call: 128 channels
+// A call's weights up to this size stay in L1 while every group of a tile runs in turn.
+constexpr int64_t kGroupsPerTileBytes = 24 * 1024;
+
+// Blocks [block0, block0 + nr) in groups of NR, nr = NR or, with GROUPS > 1, a multiple of NR
+// up to GROUPS * NR: per tile, each group in turn, so a pixel's channels (its residual and
+// output lines, its packed signs) are read and written together, in pixel order, not in one
+// strided pass per group.
+template <OutKind KIND, int MR, int NR, int GROUPS = 1>
+void bconv_ukernel__avx512vpopcnt(const Tile &t, const TileOut &o) {
+    const int groups = GROUPS == 1 ? 1 : t.nr / NR;
+    Epilogue<KIND, NR> epilogue[GROUPS];
+    for (int g = 0; g < groups; ++g) epilogue[g] = Epilogue<KIND, NR>(o, t.block0 + g * NR);
+    const WindowWords ww(t);
+    const int64_t wb = t.w_block_stride * kBlock;
+    for (int64_t row = 0; row < t.rows; ++row)
+        for (int64_t tile = 0; tile < t.tiles; ++tile) {
+            const uint64_t *a0 = t.a + row * t.a_row_stride + tile * MR * t.a_pixel_stride;
+            const int64_t pixel = row * t.out_row_stride + tile * MR;
+            for (int g = 0; g < groups; ++g) {
+                __m512i acc[MR][NR];
+                tile_sums<MR, NR>(t, ww, a0, t.w + (t.block0 + g * NR) * wb, wb, acc);
+                // Unrolled, so the sums stay in registers (a loop over pixels would index them).
+                auto px = epilogue[g].at(pixel);
+#pragma GCC unroll 8
+                for (int i = 0; i < MR; ++i) {
+                    epilogue[g].store(px, acc[i]);
+                    epilogue[g].next(px);
+                }
+            }
+        }
+}
+
 using Ukernel = void (*)(const Tile &, const TileOut &);
 
 template <OutKind KIND, int MR, int... NR>
@@ -230,15 +298,38 @@ constexpr auto table_of(std::integer_sequence<int, MR...>) {
         row_of<KIND, MR + 1>(std::make_integer_sequence<int, kNr>{})...};
 }
 
-// kUkernels[kind][mr - 1][nr - 1] is the MRx(8*NR) microkernel for that output kind.
+template <OutKind KIND, int... MR>
+constexpr auto grouped_of(std::integer_sequence<int, MR...>) {
+    return std::array<Ukernel, sizeof...(MR)>{
+        &bconv_ukernel__avx512vpopcnt<KIND, MR + 1, kNr, kNrCall / kNr>...};
+}
+
+// kUkernels[kind][mr - 1][nr - 1] is the MRx(8*NR) microkernel for that output kind;
+// kGrouped[kind][mr - 1] the same at NR = 4 over every group of 4 blocks of a call per tile.
 constexpr std::array<std::array<std::array<Ukernel, kNr>, kMr>, 4> kUkernels = {
     table_of<OutKind::dots>(std::make_integer_sequence<int, kMr>{}),
     table_of<OutKind::floats>(std::make_integer_sequence<int, kMr>{}),
     table_of<OutKind::bits>(std::make_integer_sequence<int, kMr>{}),
     table_of<OutKind::unit>(std::make_integer_sequence<int, kMr>{})};
+constexpr std::array<std::array<Ukernel, kMr>, 4> kGrouped = {
+    grouped_of<OutKind::dots>(std::make_integer_sequence<int, kMr>{}),
+    grouped_of<OutKind::floats>(std::make_integer_sequence<int, kMr>{}),
+    grouped_of<OutKind::bits>(std::make_integer_sequence<int, kMr>{}),
+    grouped_of<OutKind::unit>(std::make_integer_sequence<int, kMr>{})};
 
-void bconv_ukernel_6x32__avx512vpopcnt(const Tile &tile, const TileOut &out) {
-    kUkernels[static_cast<int>(out.kind)][tile.mr - 1][tile.nr - 1](tile, out);
+// Up to kNrCall blocks: all groups of 4 per tile where the weights fit in L1, else one group
+// after another over the whole call (its weights stay in L1 across the rows).
+void bconv_tile__avx512vpopcnt(const Tile &t, const TileOut &o) {
+    const int kind = static_cast<int>(o.kind);
+    const int64_t weight_bytes = t.nr * t.w_block_stride * kBlock * 8;
+    if (t.nr > kNr && t.nr % kNr == 0 && weight_bytes <= kGroupsPerTileBytes)
+        return kGrouped[kind][t.mr - 1](t, o);
+    for (int b = 0; b < t.nr; b += kNr) {
+        Tile group = t;
+        group.block0 = t.block0 + b;
+        group.nr = std::min(kNr, t.nr - b);
+        kUkernels[kind][t.mr - 1][group.nr - 1](group, o);
+    }
 }
 
 // The tile's register recipe (broadcasts x weight vectors -> independent chains) with no memory
@@ -532,7 +623,7 @@ void transpose_bits(uint64_t a[64]) {
 }  // namespace
 
 namespace isa {
-const KernelTable avx512vpopcnt = {"avx512vpopcnt", kMr, kNr, bconv_ukernel_6x32__avx512vpopcnt,
+const KernelTable avx512vpopcnt = {"avx512vpopcnt", kMr, kNrCall, bconv_tile__avx512vpopcnt,
                                     peak_loop, float_peak_loop, sign_masks, max_pool_row,
                                     direct_conv_rows, interleave_planes, transpose_bits};
 }
