@@ -384,9 +384,13 @@ class BlockOp(Op):
 
     def shortcut(self, part: str, x: Value) -> torch.Tensor | Signed:
         """Chain `part` on the block input x; an empty chain (an identity shortcut) hands a
-        Signed x over as it is, so a fused unit reads its NHWC array."""
-        if not self.chains[part] and isinstance(x, Signed):
-            return x
+        Signed x over as it is, so a fused unit reads its NHWC array, and so does a chain of
+        float ops (each takes the float map of a Signed; a direct 1x1 conv reads its NHWC
+        array). A binary op in the chain gets the float map: the signs were packed for the
+        unit's conv, with its shift."""
+        chain = self.chains[part]
+        if isinstance(x, Signed) and (not chain or all(isinstance(op, FloatOp) for op in chain)):
+            return self.chain(part, x) if chain else x
         return self.chain(part, as_float(x))
 
     def _packs_input(self, n: str) -> SignRequest | None:

@@ -23,7 +23,17 @@ from torch import nn
 
 from . import bitops
 from .errors import UnsupportedLayerError
-from .graph import Op, Value, as_float, pair, register_op, to_numpy
+from .graph import (
+    Bits,
+    Op,
+    Signed,
+    SignRequest,
+    Value,
+    as_float,
+    pair,
+    register_op,
+    to_numpy,
+)
 
 
 def _prod(shape: tuple[int, ...]) -> int:
@@ -240,6 +250,7 @@ class DirectConv2dOp(FoldedConv2dOp):
                              "no padding and no divisor_override")
         self.layer = bitops.direct_conv_layer(self.weight.numpy(), self.bias.numpy(), pad_value,
                                               self.stride, self.padding)
+        self.signs: SignRequest | None = None  # the consumer's input bits (emit_signs)
 
     @staticmethod
     def plain_average(pool: Op) -> bool:
@@ -290,18 +301,30 @@ class DirectConv2dOp(FoldedConv2dOp):
         return cls.direct_shape(conv) and (conv.weight.shape[1] <= cls.MAX_INPUTS
                                            or cls.pointwise(conv))
 
-    def run(self, x: Value, threads: int) -> torch.Tensor:
-        x = as_float(x)
+    def emit_signs(self, request: SignRequest) -> bool:
+        """A windowed conv (a stem) packs its consumer's input too, each row by the thread
+        that wrote it (the consumer's own pack would read the map again, on both threads)."""
         if self.pointwise(self):
-            avg = self.avg_pool
-            y = (self.layer.pointwise(nhwc(x), threads) if avg is None else
-                 self.layer.pointwise(nhwc(x), threads, avg.kernel_size, avg.ceil_mode))
-        elif self.pool is None:
-            y = self.layer(nchw(x).numpy(), threads)
-        else:
-            p = self.pool
-            y = self.layer(nchw(x).numpy(), threads, p.kernel_size, p.stride, p.padding, p.lower)
-        return torch.from_numpy(y).permute(0, 3, 1, 2)  # NCHW view of the NHWC result
+            return False
+        self.signs = request
+        return True
+
+    def run(self, x: Value, threads: int) -> torch.Tensor | Signed:
+        if self.pointwise(self):
+            avg = () if self.avg_pool is None else (self.avg_pool.kernel_size,
+                                                    self.avg_pool.ceil_mode)
+            pixels = x.nhwc if isinstance(x, Signed) else nhwc(as_float(x))
+            y = self.layer.pointwise(pixels, threads, *avg)
+            return torch.from_numpy(y).permute(0, 3, 1, 2)  # NCHW view of the NHWC result
+        x = as_float(x)
+        p = self.pool
+        pool = () if p is None else (p.kernel_size, p.stride, p.padding, p.lower)
+        if self.signs is None:
+            y = self.layer(nchw(x).numpy(), threads, *pool)
+            return torch.from_numpy(y).permute(0, 3, 1, 2)
+        y, bits = self.layer(nchw(x).numpy(), threads, *pool, signs=True,
+                             sign_shift=self.signs.shift)
+        return Signed(y, Bits(bits, y.shape[3]))
 
 
 # Tables whose direct conv is native (not the portable loop, which oneDNN beats).
@@ -603,8 +626,9 @@ class LinearOp(FloatOp):
 class MapLinearOp(LinearOp):
     """A head's linear layer reading the map in the layout it arrives in (the packed kernels'
     NHWC seen as NCHW), with the global average pool ("global_pool") or the flatten before it
-    taken in: one GEMM and no NCHW copy. The pool's sum runs over pixels, the 1 / (H * W) in
-    the GEMM's alpha; without the pool, the weight's columns are reordered once per map shape
+    taken in: one GEMM (bnnx's direct kernel where native, see run) and no NCHW copy. The
+    pool's sum runs over pixels, the 1 / (H * W) in the GEMM's alpha (the direct kernel takes
+    the pool's mean); without the pool, the weight's columns are reordered once per map shape
     to NHWC order. Neither sums as torch's mean or NCHW flatten + linear does, so only
     compile(exact_float=False) makes it (see folding.py)."""
 
@@ -618,6 +642,7 @@ class MapLinearOp(LinearOp):
         super().__init__(name, params, tensors)
         self.global_pool = self.param("global_pool", bool)
         self._columns: dict[tuple[int, ...], torch.Tensor] = {(): self.stored(self.weight.t())}
+        self._direct: dict[tuple[int, ...], bitops.DirectConvLayer] = {}
 
     def stored(self, columns: torch.Tensor) -> torch.Tensor:
         """The (features, out) weight `columns` in the memory order its GEMV reads fastest."""
@@ -643,12 +668,45 @@ class MapLinearOp(LinearOp):
             self._columns[key] = self.stored(weight.reshape(h * w * c, -1))
         return self._columns[key]
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def gemm_input(self, x: torch.Tensor) -> tuple[torch.Tensor, float, tuple[int, ...]]:
+        """The GEMM's rows, its alpha and the key of its weight (see columns) for map x: the
+        pool's sums, or on a map the NHWC rows, a view of the packed kernels' buffer."""
         if self.global_pool:
-            alpha, rows, weight = 1.0 / (x.shape[2] * x.shape[3]), x.sum((2, 3)), self._columns[()]
-        else:  # on a map, the NHWC rows are a view of the packed kernels' buffer
-            alpha, weight = 1.0, self.columns(tuple(x.shape[1:]))
-            rows = (x.permute(0, 2, 3, 1) if x.dim() == 4 else x).reshape(x.shape[0], -1)
+            return x.sum((2, 3)), 1.0 / (x.shape[2] * x.shape[3]), ()
+        rows = (x.permute(0, 2, 3, 1) if x.dim() == 4 else x).reshape(x.shape[0], -1)
+        return rows, 1.0, tuple(x.shape[1:]) if x.dim() == 4 else ()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        rows, alpha, key = self.gemm_input(x)
+        weight = self.columns(key)
         if self.bias is None:
             return torch.mm(rows, weight).mul_(alpha)
         return torch.addmm(self.bias, rows, weight, alpha=alpha)
+
+    def run(self, x: Value, threads: int) -> torch.Tensor:
+        """Where the active ISA has bnnx's native direct kernel, the GEMM runs there as a 1x1
+        conv over the batch's rows: on several threads each reads its share of the weights
+        (MKL's GEMV of one row ran on one thread however many it was given), the global pool
+        (the map's mean) made by each thread in the same call. Elsewhere torch's GEMM
+        (forward)."""
+        if bitops.active_isa() not in DIRECT_CONV_ISAS:
+            return self.forward(as_float(x))
+        if self.global_pool:
+            pixels = x.nhwc if isinstance(x, Signed) else nhwc(as_float(x))
+            y = self.direct_layer(()).pointwise(pixels, threads, pixels.shape[1:3])
+        else:
+            rows, _, key = self.gemm_input(as_float(x))
+            y = self.direct_layer(key).pointwise(rows.contiguous().numpy()[:, None, None, :],
+                                                 threads)
+        return torch.from_numpy(y).view(y.shape[0], -1)
+
+    def direct_layer(self, key: tuple[int, ...]) -> bitops.DirectConvLayer:
+        """The direct kernel's 1x1 layer of the weight `columns(key)`, made once per key."""
+        if key not in self._direct:
+            weight = self.columns(key).t().contiguous()  # (out, features)
+            out, features = weight.shape
+            bias = self.bias if self.bias is not None else torch.zeros(out)
+            self._direct[key] = bitops.direct_conv_layer(
+                weight.view(out, features, 1, 1).numpy(), bias.numpy(),
+                np.zeros(features, np.float32))
+        return self._direct[key]

@@ -394,11 +394,12 @@ DirectConvLayer direct_conv_layer(const Array &w, const Array &bias, const Array
 }
 
 // With pool_kernel set, the conv's map max-pooled (maxpool2d_float's semantics) in the same
-// pass, so only the pooled map is written.
-nb::ndarray<nb::numpy, float> run_direct_conv(const DirectConvLayer &layer, const Array &x,
-                                              int threads, std::optional<Pair> pool_kernel,
-                                              std::optional<Pair> pool_stride, Pair pool_padding,
-                                              const Optional &lower) {
+// pass, so only the pooled map is written. With signs, (the map, its packed signs minus
+// sign_shift) from the same pass.
+nb::object run_direct_conv(const DirectConvLayer &layer, const Array &x, int threads,
+                           std::optional<Pair> pool_kernel, std::optional<Pair> pool_stride,
+                           Pair pool_padding, const Optional &lower, bool signs,
+                           const Optional &sign_shift) {
     const float *px = checked<float>(x, "x", 4, "float NCHW (N, C_in, H, W)");
     check_threads(threads);
     if (dim(x, 1) != layer.c_in)
@@ -411,14 +412,28 @@ nb::ndarray<nb::numpy, float> run_direct_conv(const DirectConvLayer &layer, cons
         value_error("kernel " + std::to_string(g.kh) + "x" + std::to_string(g.kw) +
                     " is larger than the padded input " + std::to_string(g.h + 2 * g.pad_h) +
                     "x" + std::to_string(g.w + 2 * g.pad_w));
+    if (sign_shift && !signs) value_error("sign_shift is only used with signs=True");
+    const float *shift = sign_shift ? per_channel<float>(*sign_shift, "sign_shift", g.c_out)
+                                    : nullptr;
+    // The map of (n, h, w) pixels and, with signs, its packed signs (every word written).
+    const auto result = [&](size_t h, size_t w, const auto &run) -> nb::object {
+        auto out = new_array<float>({size_t(g.n), h, w, size_t(g.c_out)}, false);
+        std::optional<nb::ndarray<nb::numpy, uint64_t>> bits;
+        if (signs)
+            bits = new_array<uint64_t>({size_t(g.n), h, w, size_t(words_for(g.c_out))}, false);
+        {
+            nb::gil_scoped_release release;
+            run(out.data(), bits ? bits->data() : nullptr);
+        }
+        if (!signs) return nb::cast(out);
+        return nb::cast(std::make_pair(out, *bits));
+    };
     if (!pool_kernel) {
         if (pool_stride || lower) value_error("pool_stride and lower need pool_kernel");
-        auto out = new_array<float>({size_t(g.n), size_t(g.out_h()), size_t(g.out_w()),
-                                     size_t(g.c_out)}, false);
-        nb::gil_scoped_release release;
-        direct_conv2d(g, px, layer.weight.data(), layer.bias.data(), layer.pad_value.data(),
-                      out.data(), threads);
-        return out;
+        return result(size_t(g.out_h()), size_t(g.out_w()), [&](float *out, uint64_t *bits) {
+            direct_conv2d(g, px, layer.weight.data(), layer.bias.data(), layer.pad_value.data(),
+                          out, threads, bits, shift);
+        });
     }
     const Pair k = *pool_kernel, s = pool_stride.value_or(k);
     check_positive(k, "pool_kernel");
@@ -431,12 +446,10 @@ nb::ndarray<nb::numpy, float> run_direct_conv(const DirectConvLayer &layer, cons
     if (pool.h + 2 * pool.pad_h < pool.kh || pool.w + 2 * pool.pad_w < pool.kw)
         value_error("pooling window is larger than the padded conv output");
     const uint8_t *low = lower ? per_channel<uint8_t>(*lower, "lower", g.c_out) : nullptr;
-    auto out = new_array<float>({size_t(g.n), size_t(pool.out_h()), size_t(pool.out_w()),
-                                 size_t(g.c_out)}, false);
-    nb::gil_scoped_release release;
-    direct_conv2d_maxpool(g, px, layer.weight.data(), layer.bias.data(), layer.pad_value.data(),
-                          pool, low, out.data(), threads);
-    return out;
+    return result(size_t(pool.out_h()), size_t(pool.out_w()), [&](float *out, uint64_t *bits) {
+        direct_conv2d_maxpool(g, px, layer.weight.data(), layer.bias.data(),
+                              layer.pad_value.data(), pool, low, out, threads, bits, shift);
+    });
 }
 
 // With avg_pool set, an average pool of that size and stride, no padding (ceil_mode: torch's,
@@ -676,9 +689,11 @@ NB_MODULE(_bnnx_kernels, m) {
         .def("__call__", &run_direct_conv, nb::arg("x"), nb::arg("threads") = 1,
              nb::arg("pool_kernel") = nb::none(), nb::arg("pool_stride") = nb::none(),
              nb::arg("pool_padding") = std::make_pair(int64_t{0}, int64_t{0}),
-             nb::arg("lower") = nb::none(),
+             nb::arg("lower") = nb::none(), nb::arg("signs") = false,
+             nb::arg("sign_shift") = nb::none(),
              "The conv on float32 NCHW x, written NHWC (N, OH, OW, C_out); with pool_kernel, "
-             "max-pooled in the same pass (channels with lower[c] != 0 take the minimum).")
+             "max-pooled in the same pass (channels with lower[c] != 0 take the minimum). With "
+             "signs=True, (that map, its packed NHWC signs of map - sign_shift[c]).")
         .def("pointwise", &run_pointwise_conv, nb::arg("x"), nb::arg("threads") = 1,
              nb::arg("avg_pool") = nb::none(), nb::arg("ceil_mode") = false,
              "A 1x1 layer (stride 1, no padding) on float32 NHWC x, written NHWC; with "

@@ -74,12 +74,16 @@ std::pair<int64_t, int64_t> inside(int64_t out, int64_t in, int64_t k, int64_t s
     return {lo, last < 0 ? lo : std::max(lo, std::min(out, last / stride + 1))};
 }
 
-// Work items: one output row (or band of interior rows), then one border column (a column whose
-// windows cross the left or right edge), each over every group of nr_max channel blocks. A
-// border column's rows whose windows are inside vertically share its window rectangle, so they
-// are tiled like a row; only the corners are left to the rows' one-pixel tiles. The groups of a
-// pixel stay on one thread: they write neighbouring bytes of its packed words (and floats of
-// one cache line), which two threads would keep stealing from each other.
+// Work items: output rows, each over every group of nr_max channel blocks, in chunks of at
+// least a tile's height of rows. A chunk's interior rows (whose windows are inside vertically)
+// share one window, so they go as one band, one call per group; their pixels in the border
+// columns (whose windows cross the left or right edge) share their column's window rectangle,
+// so they are tiled down the column; only the corners are left to the edge rows' one-pixel
+// tiles. Rows, not bands, are the items, so threads' shares hold equal rows and they seldom
+// steal; whole rows stay on one thread, and the groups of a pixel too: they write neighbouring
+// bytes of packed words (and floats of one cache line), which two threads would keep stealing
+// from each other, and the next layer's thread, splitting its rows in the same proportions,
+// finds them in its own cache.
 void tile_conv(const ConvGeometry &g, const uint64_t *x, const uint64_t *wb, TileOut proto,
                int64_t out_pixel_elems, int threads) {
     const KernelTable &kt = active_kernels();
@@ -88,20 +92,11 @@ void tile_conv(const ConvGeometry &g, const uint64_t *x, const uint64_t *wb, Til
     const PadTerms pad(g, wb);
     const auto [ow_lo, ow_hi] = inside(out_w, g.w, g.kw, g.stride_w, g.pad_w);
     const auto [oh_lo, oh_hi] = inside(out_h, g.h, g.kh, g.stride_h, g.pad_h);
-    // Interior rows share one window, so they go in bands of rows, one call per band and
-    // group: one band on one thread, else a few per thread to balance unequal ones.
-    const int64_t interior = oh_hi - oh_lo;
-    const int64_t band = threads > 1 ? std::max<int64_t>(1, (interior + 4 * threads - 1) /
-                                                                (4 * threads))
-                                     : std::max<int64_t>(1, interior);
-    const int64_t bands = (interior + band - 1) / band;
-    const int64_t units = oh_lo + bands + (out_h - oh_hi);  // edge rows and bands, per image
-    const int64_t row_items = g.n * units, border_cols = ow_lo + out_w - ow_hi;
-    const int64_t items = row_items + g.n * border_cols;
-    // Too few rows and columns to go round (a small pointwise map): groups are items too.
+    const int64_t items = g.n * out_h, border_cols = ow_lo + out_w - ow_hi;
+    // Too few rows to go round (a small pointwise map): groups are items too.
     const int64_t split = threads > 1 && items < 2 * threads ? groups : 1;
 
-    parallel_for(items * split, threads, [&](int64_t begin, int64_t end) {
+    parallel_for(items * split, threads, kt.mr_max, [&](int64_t begin, int64_t end) {
         std::vector<int64_t> a_off(static_cast<size_t>(g.kh)), w_off(static_cast<size_t>(g.kh));
         std::vector<int32_t> corr;
         Tile t{};
@@ -154,36 +149,30 @@ void tile_conv(const ConvGeometry &g, const uint64_t *x, const uint64_t *wb, Til
             return std::array<int64_t, 3>{iw0, kw0,
                                           std::max(kw0, std::min<int64_t>(g.kw, g.w - iw0))};
         };
-        // Item `item` (a row, band or border column) on channel group `group`.
-        auto run = [&](int64_t item, int64_t group) {
+        // Rows [oh, oh + rows) of image b, an edge row or interior rows, on channel group
+        // `group`.
+        auto run = [&](int64_t b, int64_t oh, int64_t rows, int64_t group) {
             t.block0 = group * kt.nr_max;
             t.nr = static_cast<int>(std::min<int64_t>(kt.nr_max, blocks - t.block0));
-            if (item >= row_items) {
-                const int64_t col = item - row_items;
-                const int64_t b = col / border_cols, c = col % border_cols;
-                const int64_t ow = c < ow_lo ? c : ow_hi + c - ow_lo;
-                const auto [iw0, kw0, kw1] = columns(ow);
-                const int64_t ih0 = oh_lo * g.stride_h - g.pad_h;
-                window(0, g.kh, kw0, kw1);
-                t.a_pixel_stride = g.stride_h * g.w * cw;
-                span(x + ((b * g.h + ih0) * g.w + iw0 + kw0) * cw, (b * out_h + oh_lo) * out_w + ow,
-                     oh_hi - oh_lo, out_w);
-                return;
-            }
-            const int64_t b = item / units, unit = item % units;
-            if (unit >= oh_lo && unit < oh_lo + bands) {
-                const int64_t oh = oh_lo + (unit - oh_lo) * band;
+            const int64_t ih0 = oh * g.stride_h - g.pad_h;
+            if (oh >= oh_lo && oh < oh_hi) {
                 window(0, g.kh, 0, g.kw);
                 t.a_pixel_stride = g.stride_w * cw;
-                span(x + ((b * g.h + oh * g.stride_h - g.pad_h) * g.w + ow_lo * g.stride_w -
-                          g.pad_w) * cw,
-                     (b * out_h + oh) * out_w + ow_lo, ow_hi - ow_lo, 1,
-                     std::min(band, oh_hi - oh), g.stride_h * g.w * cw);
+                span(x + ((b * g.h + ih0) * g.w + ow_lo * g.stride_w - g.pad_w) * cw,
+                     (b * out_h + oh) * out_w + ow_lo, ow_hi - ow_lo, 1, rows,
+                     g.stride_h * g.w * cw);
+                // The rows' pixels in the border columns, tiled down each column.
+                for (int64_t c = 0; c < border_cols; ++c) {
+                    const int64_t ow = c < ow_lo ? c : ow_hi + c - ow_lo;
+                    const auto [iw0, kw0, kw1] = columns(ow);
+                    window(0, g.kh, kw0, kw1);
+                    t.a_pixel_stride = g.stride_h * g.w * cw;
+                    span(x + ((b * g.h + ih0) * g.w + iw0 + kw0) * cw,
+                         (b * out_h + oh) * out_w + ow, rows, out_w);
+                }
                 return;
             }
-            const int64_t oh = unit < oh_lo ? unit : oh_hi + unit - oh_lo - bands;
             const int64_t row = b * out_h + oh;
-            const int64_t ih0 = oh * g.stride_h - g.pad_h;
             const int64_t kh0 = std::max<int64_t>(0, -ih0);
             const int64_t kh1 = std::max(kh0, std::min<int64_t>(g.kh, g.h - ih0));
             const uint64_t *x_row = x + (b * g.h + ih0 + kh0) * g.w * cw;
@@ -198,12 +187,19 @@ void tile_conv(const ConvGeometry &g, const uint64_t *x, const uint64_t *wb, Til
             span(x_row + (ow_lo * g.stride_w - g.pad_w) * cw, row * out_w + ow_lo, ow_hi - ow_lo,
                  1);
         };
-        for (int64_t task = begin; task < end; ++task) {
-            if (split > 1) {
-                run(task / split, task % split);
-                continue;
-            }
-            for (int64_t group = 0; group < groups; ++group) run(task, group);
+        if (split > 1) {
+            for (int64_t task = begin; task < end; ++task)
+                run(task / split / out_h, task / split % out_h, 1, task % split);
+            return;
+        }
+        // The chunk's rows in runs within one image: one edge row, or interior rows.
+        for (int64_t item = begin; item < end;) {
+            const int64_t b = item / out_h, oh = item % out_h;
+            const int64_t rows = oh >= oh_lo && oh < oh_hi
+                                     ? std::min(end - item, oh_hi - oh)
+                                     : 1;
+            for (int64_t group = 0; group < groups; ++group) run(b, oh, rows, group);
+            item += rows;
         }
     });
 }

@@ -99,15 +99,19 @@ void block_float_weights(const float *w, int64_t c_out, int64_t k, float *out);
 // A float conv over few input channels, direct: x NCHW (g.n, g.c_in, g.h, g.w), wb blocked
 // (block_float_weights of (C_out, C_in * KH * KW)), bias padded to a multiple of 16; out NHWC
 // (n, out_h, out_w, c_out) = bias + the conv of x padded with pad_value[ci] (g.pad_value unused).
+// With `signs`, also pack_nhwc of out (minus sign_shift, which may be null) into it, each row
+// by the thread that wrote it, while it is in that thread's cache: a binary consumer's input.
 void direct_conv2d(const ConvGeometry &g, const float *x, const float *wb, const float *bias,
-                   const float *pad_value, float *out, int threads);
+                   const float *pad_value, float *out, int threads, uint64_t *signs = nullptr,
+                   const float *sign_shift = nullptr);
 
 // direct_conv2d then maxpool2d_float (pool: its geometry on the conv's output; lower may be
 // null) in one pass: each thread keeps only the conv rows of its current window, so the conv's
-// map is never written whole. out: the pooled NHWC map.
+// map is never written whole. out: the pooled NHWC map; signs as in direct_conv2d.
 void direct_conv2d_maxpool(const ConvGeometry &g, const float *x, const float *wb,
                            const float *bias, const float *pad_value, const PoolGeometry &pool,
-                           const uint8_t *lower, float *out, int threads);
+                           const uint8_t *lower, float *out, int threads,
+                           uint64_t *signs = nullptr, const float *sign_shift = nullptr);
 // The same kernel as a 1x1 conv, stride 1, on NHWC x (pixels x c_in): out (pixels x c_out).
 void pointwise_conv2d(const float *x, int64_t pixels, int64_t c_in, const float *wb,
                       const float *bias, int64_t c_out, float *out, int threads);

@@ -51,8 +51,10 @@ struct Job {
     int parts;
     std::unique_ptr<Share[]> shares;
 
-    Job(const std::function<void(int64_t, int64_t)> &f, int64_t total, int workers)
-        : fn(&f), chunk(std::max<int64_t>(1, total / (4 * workers))), parts(workers),
+    Job(const std::function<void(int64_t, int64_t)> &f, int64_t total, int workers,
+        int64_t grain)
+        : fn(&f), chunk(std::max<int64_t>(std::max<int64_t>(1, grain), total / (4 * workers))),
+          parts(workers),
           shares(new Share[static_cast<size_t>(workers)]) {
         for (int k = 0; k < parts; ++k)
             shares[k].ends.store(pack(k * total / parts, (k + 1) * total / parts),
@@ -194,6 +196,11 @@ Pool &instance() {
 }  // namespace
 
 void parallel_for(int64_t total, int threads, const std::function<void(int64_t, int64_t)> &fn) {
+    parallel_for(total, threads, 1, fn);
+}
+
+void parallel_for(int64_t total, int threads, int64_t grain,
+                  const std::function<void(int64_t, int64_t)> &fn) {
     const int64_t workers = std::max<int64_t>(1, std::min<int64_t>(threads, total));
     if (workers <= 1) {
         fn(0, total);
@@ -203,11 +210,11 @@ void parallel_for(int64_t total, int threads, const std::function<void(int64_t, 
     constexpr int64_t kSlice = int64_t{1} << 31;
     if (total > kSlice) {
         for (int64_t base = 0; base < total; base += kSlice)
-            parallel_for(std::min(kSlice, total - base), threads,
+            parallel_for(std::min(kSlice, total - base), threads, grain,
                          [&](int64_t begin, int64_t end) { fn(base + begin, base + end); });
         return;
     }
-    Job job(fn, total, static_cast<int>(workers));
+    Job job(fn, total, static_cast<int>(workers), grain);
     Pool &own = instance();  // registers the fork handler before libgomp is first used
     if (GompParallel team = openmp_team())
         team(&work_on_team, &job, static_cast<unsigned>(workers), 0);

@@ -13,4 +13,9 @@ namespace bnnx {
 // ends, so a worker the OS has not scheduled yet delays nothing. fn must not throw.
 void parallel_for(int64_t total, int threads, const std::function<void(int64_t, int64_t)> &fn);
 
+// The same in chunks of at least `grain` items (a share's last chunk may be shorter): items
+// that work better together (rows a tile spans) stay together.
+void parallel_for(int64_t total, int threads, int64_t grain,
+                  const std::function<void(int64_t, int64_t)> &fn);
+
 }  // namespace bnnx

@@ -72,10 +72,10 @@ void maxpool_nhwc_rows(const PoolGeometry &g, const float *x, float *out, const 
 // Output rows [begin, end) of maxpool2d_float_nchw: each input row moved from its planes to
 // pixels once (16 planes at a time by the register transpose) into the ring of the NHWC pool.
 void maxpool_nchw_rows(const PoolGeometry &g, const float *x, float *out, const uint32_t *flip,
-                       int64_t begin, int64_t end) {
+                       int64_t begin, int64_t end, MadeRows &made) {
     const KernelTable &kt = active_kernels();
     const int64_t plane = g.h * g.w;
-    pool_made_rows(g, flip, out, begin, end, [&](int64_t b, int64_t r, float *dst) {
+    pool_made_rows(g, flip, out, begin, end, made, [&](int64_t b, int64_t r, float *dst) {
         for (int64_t c0 = 0; c0 < g.c; c0 += kPoolGroup)
             kt.interleave_planes(x + (b * g.c + c0) * plane + r * g.w,
                                  std::min(kPoolGroup, g.c - c0), plane, g.w, dst + c0, g.c);
@@ -109,13 +109,15 @@ void maxpool2d_float(const PoolGeometry &g, const float *x, float *out, const ui
                  });
 }
 
-// Threads take output rows, each with its own ring.
+// Threads take output rows, each with its own ring, carried over between its chunks.
 void maxpool2d_float_nchw(const PoolGeometry &g, const float *x, float *out, const uint8_t *lower,
                           int threads) {
     const std::vector<uint32_t> flips = sign_flips(g.c, lower);
+    const uint64_t call = MadeRows::new_call();
     parallel_for(g.n * g.out_h(), pool_threads(g.n * g.c * g.h * g.w, threads),
                  [&](int64_t begin, int64_t end) {
-                     maxpool_nchw_rows(g, x, out, lower ? flips.data() : nullptr, begin, end);
+                     maxpool_nchw_rows(g, x, out, lower ? flips.data() : nullptr, begin, end,
+                                       MadeRows::of_thread(call));
                  });
 }
 
