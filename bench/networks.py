@@ -7,12 +7,17 @@ convs, stem and 1x1 shortcut convs on bnnx's direct kernel), the same network bu
 OpenVINO (kernels.to_openvino: BinaryConvolution on u1 bits, fp32 float parts, compiled with
 INFERENCE_NUM_THREADS = threads, INFERENCE_PRECISION_HINT f32 and the latency hint, a bare
 `infer()` on a bound input) and its fp32 twin (the same `spaces.build_model` architecture with
-quantizers "none", in eval mode under torch.inference_mode, same thread count) are timed
-interleaved (timing.interleaved_ms, with its settle pause), so all sample the same spells of a
-shared machine. OpenVINO's model is first checked to give the packed model's logits (argmax
+quantizers "none", in eval mode under torch.inference_mode, same thread count), with one
+forward as PackedModel.profile times it (the latency a search stores), are timed interleaved
+(timing.interleaved_ms, with its settle pause), so all sample the same spells of a shared
+machine. OpenVINO's model is first checked to give the packed model's logits (argmax
 equal on random inputs; the largest difference is printed). Per part (stem, each body unit,
 head) at 1 thread: bnnx's `PackedModel.profile` layers beside OpenVINO's per-node counters
-(PERF_COUNT), summed into the same parts. Rows:
+(PERF_COUNT), summed into the same parts. Every row and part also gets its floor: the time its
+MACs take at this core's register-only peaks (bitops.peak_loop: XOR/popcount binary MACs, fp32
+fused multiply-adds; best of the run's start and end, times the thread count), below which no
+engine doing this arithmetic can run; floor / OpenVINO says how far under OpenVINO any bnnx can
+get here. Rows:
   - Binary VGG-Small at 32x32 (plain family), goals >= 8x faster than its fp32 twin on 1 thread
     and bnnx / OpenVINO <= 0.8 on 1 thread, <= 0.9 on 2 (issue 14);
   - Bi-Real-Net-18 shaped (bireal family) at 224x224, goals < 4 ms on 1 thread and the same
@@ -37,6 +42,8 @@ import numpy as np
 import torch
 
 import kernels
+from kernels import bitops
+from kernels.profiling import time_ops
 from kernels.timing import interleaved_ms
 from kernels.to_openvino import to_openvino
 from search.objective import PROFILE_REPEATS
@@ -172,10 +179,12 @@ def timed_ms(packed: kernels.PackedModel, fast: kernels.PackedModel, twin: torch
     """Batch-1 forwards of the packed network (exact and fast), OpenVINO's (when given) and the
     fp32 twin, timed interleaved (timing.interleaved_ms) on one input, all on `threads`
     threads: the packed models' own and torch's intra-op ones, which their float ops use too
-    (as PackedModel.profile sets them)."""
+    (as PackedModel.profile sets them). "stored" is one forward as PackedModel.profile times it
+    op by op, whose median search/objective.py stores as a trial's latency."""
     x = torch.randn((1, *shape), generator=torch.Generator().manual_seed(0))
     fns: dict[str, Callable[[], Any]] = {"bnnx": lambda: packed(x), "bnnx fast": lambda: fast(x),
-                                         "torch": lambda: twin(x)}
+                                         "torch": lambda: twin(x),
+                                         "stored": lambda: time_ops(packed.ops, x, threads, 1, 0)}
     if peer is not None:
         fns["openvino"] = peer.request(threads, x.numpy()).infer
     previous, own = torch.get_num_threads(), (packed.threads, fast.threads)
@@ -221,9 +230,12 @@ def time_network(net: Net, threads_list: list[int], repeats: int,
                      "torch_fp32_ms": t["torch"], "speedup": t["torch"] / t["bnnx"],
                      "goal": goal_text, "met": met, "openvino_ms": ov_ms,
                      "bnnx_over_openvino": ratio, "bnnx_fast_ms": t["bnnx fast"],
-                     "bnnx_fast_over_openvino": fast_ratio,
+                     "bnnx_fast_over_openvino": fast_ratio, "stored_ms": t["stored"],
+                     "stored_over_call": t["stored"] / t["bnnx"],
                      "openvino_goal": "-" if limit is None else f"<= {limit}",
                      "openvino_met": None if limit is None or ratio is None else ratio <= limit,
+                     "openvino_fast_met": (None if limit is None or fast_ratio is None
+                                           else fast_ratio <= limit),
                      "openvino_check": check,
                      "binary_macs": sum(r.binary_macs for r in info),
                      "float_macs": sum(r.float_macs for r in info)})
@@ -263,11 +275,44 @@ def part_breakdown(net: Net, packed: kernels.PackedModel, fast: kernels.PackedMo
     def total(runs: list[dict[str, float]]) -> float | None:
         return float(np.median([sum(r.values()) for r in runs])) if runs else None
 
+    macs: dict[str, dict[str, int]] = {}
+    for layer in packed.layers_info():
+        part = macs.setdefault(part_of(layer.name), {"binary_macs": 0, "float_macs": 0})
+        part["binary_macs"] += layer.binary_macs
+        part["float_macs"] += layer.float_macs
     bnnx, fast_ms, ov = medians(bnnx_runs), medians(fast_runs), medians(ov_runs)
     return {"name": net.name, "bnnx_total_ms": total(bnnx_runs),
             "bnnx_fast_total_ms": total(fast_runs), "openvino_total_ms": total(ov_runs),
             "parts": [{"part": p, "bnnx_ms": bnnx.get(p), "bnnx_fast_ms": fast_ms.get(p),
-                       "openvino_ms": ov.get(p)} for p in dict.fromkeys([*bnnx, *ov])]}
+                       "openvino_ms": ov.get(p),
+                       **macs.get(p, {"binary_macs": 0, "float_macs": 0})}
+                      for p in dict.fromkeys([*bnnx, *ov])]}
+
+
+def machine_peaks() -> dict[str, float]:
+    """This core's register-only peaks, G MAC/s on 1 thread, on the best ISA path it has
+    (OpenVINO and torch pick theirs too): XOR/popcount binary MACs and fp32 multiply-adds."""
+    isa = kernels.available_isas()[0]
+    return {a: bitops.measure_peak_gmacs(isa, arithmetic=a) for a in bitops.PEAK_ARITHMETIC}
+
+
+def floor_ms(binary_macs: int, float_macs: int, peaks: dict[str, float],
+             threads: int = 1) -> float:
+    """The time these MACs take at the peaks, each of `threads` cores at the 1-thread peak: no
+    engine doing binary convs as XOR/popcount and float parts in fp32 runs below it."""
+    return (binary_macs / peaks["binary"] + float_macs / peaks["float"]) / 1e6 / threads
+
+
+def add_floors(networks: list[dict], parts: list[dict], peaks: dict[str, float]) -> None:
+    """Each row's and part's floor_ms, and a row's floor / OpenVINO."""
+    for r in networks:
+        r["floor_ms"] = floor_ms(r["binary_macs"], r["float_macs"], peaks, r["threads"])
+        ov = r["openvino_ms"]
+        r["floor_over_openvino"] = None if ov is None else r["floor_ms"] / ov
+    for b in parts:
+        for p in b["parts"]:
+            p["floor_ms"] = floor_ms(p["binary_macs"], p["float_macs"], peaks)
+        b["floor_total_ms"] = sum(p["floor_ms"] for p in b["parts"])
 
 
 def time_candidate(net: Net) -> dict:
@@ -299,6 +344,12 @@ def met_text(met: bool | None) -> str:
     return "-" if met is None else ("MET" if met else "not met")
 
 
+def ratio_met_text(row: dict) -> str:
+    """The OpenVINO ratio goal: MET by the exact path, "fast" where only the fast path meets it."""
+    return "fast" if row["openvino_fast_met"] and not row["openvino_met"] else met_text(
+        row["openvino_met"])
+
+
 def ms_text(ms: float | None, width: int) -> str:
     return f"{'-':>{width}}" if ms is None else f"{ms:>{width - 2}.3f}ms"
 
@@ -306,22 +357,30 @@ def ms_text(ms: float | None, width: int) -> str:
 def print_report(networks: list[dict], candidates: list[dict], breakdowns: list[dict],
                  parts: list[dict]) -> None:
     print(f"\n{'network':<62} {'thr':>3} {'bnnx':>10} {'bnnx fast':>10} {'OpenVINO':>10} "
-          f"{'bnnx/OV':>8} {'fast/OV':>8} "
+          f"{'bnnx/OV':>8} {'fast/OV':>8} {'floor':>8} {'floor/OV':>8} "
           f"{'goal':>7} {'met':>8} {'torch fp32':>11} {'x fp32':>7} {'goal':>14} {'met':>8}")
     for r in networks:
         ov = r["openvino_ms"]
         print(f"{r['label']:<62} {r['threads']:>3} {ms_text(r['bnnx_ms'], 10)} "
               f"{ms_text(r['bnnx_fast_ms'], 10)} {ms_text(ov, 10)} "
               f"{ratio_text(r['bnnx_ms'], ov, 8)} {ratio_text(r['bnnx_fast_ms'], ov, 8)} "
+              f"{ms_text(r['floor_ms'], 8)} {ratio_text(r['floor_ms'], ov, 8)} "
               f"{r['openvino_goal']:>7} "
-              f"{met_text(r['openvino_met']):>8} {ms_text(r['torch_fp32_ms'], 11)} "
+              f"{ratio_met_text(r):>8} {ms_text(r['torch_fp32_ms'], 11)} "
               f"{r['speedup']:>6.1f}x {r['goal']:>14} {met_text(r['met']):>8}")
+    print("  floor: the row's MACs at the peaks above (binary XOR/popcount, fp32 multiply-add), "
+          "each thread at the 1-thread peak; floor/OV is the lowest bnnx/OV any engine doing this "
+          "arithmetic reaches here. met: MET by bnnx (exact), fast: by the fast path only")
     for r in networks:
         check = r["openvino_check"]
         if r["threads"] == 1 and check is not None:
             print(f"  {r['name']}: OpenVINO vs packed logits on {check['samples']} inputs: "
                   f"argmax {'equal' if check['argmax_equal'] else 'DIFFERENT'}, max abs diff "
                   f"{check['max_abs_diff']:.2e}")
+    for r in networks:
+        print(f"  {r['name']}, {r['threads']} thread(s): the latency a search stores (the "
+              f"profile's op-by-op forward) {r['stored_ms']:.3f} ms = {r['stored_over_call']:.2f}x "
+              "a packed(x) call")
     print(f"\n{'search candidate':<62} {'compile':>9} {'profile':>9} {'wall':>8} "
           f"{'latency':>10} {'goal':>8} {'met':>8}")
     for r in candidates:
@@ -341,13 +400,15 @@ def print_report(networks: list[dict], candidates: list[dict], breakdowns: list[
         print(f"\nper part, {b['name']}, 1 thread (medians: bnnx profile layers, exact and "
               "fast, OpenVINO per-node counters)")
         print(f"  {'part':<10} {'bnnx':>10} {'bnnx fast':>10} {'OpenVINO':>10} {'bnnx/OV':>8} "
-              f"{'fast/OV':>8}")
+              f"{'fast/OV':>8} {'floor':>10} {'floor/OV':>8}")
         for p in b["parts"] + [{"part": "sum", "bnnx_ms": b["bnnx_total_ms"],
                                 "bnnx_fast_ms": b["bnnx_fast_total_ms"],
-                                "openvino_ms": b["openvino_total_ms"]}]:
-            bnnx, fast, ov = p["bnnx_ms"], p["bnnx_fast_ms"], p["openvino_ms"]
+                                "openvino_ms": b["openvino_total_ms"],
+                                "floor_ms": b["floor_total_ms"]}]:
+            bnnx, fast, ov, floor = p["bnnx_ms"], p["bnnx_fast_ms"], p["openvino_ms"], p["floor_ms"]
             print(f"  {p['part']:<10} {ms_text(bnnx, 10)} {ms_text(fast, 10)} {ms_text(ov, 10)} "
-                  f"{ratio_text(bnnx, ov, 8)} {ratio_text(fast, ov, 8)}")
+                  f"{ratio_text(bnnx, ov, 8)} {ratio_text(fast, ov, 8)} {ms_text(floor, 10)} "
+                  f"{ratio_text(floor, ov, 8)}")
 
 
 def _load() -> float | None:
@@ -376,7 +437,7 @@ def main() -> None:
     ov_version = openvino_version()
     if ov_version is None:
         print("OpenVINO not installed (pip install -e '.[bench]'): its columns are skipped")
-    load = _load()
+    load, peaks = _load(), machine_peaks()
     networks, breakdowns, parts = [], [], []
     for net, goal in ((vgg, speedup_goal), (bireal, latency_goal), (reactnet, None)):
         rows, layers, net_parts = time_network(net, [1, 2], args.repeats, goal,
@@ -386,17 +447,21 @@ def main() -> None:
         if net is not vgg:
             breakdowns.append(layers)
     cand_rows = [time_candidate(net) for net in candidates]
+    peaks = {a: max(g, peaks[a]) for a, g in machine_peaks().items()}
+    add_floors(networks, parts, peaks)
     print(f"bnnx networks vs OpenVINO {ov_version} and fp32 twins (torch {torch.__version__}), "
           f"batch 1, median; isa {kernels.active_isa()}; candidates use PROFILE_REPEATS = "
           f"{PROFILE_REPEATS}; load average before/after: {load} / {_load()} on "
-          f"{os.cpu_count()} CPUs")
+          f"{os.cpu_count()} CPUs; peaks per core: {peaks['binary']:.0f} G binary MAC/s, "
+          f"{peaks['float']:.1f} G fp32 MAC/s ({kernels.available_isas()[0]})")
     print_report(networks, cand_rows, breakdowns, parts)
     out = Path(args.json)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"isa": kernels.active_isa(), "quick": args.quick,
                                "openvino": ov_version, "networks": networks,
                                "candidates": cand_rows, "load_before": load,
-                               "load_after": _load(), "breakdowns": breakdowns,
+                               "load_after": _load(), "peaks_gmacs": peaks,
+                               "breakdowns": breakdowns,
                                "parts": parts}, indent=2))
     print(f"wrote {out}")
 

@@ -41,6 +41,12 @@ def test_bench_networks_quick_writes_json(tmp_path):
     assert [(r["threads"]) for r in nets] == [1, 2] * 3
     assert all(r["bnnx_ms"] > 0 and r["torch_fp32_ms"] > 0 for r in nets)
     assert all(r["bnnx_fast_ms"] > 0 for r in nets)  # compile(exact_float=False) beside it
+    # The floor (every MAC at the core's peaks) is below what any engine measured, and a
+    # 2-thread row's is half its 1-thread row's.
+    assert all(0 < r["floor_ms"] < min(r["bnnx_fast_ms"], r["bnnx_ms"]) for r in nets)
+    assert all(two["floor_ms"] == pytest.approx(one["floor_ms"] / 2)
+               for one, two in zip(nets[::2], nets[1::2], strict=True))
+    assert all(p["floor_ms"] >= 0 for b in report["parts"] for p in b["parts"])
     # Goals on the 1-thread rows of VGG-Small and Bi-Real-18 only.
     assert [r["met"] is None for r in nets] == [False, True] * 2 + [True, True]
     assert all(0 < r["wall_s"] and r["latency_ms"] > 0 for r in report["candidates"])
