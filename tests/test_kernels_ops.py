@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from thread_pools import POOLS, run_on_pool
 
 import kernels
 from kernels.thresholds import apply_thresholds
@@ -143,14 +140,11 @@ sys.exit(os.waitstatus_to_exitcode(status))
 """
 
 
-@pytest.mark.parametrize("pool", ["openmp", "bnnx"])
+@pytest.mark.parametrize("pool", POOLS)
 def test_thread_teams_agree_and_survive_fork(pool: str) -> None:
     """Jobs run on the loaded libgomp's team (torch's) unless BNNX_THREAD_POOL=bnnx forces the
     own pool; a forked child falls back to a fresh own pool instead of hanging on dead threads."""
-    env = {**os.environ, "BNNX_THREAD_POOL": pool}
-    done = subprocess.run([sys.executable, "-c", FORK_SCRIPT], env=env, timeout=120,
-                          capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr
+    run_on_pool(FORK_SCRIPT, pool)
 
 
 def test_use_isa_restores_and_rejects_unknown() -> None:

@@ -6,11 +6,8 @@ pool also runs with more workers than shares."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-
 import pytest
+from thread_pools import POOLS, run_on_pool
 
 SCRIPT = """
 import numpy as np, kernels
@@ -31,9 +28,6 @@ for n, c_in, c_out, h, w in [(1, 70, 40, 1, 1), (1, 64, 16, 2, 3), (2, 70, 40, 1
 """
 
 
-@pytest.mark.parametrize("pool", ["openmp", "bnnx"])
+@pytest.mark.parametrize("pool", POOLS)
 def test_every_split_covers_every_item(pool: str) -> None:
-    env = {**os.environ, "BNNX_THREAD_POOL": pool}
-    done = subprocess.run([sys.executable, "-c", SCRIPT], env=env, timeout=120,
-                          capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr
+    run_on_pool(SCRIPT, pool)

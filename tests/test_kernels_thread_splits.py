@@ -7,14 +7,11 @@ for its consumer; the head's GEMM on the direct kernel."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-
 import numpy as np
 import pytest
 import torch
 from test_kernels_families import family_model
+from thread_pools import POOLS, run_on_pool
 
 import kernels
 from kernels.float_ops import DIRECT_CONV_ISAS, DirectConv2dOp
@@ -85,12 +82,9 @@ for threads in THREADS:
 """
 
 
-@pytest.mark.parametrize("pool", ["openmp", "bnnx"])
+@pytest.mark.parametrize("pool", POOLS)
 def test_residual_network_splits_match_one_thread(pool: str) -> None:
-    env = {**os.environ, "BNNX_THREAD_POOL": pool}
-    done = subprocess.run([sys.executable, "-c", SCRIPT], env=env, timeout=300,
-                          capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr
+    run_on_pool(SCRIPT, pool, timeout=300)
 
 
 @pytest.mark.skipif(kernels.active_isa() not in DIRECT_CONV_ISAS,
