@@ -253,16 +253,44 @@ def maxpool2d_float_nchw(x: np.ndarray, kernel_size: Pair, stride: Pair | None =
     return ext.maxpool2d_float_nchw(x, k, s, _pair(padding, "padding"), lower, int(threads))
 
 
-def nchw_to_nhwc(x: np.ndarray) -> np.ndarray:
-    """float32 (N, C, H, W) -> a new C-contiguous (N, H, W, C), the same values moved."""
+def avgpool2d_float(x: np.ndarray, kernel_size: Pair, stride: Pair | None = None,
+                    padding: Pair = 0, ceil_mode: bool = False, count_include_pad: bool = True,
+                    divisor_override: int | None = None, threads: int = 1) -> np.ndarray:
+    """torch's AvgPool2d on a float32 NHWC map, summed and divided as its CPU kernel does,
+    written as a new NCHW map (the layout torch's conv after it takes); on up to `threads`
+    threads."""
+    k = _pair(kernel_size, "kernel_size")
+    s = k if stride is None else _pair(stride, "stride")
+    return ext.avgpool2d_float(x, k, s, _pair(padding, "padding"), bool(ceil_mode),
+                               bool(count_include_pad), divisor_override, int(threads))
+
+
+def nchw_to_nhwc(x: np.ndarray, threads: int = 1) -> np.ndarray:
+    """float32 (N, C, H, W) -> a new C-contiguous (N, H, W, C), the same values moved; a large
+    map on up to `threads` threads."""
     n, c, h, w = _map_shape(x)
-    return ext.transpose_float(x.reshape(n, c, h * w)).reshape(n, h, w, c)
+    return ext.transpose_float(x.reshape(n, c, h * w), int(threads)).reshape(n, h, w, c)
 
 
-def nhwc_to_nchw(x: np.ndarray) -> np.ndarray:
-    """float32 (N, H, W, C) -> a new C-contiguous (N, C, H, W), the same values moved."""
+def nhwc_to_nchw(x: np.ndarray, threads: int = 1) -> np.ndarray:
+    """float32 (N, H, W, C) -> a new C-contiguous (N, C, H, W), the same values moved; a large
+    map on up to `threads` threads."""
     n, h, w, c = _map_shape(x)
-    return ext.transpose_float(x.reshape(n, h * w, c)).reshape(n, c, h, w)
+    return ext.transpose_float(x.reshape(n, h * w, c), int(threads)).reshape(n, c, h, w)
+
+
+def batchnorm_float(x: np.ndarray, alpha: np.ndarray, beta: np.ndarray, nchw: bool = False,
+                    threads: int = 1) -> np.ndarray:
+    """fma(x, alpha[c], beta[c]) on a float32 NHWC map (NCHW with `nchw`), a new NHWC map: the
+    eval BatchNorm torch computes with that alpha and beta, on up to `threads` threads."""
+    return ext.batchnorm_float(x, alpha, beta, bool(nchw), int(threads))
+
+
+def normalize_float(x: np.ndarray, mean: np.ndarray, std: np.ndarray,
+                    threads: int = 1) -> np.ndarray:
+    """(x - mean[c]) / std[c] on a float32 NCHW map, a new NCHW map: torch's input
+    normalisation (each operation rounded once), on up to `threads` threads."""
+    return ext.normalize_float(x, mean, std, int(threads))
 
 
 def _map_shape(x: np.ndarray) -> tuple[int, ...]:

@@ -36,7 +36,15 @@ from .binary_ops import (
 )
 from .compiler import _flatten
 from .errors import UnsupportedLayerError
-from .float_ops import BatchNormOp, FloatOp, HardtanhOp, PReLUOp, nhwc
+from .float_ops import (
+    AvgPool2dOp,
+    BatchNormOp,
+    Conv2dOp,
+    FloatOp,
+    HardtanhOp,
+    PReLUOp,
+    nhwc,
+)
 from .graph import (
     OPS,
     Bits,
@@ -166,7 +174,7 @@ class BinaryConvOp(Op):
         conv takes, from the same pass."""
         layer = self.unit_layer(unit, None if signs is None else signs.shift)
         if residual is not None:
-            residual = residual.nhwc if isinstance(residual, Signed) else nhwc(residual)
+            residual = residual.nhwc if isinstance(residual, Signed) else nhwc(residual, threads)
         y, bits = layer(self._bits(x, threads), threads, residual, signs is not None)
         if bits is None:
             return torch.from_numpy(y).permute(0, 3, 1, 2)  # NCHW view of the NHWC result
@@ -176,38 +184,22 @@ class BinaryConvOp(Op):
         """Per-channel (alpha, beta) with fma(y, alpha_c, beta_c) equal, bit for bit, to torch's
         eval BatchNorm `bn` of every value y this conv can output; None if there are none.
 
-        torch computes eval BatchNorm as one multiply-add per value with its own rounding of
-        alpha = weight * invstd and beta = bias - mean * alpha. Rather than re-derive that, probe
-        it: beta = BN(0), and BN(2^k) - beta = 2^k * alpha exactly once |beta| is under half an
-        ulp of 2^k * alpha. Then check fma on every output scale * d + bias (every reachable dot
-        d in [-K, K], rounded as the kernel rounds it), so exactness never rests on the probe.
+        alpha and beta are torch's own, probed (BatchNormOp.linear_terms); then fma is checked
+        on every output scale * d + bias (every reachable dot d in [-K, K], rounded as the
+        kernel rounds it), so exactness never rests on the probe.
         """
-        c, fan_in = self.c_out, self.c_in * self.kernel[0] * self.kernel[1]
-
-        def norm(values: torch.Tensor) -> torch.Tensor:
-            """BN of (L, C) values, seen as an (1, C, L, 1) channels-last map (the layout the
-            block's maps have at run time): (L, C) out, all contiguous, no transposes."""
-            rows = values.reshape(-1, c)
-            out = bn.forward(rows.view(1, -1, 1, c).permute(0, 3, 1, 2))
-            return out.permute(0, 2, 3, 1).reshape(-1, c)
-
-        beta = norm(torch.zeros(c))[0]
-        weight = bn.weight if bn.weight is not None else torch.ones(c)
-        estimate = (weight.double() * torch.rsqrt(bn.running_var.double() + bn.eps)).abs()
-        # 2^k |alpha| >= 2^27 |beta| puts beta under half an ulp of 2^k alpha.
-        k = torch.ceil(torch.log2(beta.double().abs() / estimate)) + 27
-        power = torch.pow(2.0, torch.nan_to_num(k, nan=0.0, posinf=126.0).clamp(0, 126)).float()
-        alpha = (norm(power)[0] - beta) / power
+        fan_in = self.c_in * self.kernel[0] * self.kernel[1]
+        alpha, beta = bn.linear_terms()
         # A dot sums C_in * (taps inside the map) terms of +-1, or all K with +-1 padding: its
         # parity is K's whenever C_in is even or no tap is zero, so only every other d occurs.
         step = 2 if self.c_in % 2 == 0 or self.pad_value != 0 else 1
         dots = torch.arange(-fan_in, fan_in + 1, step, dtype=torch.float32).view(-1, 1)
         y = dots * torch.from_numpy(self.scale) + torch.from_numpy(
             self.bias)  # (2K + 1, C) outputs, the kernel's multiply then add
-        got = bitops.fma_channels(y.numpy(), alpha.numpy(), beta.numpy())
-        if not np.array_equal(got.view(np.int32), norm(y).numpy().view(np.int32)):
+        got = bitops.fma_channels(y.numpy(), alpha, beta)
+        if not np.array_equal(got.view(np.int32), bn.on_rows(y).numpy().view(np.int32)):
             return None
-        return alpha.numpy(), beta.numpy()
+        return alpha, beta
 
     def macs(self, in_shape: tuple[int, ...], out_shape: tuple[int, ...]) -> tuple[int, int]:
         return _prod(out_shape) * self.c_in * self.kernel[0] * self.kernel[1], 0
@@ -315,6 +307,9 @@ class BlockOp(Op):
             if not isinstance(entries, list):
                 raise ValueError(f"{name}: chain {part!r} must be a list")
             self.chains[part] = [self._sub_op(part, i, e) for i, e in enumerate(entries)]
+            for pool, conv in zip(self.chains[part], self.chains[part][1:], strict=False):
+                if isinstance(pool, AvgPool2dOp) and type(conv) is Conv2dOp:
+                    pool.nchw_out = True  # the conv takes NCHW: the pool writes it
         # Residual units ("" for conv/bn/act, "1" for conv1/bn1/act1, ...) fused where exact.
         self.units: dict[str, Unit | None] = {
             n: fuse_unit(*(self.chains[f"{p}{n}"] for p in ("conv", "bn", "act")))

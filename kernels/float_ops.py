@@ -8,11 +8,14 @@ FoldedConv2dOp, exists only where compile(exact_float=False) asks for folding.
 Maps may arrive channels-last (an NHWC buffer seen as NCHW: the packed kernels' layout, kept to
 spare a transpose per layer). Elementwise ops, BatchNorm, max- and avg-pooling give torch's NCHW
 values on it; ops whose summation order follows the layout (conv, adaptive average pooling) are
-handed the NCHW copy the torch model sees.
+handed the NCHW copy the torch model sees. Normalisation, eval BatchNorm and a shortcut's average
+pool run on bnnx's threaded kernels where those give torch's bits (the same operations in the
+same order, each correctly rounded; checked against torch before use, see probe_values).
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any
 
@@ -40,23 +43,43 @@ def _prod(shape: tuple[int, ...]) -> int:
     return int(math.prod(shape))
 
 
-def nchw(x: torch.Tensor) -> torch.Tensor:
+def nchw(x: torch.Tensor, threads: int = 1) -> torch.Tensor:
     """x as a C-contiguous NCHW tensor, the model's own layout; a channels-last float32 map (the
     kernels' NHWC seen as NCHW) is moved by bnnx's register transpose, several times faster than
-    torch's strided copy."""
+    torch's strided copy, on up to `threads` threads."""
     if x.is_contiguous():
         return x
     if x.dim() == 4 and x.dtype == torch.float32 and x.permute(0, 2, 3, 1).is_contiguous():
-        return torch.from_numpy(bitops.nhwc_to_nchw(x.permute(0, 2, 3, 1).numpy()))
+        return torch.from_numpy(bitops.nhwc_to_nchw(x.permute(0, 2, 3, 1).numpy(), threads))
     return x.contiguous()
 
 
-def nhwc(x: torch.Tensor) -> np.ndarray:
-    """The C-contiguous float32 NHWC array of an NCHW map (no copy for a channels-last one)."""
+def nhwc(x: torch.Tensor, threads: int = 1) -> np.ndarray:
+    """The C-contiguous float32 NHWC array of an NCHW map (no copy for a channels-last one);
+    moved on up to `threads` threads."""
     x = x.to(torch.float32)
     if x.is_contiguous():
-        return bitops.nchw_to_nhwc(x.numpy())
+        return bitops.nchw_to_nhwc(x.numpy(), threads)
     return np.ascontiguousarray(x.numpy().transpose(0, 2, 3, 1))
+
+
+# Values an elementwise kernel must give torch's bits on, in every channel, besides random
+# ones of every magnitude: signed zeros, infinities, NaN, subnormals, the float range's ends.
+SPECIALS = (0.0, -0.0, math.inf, -math.inf, math.nan, 1e-40, -1e-40, 1e-45, 3e38, -3e38, 1.0,
+            -1.0)
+
+
+def probe_values(channels: int, centre: np.ndarray) -> np.ndarray:
+    """float32 (L, channels) probe values for an elementwise kernel's check against torch: the
+    SPECIALS, random values from 2^-30 to 2^30 in size, and `centre` (per channel: a mean,
+    where the op's result cancels to zero) and its neighbours."""
+    rng = np.random.default_rng(0)
+    magnitudes = np.exp2(rng.integers(-30, 31, (256, channels))).astype(np.float32)
+    centre = np.asarray(centre, np.float32).reshape(1, channels)
+    return np.concatenate([np.tile(np.float32(SPECIALS)[:, None], (1, channels)),
+                           rng.standard_normal((256, channels), np.float32) * magnitudes,
+                           centre, np.nextafter(centre, np.float32(np.inf)),
+                           np.nextafter(centre, np.float32(-np.inf))])
 
 
 class FloatOp(Op):
@@ -120,6 +143,31 @@ class NormalizeOp(FloatOp):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return (x - self.mean) / self.std
 
+    @functools.cached_property
+    def kernel_channels(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """Per-channel (mean, std) vectors with which bnnx's threaded kernel
+        (bitops.normalize_float) gives torch's bits, where both tensors are per channel or
+        one value; checked on probe values (see BatchNormOp.kernel_terms), else None."""
+        if any(t.shape[1:] != (1, 1) for t in (self.mean, self.std)):
+            return None
+        c = max(self.mean.shape[0], self.std.shape[0])
+        mean, std = (t.reshape(-1).expand(c).contiguous().numpy() for t in (self.mean, self.std))
+        values = probe_values(c, mean)
+        got = bitops.normalize_float(values.T.reshape(1, c, -1, 1).copy(), mean, std)
+        want = self.forward(torch.from_numpy(values.T.reshape(1, c, -1, 1).copy())).numpy()
+        return (mean, std) if np.array_equal(got.view(np.int32), want.view(np.int32)) else None
+
+    def run(self, x: Value, threads: int) -> torch.Tensor:
+        """On an NCHW float32 map with per-channel statistics, bnnx's kernel on `threads`
+        threads (torch's values); else torch's."""
+        x = as_float(x)
+        channels = self.kernel_channels
+        if (channels is None or x.dim() != 4 or x.dtype != torch.float32
+                or not x.is_contiguous() or channels[0].shape[0] not in (1, x.shape[1])):
+            return self.forward(x)
+        mean, std = (np.broadcast_to(t, x.shape[1:2]).copy() for t in channels)
+        return torch.from_numpy(bitops.normalize_float(x.numpy(), mean, std, threads))
+
 
 @register_op
 class Conv2dOp(FloatOp):
@@ -177,10 +225,17 @@ class Conv2dOp(FloatOp):
             _, oh, ow = self.window(shape, kernel, self.stride, padding, **geometry)
         return out, oh, ow
 
+    def run(self, x: Value, threads: int) -> torch.Tensor:
+        return self.conv(nchw(as_float(x), threads))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # torch's conv may sum in another order on channels-last input: give it the model's NCHW.
-        return F.conv2d(nchw(x), self.weight, self.bias, self.stride, self.padding,
-                        self.dilation, self.groups)
+        return self.conv(nchw(x))
+
+    def conv(self, x: torch.Tensor) -> torch.Tensor:
+        """torch's conv on the model's NCHW x (on channels-last input it may sum in another
+        order)."""
+        return F.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation,
+                        self.groups)
 
     def macs(self, in_shape: tuple[int, ...], out_shape: tuple[int, ...]) -> tuple[int, int]:
         return 0, _prod(out_shape) * _prod(tuple(self.weight.shape[1:]))
@@ -198,6 +253,9 @@ class FoldedConv2dOp(Conv2dOp):
     @property
     def label(self) -> str:
         return super().label + "+bn"
+
+    def run(self, x: Value, threads: int) -> torch.Tensor:
+        return self.forward(as_float(x))  # channels-last in: no NCHW copy
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x.contiguous(memory_format=torch.channels_last)
@@ -313,16 +371,16 @@ class DirectConv2dOp(FoldedConv2dOp):
         if self.pointwise(self):
             avg = () if self.avg_pool is None else (self.avg_pool.kernel_size,
                                                     self.avg_pool.ceil_mode)
-            pixels = x.nhwc if isinstance(x, Signed) else nhwc(as_float(x))
+            pixels = x.nhwc if isinstance(x, Signed) else nhwc(as_float(x), threads)
             y = self.layer.pointwise(pixels, threads, *avg)
             return torch.from_numpy(y).permute(0, 3, 1, 2)  # NCHW view of the NHWC result
         x = as_float(x)
         p = self.pool
         pool = () if p is None else (p.kernel_size, p.stride, p.padding, p.lower)
         if self.signs is None:
-            y = self.layer(nchw(x).numpy(), threads, *pool)
+            y = self.layer(nchw(x, threads).numpy(), threads, *pool)
             return torch.from_numpy(y).permute(0, 3, 1, 2)
-        y, bits = self.layer(nchw(x).numpy(), threads, *pool, signs=True,
+        y, bits = self.layer(nchw(x, threads).numpy(), threads, *pool, signs=True,
                              sign_shift=self.signs.shift)
         return Signed(y, Bits(bits, y.shape[3]))
 
@@ -370,6 +428,55 @@ class BatchNormOp(FloatOp):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias,
                             False, 0.0, self.eps)
+
+    def on_rows(self, values: torch.Tensor) -> torch.Tensor:
+        """forward on (L, C) values seen as an (1, C, L, 1) channels-last map (the layout maps
+        have at run time): (L, C) out, all contiguous, no transposes."""
+        c = self.running_mean.shape[0]
+        out = self.forward(values.reshape(-1, c).view(1, -1, 1, c).permute(0, 3, 1, 2))
+        return out.permute(0, 2, 3, 1).reshape(-1, c)
+
+    def linear_terms(self) -> tuple[np.ndarray, np.ndarray]:
+        """torch's own per-channel (alpha, beta) of its eval BatchNorm, y = x * alpha + beta
+        rounded as one multiply-add (alpha = weight * invstd, beta = bias - mean * alpha, in
+        its rounding). Rather than re-derive them, probe: beta = BN(0), and
+        BN(2^k) - beta = 2^k * alpha exactly once |beta| is under half an ulp of 2^k * alpha."""
+        c = self.running_mean.shape[0]
+        beta = self.on_rows(torch.zeros(c))[0]
+        weight = self.weight if self.weight is not None else torch.ones(c)
+        estimate = (weight.double() * torch.rsqrt(self.running_var.double() + self.eps)).abs()
+        # 2^k |alpha| >= 2^27 |beta| puts beta under half an ulp of 2^k alpha.
+        k = torch.ceil(torch.log2(beta.double().abs() / estimate)) + 27
+        power = torch.pow(2.0, torch.nan_to_num(k, nan=0.0, posinf=126.0).clamp(0, 126)).float()
+        alpha = (self.on_rows(power)[0] - beta) / power
+        return alpha.numpy(), beta.numpy()
+
+    @functools.cached_property
+    def kernel_terms(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """(alpha, beta) with which bnnx's threaded kernel (bitops.batchnorm_float) gives
+        torch's bits, or None (then torch runs it): checked on probe values of every channel,
+        so it never rests on how this torch build rounds (FMA or not)."""
+        alpha, beta = self.linear_terms()
+        c = alpha.shape[0]
+        values = probe_values(c, self.running_mean.numpy())
+        got = bitops.batchnorm_float(values.reshape(1, -1, 1, c), alpha, beta).reshape(-1, c)
+        want = self.on_rows(torch.from_numpy(values)).numpy()
+        return (alpha, beta) if np.array_equal(got.view(np.int32), want.view(np.int32)) else None
+
+    def run(self, x: Value, threads: int) -> torch.Tensor:
+        """On an NCHW or channels-last float32 map, bnnx's kernel on `threads` threads (torch's
+        values, written NHWC: an NCHW map is moved in the same pass); else torch's."""
+        x = as_float(x)
+        terms = self.kernel_terms if x.dim() == 4 and x.dtype == torch.float32 else None
+        if terms is None:
+            return self.forward(x)
+        if x.is_contiguous():
+            y = bitops.batchnorm_float(x.numpy(), *terms, nchw=True, threads=threads)
+        elif x.permute(0, 2, 3, 1).is_contiguous():
+            y = bitops.batchnorm_float(x.permute(0, 2, 3, 1).numpy(), *terms, threads=threads)
+        else:
+            return self.forward(x)
+        return torch.from_numpy(y).permute(0, 3, 1, 2)  # NCHW view of the NHWC result
 
 
 @register_op
@@ -508,6 +615,7 @@ class AvgPool2dOp(FloatOp):
         if divisor is not None and (not isinstance(divisor, int) or divisor < 1):
             raise ValueError(f"{name}: parameter 'divisor_override' has invalid value {divisor!r}")
         self.divisor_override = divisor
+        self.nchw_out = False  # set where torch's NCHW conv reads the output (a shortcut's)
 
     @classmethod
     def from_module(cls, path: str, module: nn.Module, emit_bits: bool,
@@ -527,6 +635,20 @@ class AvgPool2dOp(FloatOp):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.avg_pool2d(x, self.kernel_size, self.stride, self.padding, self.ceil_mode,
                             self.count_include_pad, self.divisor_override)
+
+    def run(self, x: Value, threads: int) -> torch.Tensor:
+        """With nchw_out, a channels-last float32 map is pooled by bnnx's kernel on `threads`
+        threads (torch's values, as its kernel sums them; a NaN where torch's is NaN, though not
+        always the same NaN: which one a NaN plus inf - inf gives follows the operand order the
+        compiler picked) and written NCHW, the copy the conv would make otherwise; else torch's
+        pool, in the input's layout."""
+        x = as_float(x)
+        if not (self.nchw_out and x.dim() == 4 and x.dtype == torch.float32
+                and x.permute(0, 2, 3, 1).is_contiguous()):
+            return self.forward(x)
+        return torch.from_numpy(bitops.avgpool2d_float(
+            x.permute(0, 2, 3, 1).numpy(), self.kernel_size, self.stride, self.padding,
+            self.ceil_mode, self.count_include_pad, self.divisor_override, threads))
 
 
 @register_op
@@ -692,7 +814,7 @@ class MapLinearOp(LinearOp):
         if bitops.active_isa() not in DIRECT_CONV_ISAS:
             return self.forward(as_float(x))
         if self.global_pool:
-            pixels = x.nhwc if isinstance(x, Signed) else nhwc(as_float(x))
+            pixels = x.nhwc if isinstance(x, Signed) else nhwc(as_float(x), threads)
             y = self.direct_layer(()).pointwise(pixels, threads, pixels.shape[1:3])
         else:
             rows, _, key = self.gemm_input(as_float(x))

@@ -672,16 +672,79 @@ NB_MODULE(_bnnx_kernels, m) {
        nb::arg("lower") = nb::none(), nb::arg("threads") = 1,
        "Max-pool on float32 NCHW, written NHWC; channels with lower[c] != 0 take the minimum.");
 
-    m.def("transpose_float", [](const Array &x) {
+    m.def("avgpool2d_float", [](const Array &x, Pair kernel, Pair stride, Pair padding,
+                                bool ceil_mode, bool count_include_pad,
+                                std::optional<int64_t> divisor_override, int threads) {
+        check_threads(threads);
+        const float *p = checked<float>(x, "x", 4, "float NHWC");
+        PoolGeometry g = pool_geometry(x, kernel, stride, padding);
+        if (divisor_override && *divisor_override < 1)
+            value_error("divisor_override must be a positive int or None");
+        auto extent = [ceil_mode](int64_t size, int64_t k, int64_t pad, int64_t s) {
+            int64_t n = (size + 2 * pad - k + (ceil_mode ? s - 1 : 0)) / s + 1;
+            return ceil_mode && (n - 1) * s >= size + pad ? n - 1 : n;  // torch's pool size
+        };
+        const int64_t oh = extent(g.h, g.kh, g.pad_h, g.stride_h);
+        const int64_t ow = extent(g.w, g.kw, g.pad_w, g.stride_w);
+        auto out = new_array<float>({size_t(g.n), size_t(g.c), size_t(oh), size_t(ow)}, false);
+        {
+            nb::gil_scoped_release release;
+            avgpool2d_float(g, oh, ow, count_include_pad, divisor_override.value_or(0), p,
+                            out.data(), threads);
+        }
+        return out;
+    }, nb::arg("x"), nb::arg("kernel_size"), nb::arg("stride"), nb::arg("padding"),
+       nb::arg("ceil_mode") = false, nb::arg("count_include_pad") = true,
+       nb::arg("divisor_override") = nb::none(), nb::arg("threads") = 1,
+       "torch's average pool on float32 NHWC x, written NCHW.");
+
+    m.def("transpose_float", [](const Array &x, int threads) {
+        check_threads(threads);
         const float *p = checked<float>(x, "x", 3, "float (N, rows, cols)");
         const int64_t n = dim(x, 0), rows = dim(x, 1), cols = dim(x, 2);
         auto out = new_array<float>({size_t(n), size_t(cols), size_t(rows)}, false);
         {
             nb::gil_scoped_release release;
-            transpose_float(p, n, rows, cols, out.data());
+            transpose_float(p, n, rows, cols, out.data(), threads);
         }
         return out;
-    }, nb::arg("x"), "Per image, the (cols, rows) transpose of float32 (N, rows, cols).");
+    }, nb::arg("x"), nb::arg("threads") = 1,
+       "Per image, the (cols, rows) transpose of float32 (N, rows, cols).");
+
+    m.def("batchnorm_float", [](const Array &x, const Array &alpha, const Array &beta, bool nchw,
+                                int threads) {
+        check_threads(threads);
+        const float *p = checked<float>(x, "x", 4, nchw ? "float NCHW" : "float NHWC");
+        const int64_t n = dim(x, 0), c = dim(x, nchw ? 1 : 3);
+        const int64_t h = dim(x, nchw ? 2 : 1), w = dim(x, nchw ? 3 : 2);
+        const float *al = per_channel<float>(alpha, "alpha", c, "C");
+        const float *be = per_channel<float>(beta, "beta", c, "C");
+        auto out = new_array<float>({size_t(n), size_t(h), size_t(w), size_t(c)}, false);
+        {
+            nb::gil_scoped_release release;
+            batchnorm_float(p, n, c, h * w, nchw, al, be, out.data(), threads);
+        }
+        return out;
+    }, nb::arg("x"), nb::arg("alpha"), nb::arg("beta"), nb::arg("nchw") = false,
+       nb::arg("threads") = 1,
+       "fma(x, alpha[c], beta[c]) on float32 NHWC x (NCHW with nchw=True), written NHWC: "
+       "torch's eval BatchNorm given its alpha and beta.");
+
+    m.def("normalize_float", [](const Array &x, const Array &mean, const Array &std,
+                                int threads) {
+        check_threads(threads);
+        const float *p = checked<float>(x, "x", 4, "float NCHW");
+        const int64_t n = dim(x, 0), c = dim(x, 1), h = dim(x, 2), w = dim(x, 3);
+        const float *m = per_channel<float>(mean, "mean", c, "C");
+        const float *s = per_channel<float>(std, "std", c, "C");
+        auto out = new_array<float>({size_t(n), size_t(c), size_t(h), size_t(w)}, false);
+        {
+            nb::gil_scoped_release release;
+            normalize_float(p, n, c, h * w, m, s, out.data(), threads);
+        }
+        return out;
+    }, nb::arg("x"), nb::arg("mean"), nb::arg("std"), nb::arg("threads") = 1,
+       "(x - mean[c]) / std[c] on float32 NCHW x, NCHW out.");
 
     nb::class_<DirectConvLayer>(m, "DirectConvLayer",
                                 "A float conv over few input channels, prepared for many "

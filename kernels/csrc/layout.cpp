@@ -5,18 +5,29 @@
 
 #include "isa.h"
 #include "ops.h"
+#include "parallel.h"
 
 namespace bnnx {
 
-void transpose_float(const float *src, int64_t batch, int64_t rows, int64_t cols, float *dst) {
+int map_threads(int64_t elements, int threads) {
+    constexpr int64_t kMinPerThread = 1 << 15;
+    return static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(threads,
+                                                                   elements / kMinPerThread)));
+}
+
+void transpose_float(const float *src, int64_t batch, int64_t rows, int64_t cols, float *dst,
+                     int threads) {
     const KernelTable &kt = active_kernels();
-    for (int64_t b = 0; b < batch; ++b) {
-        const float *image = src + b * rows * cols;
-        float *out = dst + b * rows * cols;
-        for (int64_t r = 0; r < rows; r += 16)
-            kt.interleave_planes(image + r * cols, std::min<int64_t>(16, rows - r), cols, cols,
-                                 out + r, rows);
-    }
+    const int64_t blocks = (rows + 15) / 16;  // per image, 16 source rows each
+    parallel_for(batch * blocks, map_threads(batch * rows * cols, threads),
+                 [&](int64_t begin, int64_t end) {
+                     for (int64_t i = begin; i < end; ++i) {
+                         const int64_t b = i / blocks, r = i % blocks * 16;
+                         kt.interleave_planes(src + (b * rows + r) * cols,
+                                              std::min<int64_t>(16, rows - r), cols, cols,
+                                              dst + b * rows * cols + r, rows);
+                     }
+                 });
 }
 
 }  // namespace bnnx

@@ -87,6 +87,11 @@ void maxpool2d_bits(const PoolGeometry &g, const uint64_t *x, uint64_t *out,
 // max-pool after it into a min-pool before it.)
 void maxpool2d_float(const PoolGeometry &g, const float *x, float *out, const uint8_t *lower,
                      int threads = 1);
+// torch's average pool (window, divisor and summation order as its CPU kernel's; divisor
+// override 0 = none) on float NHWC x (g.c = channels), written NCHW (n, c, out_h, out_w): out_h
+// and out_w as torch's, with or without ceil_mode.
+void avgpool2d_float(const PoolGeometry &g, int64_t out_h, int64_t out_w, bool count_include_pad,
+                     int64_t divisor_override, const float *x, float *out, int threads);
 // Per channel, the sign bit a lower (min-pooled) channel flips, else 0 (all 0 without lower).
 std::vector<uint32_t> sign_flips(int64_t channels, const uint8_t *lower);
 // The same pool on float NCHW input (g.c = channels), written NHWC.
@@ -123,8 +128,25 @@ void avgpool_pointwise_conv2d(const PoolGeometry &pool, int64_t out_h, int64_t o
                               const float *x, const float *wb, const float *bias, int64_t c_out,
                               float *out, int threads);
 
-// Per image, dst (cols x rows) = the transpose of src (rows x cols): NCHW <-> NHWC.
-void transpose_float(const float *src, int64_t batch, int64_t rows, int64_t cols, float *dst);
+// Threads for an elementwise pass or transpose over `elements` floats: none below a share
+// worth waking a worker for.
+int map_threads(int64_t elements, int threads);
+
+// Per image, dst (cols x rows) = the transpose of src (rows x cols): NCHW <-> NHWC; 16-row
+// blocks split over up to `threads` threads.
+void transpose_float(const float *src, int64_t batch, int64_t rows, int64_t cols, float *dst,
+                     int threads);
+
+// Eval BatchNorm as torch's CPU kernel computes it: out = fma(x, alpha[c], beta[c]) (alpha and
+// beta: torch's own, see BatchNormOp.linear_terms). x NHWC (pixels rows of c floats) or, with
+// nchw, (n, c, hw) planes; out NHWC either way (may be x when both are NHWC).
+void batchnorm_float(const float *x, int64_t n, int64_t c, int64_t hw, bool nchw,
+                     const float *alpha, const float *beta, float *out, int threads);
+
+// out = (x - mean[c]) / std[c] on NCHW x (n, c, hw): torch's normalisation, each operation
+// rounded once.
+void normalize_float(const float *x, int64_t n, int64_t c, int64_t hw, const float *mean,
+                     const float *std, float *out, int threads);
 
 // x: (n, words_for(c_in)), wb: blocked (c_out, words_for(c_in)); out = scale * dot + bias.
 void linear_float(const uint64_t *x, const uint64_t *wb, int64_t n, int64_t c_in, int64_t c_out,

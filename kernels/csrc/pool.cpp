@@ -1,6 +1,7 @@
 // Max-pooling. On bits (1 = -1) the max of signs is +1 unless every tap is -1, so the pooled bit
 // is the AND of the window's bits; padded taps are skipped like torch's -inf padding. The float
-// pools can take some channels' minimum instead (see ops.h).
+// pools can take some channels' minimum instead (see ops.h). Average pooling on float NHWC,
+// written NCHW, summing and dividing as torch's CPU kernel does.
 #include <algorithm>
 #include <cstring>
 #include <limits>
@@ -82,7 +83,79 @@ void maxpool_nchw_rows(const PoolGeometry &g, const float *x, float *out, const 
     });
 }
 
+// Sums of one window's taps in channels [c0, c0 + n), n <= kPoolGroup (a compile-time n keeps
+// the sums in registers), in torch's order: 0, then row by row, tap by tap; then divided.
+template <int64_t N>
+BNNX_INLINE void average_channels(const PoolGeometry &g, const float *x, int64_t b, int64_t ih0,
+                                  int64_t ih1, int64_t iw0, int64_t iw1, int64_t c0, int64_t n,
+                                  int64_t divide, float *__restrict dst) {
+    const int64_t count = N ? N : n;
+    float sum[kPoolGroup] = {};
+    for (int64_t ih = ih0; ih < ih1; ++ih)
+        for (int64_t iw = iw0; iw < iw1; ++iw) {
+            const float *__restrict src = x + ((b * g.h + ih) * g.w + iw) * g.c + c0;
+            for (int64_t j = 0; j < count; ++j) sum[j] += src[j];
+        }
+    if ((divide & (divide - 1)) == 0) {  // x / 2^k = x * 2^-k exactly: a multiply
+        const float inverse = 1.0f / static_cast<float>(divide);
+        for (int64_t j = 0; j < count; ++j) dst[j] = sum[j] * inverse;
+    } else {
+        const float d = static_cast<float>(divide);
+        for (int64_t j = 0; j < count; ++j) dst[j] = sum[j] / d;
+    }
+}
+
+// Output rows [begin, end) of avgpool2d_float: each row pooled NHWC into `row` (out_w * c),
+// then moved to the NCHW planes 16 pixels at a time by the register transpose.
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+__attribute__((target_clones("avx2", "default")))
+#endif
+void avgpool_rows(const PoolGeometry &g, int64_t out_h, int64_t out_w, bool count_include_pad,
+                  int64_t divisor_override, const float *x, float *out, int64_t begin,
+                  int64_t end, std::vector<float> &row) {
+    const KernelTable &kt = active_kernels();
+    row.resize(static_cast<size_t>(out_w * g.c));
+    const int64_t plane = out_h * out_w;
+    for (int64_t i = begin; i < end; ++i) {
+        const int64_t b = i / out_h, oh = i % out_h;
+        for (int64_t ow = 0; ow < out_w; ++ow) {  // torch's window and divisor
+            int64_t ih0 = oh * g.stride_h - g.pad_h, iw0 = ow * g.stride_w - g.pad_w;
+            int64_t ih1 = std::min(ih0 + g.kh, g.h + g.pad_h);
+            int64_t iw1 = std::min(iw0 + g.kw, g.w + g.pad_w);
+            const int64_t pool_size = (ih1 - ih0) * (iw1 - iw0);
+            ih0 = std::max<int64_t>(ih0, 0), iw0 = std::max<int64_t>(iw0, 0);
+            ih1 = std::min(ih1, g.h), iw1 = std::min(iw1, g.w);
+            float *dst = row.data() + ow * g.c;
+            if (ih0 >= ih1 || iw0 >= iw1) {
+                std::fill(dst, dst + g.c, 0.0f);
+                continue;
+            }
+            const int64_t divide = divisor_override ? divisor_override
+                                   : count_include_pad ? pool_size : (ih1 - ih0) * (iw1 - iw0);
+            int64_t c0 = 0;
+            for (; c0 + kPoolGroup <= g.c; c0 += kPoolGroup)
+                average_channels<kPoolGroup>(g, x, b, ih0, ih1, iw0, iw1, c0, kPoolGroup, divide,
+                                             dst + c0);
+            if (c0 < g.c)
+                average_channels<0>(g, x, b, ih0, ih1, iw0, iw1, c0, g.c - c0, divide, dst + c0);
+        }
+        for (int64_t p0 = 0; p0 < out_w; p0 += kPoolGroup)
+            kt.interleave_planes(row.data() + p0 * g.c, std::min(kPoolGroup, out_w - p0), g.c,
+                                 g.c, out + b * g.c * plane + oh * out_w + p0, plane);
+    }
+}
+
 }  // namespace
+
+void avgpool2d_float(const PoolGeometry &g, int64_t out_h, int64_t out_w, bool count_include_pad,
+                     int64_t divisor_override, const float *x, float *out, int threads) {
+    parallel_for(g.n * out_h, pool_threads(g.n * g.h * g.w * g.c, threads),
+                 [&](int64_t begin, int64_t end) {
+                     thread_local std::vector<float> row;
+                     avgpool_rows(g, out_h, out_w, count_include_pad, divisor_override, x, out,
+                                  begin, end, row);
+                 });
+}
 
 std::vector<uint32_t> sign_flips(int64_t channels, const uint8_t *lower) {
     std::vector<uint32_t> flips(static_cast<size_t>(channels), 0u);
