@@ -17,7 +17,7 @@ from torch import nn
 from . import bitops
 from ._ext import ext
 from .errors import UnsupportedLayerError
-from .graph import Bits, Encoding, Op, Value, pair, register_op, to_numpy
+from .graph import Bits, Encoding, Op, Signed, SignRequest, Value, pair, register_op, to_numpy
 from .thresholds import NonMonotonicError, sign_thresholds
 
 # -- compile-time checks shared by binary layers ---------------------------------------------
@@ -206,9 +206,15 @@ class PackOp(Op):
         self.per_channel(self.map_input(shape)[0], "shift")
         return shape
 
+    def wants_signs(self) -> SignRequest | None:
+        """Its bits, ready made by a producer that packs in its own output pass (a stem)."""
+        return SignRequest(self.shift)
+
     def run(self, x: Value, threads: int) -> Value:
         if isinstance(x, Bits):
             return x
+        if isinstance(x, Signed):
+            return x.bits
         x = x.to(torch.float32)
         if x.dim() == 2:
             n, f = x.shape

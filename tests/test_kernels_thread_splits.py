@@ -87,18 +87,25 @@ def test_residual_network_splits_match_one_thread(pool: str) -> None:
     run_on_pool(SCRIPT, pool, timeout=300)
 
 
+STEMS = [
+    # A Bi-Real stem (direct conv + max-pool) hands its bits to the first unit.
+    ("bireal", {"stem_layout": "imagenet", "downsample": "avgpool_conv"}, 32),
+    # A VGG-style stem (direct conv, no pool) to the pack op before a plain body.
+    ("plain", {}, 16),
+]
+
+
 @pytest.mark.skipif(kernels.active_isa() not in DIRECT_CONV_ISAS,
                     reason="the direct conv is made where its kernel is native")
-def test_stem_hands_its_signs_to_the_first_unit() -> None:
-    """A fast Bi-Real's stem (direct conv + max-pool) writes the first unit's input bits in its
-    own pass: the same logits, bit for bit, as the unit packing the stem's map itself, on 1 and 2
-    threads."""
-    model = family_model("bireal", seed=4, shape=(3, 32, 32), stem_layout="imagenet",
-                         downsample="avgpool_conv")
-    fast = kernels.compile(model, (3, 32, 32), exact_float=False)
+@pytest.mark.parametrize("family, options, size", STEMS, ids=[s[0] for s in STEMS])
+def test_stem_hands_its_signs_to_its_consumer(family: str, options: dict, size: int) -> None:
+    """A fast model's stem writes the body's first input bits in its own pass: the same logits,
+    bit for bit, as the consumer packing the stem's map itself, on 1 and 2 threads."""
+    model = family_model(family, seed=4, shape=(3, size, size), **options)
+    fast = kernels.compile(model, (3, size, size), exact_float=False)
     stem = fast.ops[0]
     assert isinstance(stem, DirectConv2dOp) and stem.signs is not None
-    x = torch.randn(4, 3, 32, 32)
+    x = torch.randn(4, 3, size, size)
     with torch.inference_mode():
         assert isinstance(stem.run(x, 1), Signed)
         for threads in (1, 2):
