@@ -17,7 +17,8 @@ head) at 1 thread: bnnx's `PackedModel.profile` layers beside OpenVINO's per-nod
 MACs take at this core's register-only peaks (bitops.peak_loop: XOR/popcount binary MACs, fp32
 fused multiply-adds; best of the run's start and end, times the thread count), below which no
 engine doing this arithmetic can run; floor / OpenVINO says how far under OpenVINO any bnnx can
-get here. Rows:
+get here. Before and after each 2-thread row a register loop on 2 concurrent threads over 1
+(core_scaling) records how many cores the VM gave at the time. Rows:
   - Binary VGG-Small at 32x32 (plain family), goals >= 8x faster than its fp32 twin on 1 thread
     and bnnx / OpenVINO <= 0.8 on 1 thread, <= 0.9 on 2 (issue 14);
   - Bi-Real-Net-18 shaped (bireal family) at 224x224, goals < 4 ms on 1 thread and the same
@@ -32,6 +33,7 @@ import argparse
 import json
 import os
 import re
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -219,7 +221,9 @@ def time_network(net: Net, threads_list: list[int], repeats: int,
     info = packed.layers_info()
     rows = []
     for threads in threads_list:
+        cores_before = core_scaling(threads) if threads > 1 else None
         t = timed_ms(packed, fast, twin, peer, net.shape, threads, repeats)
+        cores_after = core_scaling(threads) if threads > 1 else None
         goal_text, met = goal(t["bnnx"], t["torch"]) if goal and threads == 1 else ("-", None)
         ov_ms = t.get("openvino")
         ratio = None if ov_ms is None else t["bnnx"] / ov_ms
@@ -236,7 +240,7 @@ def time_network(net: Net, threads_list: list[int], repeats: int,
                      "openvino_met": None if limit is None or ratio is None else ratio <= limit,
                      "openvino_fast_met": (None if limit is None or fast_ratio is None
                                            else fast_ratio <= limit),
-                     "openvino_check": check,
+                     "openvino_check": check, "core_scaling": [cores_before, cores_after],
                      "binary_macs": sum(r.binary_macs for r in info),
                      "float_macs": sum(r.float_macs for r in info)})
     profile = packed.profile(threads=1, repeats=repeats)
@@ -294,6 +298,24 @@ def machine_peaks() -> dict[str, float]:
     (OpenVINO and torch pick theirs too): XOR/popcount binary MACs and fp32 multiply-adds."""
     isa = kernels.available_isas()[0]
     return {a: bitops.measure_peak_gmacs(isa, arithmetic=a) for a in bitops.PEAK_ARITHMETIC}
+
+
+def core_scaling(threads: int, iterations: int = 1 << 22) -> float:
+    """The register-only XOR/popcount loop's throughput on `threads` concurrent threads over its
+    1-thread throughput, best of three: how many cores the VM gives right now (2.0 on two free
+    cores; near 1 while its vCPUs share one core). A 2-thread row's ratios depend on it."""
+    def rate(n: int) -> float:
+        done: list[int] = []
+        workers = [threading.Thread(target=lambda: done.append(bitops.peak_loop(iterations)))
+                   for _ in range(n)]
+        start = time.perf_counter()
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join()
+        return sum(done) / (time.perf_counter() - start)
+
+    return max(rate(threads) for _ in range(3)) / max(rate(1) for _ in range(3))
 
 
 def floor_ms(binary_macs: int, float_macs: int, peaks: dict[str, float],
@@ -381,6 +403,10 @@ def print_report(networks: list[dict], candidates: list[dict], breakdowns: list[
         print(f"  {r['name']}, {r['threads']} thread(s): the latency a search stores (the "
               f"profile's op-by-op forward) {r['stored_ms']:.3f} ms = {r['stored_over_call']:.2f}x "
               "a packed(x) call")
+        if r["threads"] > 1:
+            before, after = r["core_scaling"]
+            print(f"    cores the VM gave (a register loop on {r['threads']} threads over 1): "
+                  f"{before:.2f} before the row, {after:.2f} after")
     print(f"\n{'search candidate':<62} {'compile':>9} {'profile':>9} {'wall':>8} "
           f"{'latency':>10} {'goal':>8} {'met':>8}")
     for r in candidates:
