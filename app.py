@@ -41,6 +41,10 @@ def _int_at_least(low: int):
 _positive, _non_negative = _int_at_least(1), _int_at_least(0)
 OUT_HELP = "model folder to write: new or empty (written beside it, then renamed into place)"
 FORCE_HELP = "replace --out when it is a bnnx model folder (never any other folder)"
+FLOAT_PARTS_HELP = ("how the packed model runs its float layers (stem, shortcuts, head), timed "
+                    "and exported so: exact: torch's ops, bit-equal logits; fast: BatchNorm "
+                    "and the input normalisation folded into bnnx's float kernels, logits "
+                    "within rounding")
 
 
 def cmd_explorer(args: argparse.Namespace) -> None:
@@ -62,6 +66,7 @@ def cmd_search(args: argparse.Namespace) -> int:
         sampler=args.sampler, objectives=args.objectives.split(","),
         max_latency_ms=args.max_latency_ms, max_size_kb=args.max_size_kb,
         early_stop=args.early_stop, train_subset=args.train_subset,
+        float_parts=args.float_parts,
     )
     stop = StopSignals.shared() if args.workers > 1 else StopSignals()
     with stop.installed():
@@ -161,6 +166,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     from search.datasets import get_dataset
     from search.export import CardOrigin, check_out_dir, write_model_folder
     from search.objective import evaluate_and_profile
+    from search.settings import exact_float_of
     from search.training import print_epoch, train
     from spaces import Config
 
@@ -177,12 +183,14 @@ def cmd_train(args: argparse.Namespace) -> None:
                                    "train": {**config.to_dict()["train"], "epochs": args.epochs}})
     data = get_dataset(args.dataset)
     result = train(config, data, cache=Path(args.cache), on_epoch=print_epoch(path.stem))
-    report = evaluate_and_profile(config, result.model, data)
+    report = evaluate_and_profile(config, result.model, data,
+                                  exact_float=exact_float_of(args.float_parts))
     metrics = {**report["metrics"], "train_seconds": result.seconds,
                "train_threads": args.threads}
     origin = CardOrigin(measured_on=report["measured_on"], isa=report["isa"])
     out = write_model_folder(Path(args.out), config, result.model, data.meta(), metrics,
-                             f"bnnx model trained from {path.name}", args.force, origin=origin)
+                             f"bnnx model trained from {path.name}", args.force, origin=origin,
+                             float_parts=args.float_parts)
     print(json.dumps({"out": str(out), **metrics}, indent=2))
 
 
@@ -315,6 +323,7 @@ def _bench_suites() -> list[str]:
 def build_parser() -> argparse.ArgumentParser:
     from search.early_stop import EARLY_STOP_MODES
     from search.samplers import SAMPLERS
+    from search.settings import FLOAT_PARTS
     from search.storage import DEFAULT_STORAGE
 
     fmt = _DefaultsFormatter
@@ -376,6 +385,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--latency-threads", type=_positive, default=1,
                    help="threads every latency is measured on, stored with the study so all "
                    "trials compare (1 stays exact on a busy machine)")
+    s.add_argument("--float-parts", default="exact", choices=FLOAT_PARTS, help=FLOAT_PARTS_HELP)
     s.add_argument("--remeasure-front", action="store_true",
                    help="at the end, time the Pareto front's models again side by side")
     s.set_defaults(func=cmd_search)
@@ -430,6 +440,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--threads", type=_positive, default=max(1, os.cpu_count() or 1),
                    help="training threads (1 is faster on a busy machine; accuracy can differ "
                    "between thread counts)")
+    t.add_argument("--float-parts", default="exact", choices=FLOAT_PARTS, help=FLOAT_PARTS_HELP)
     t.add_argument("--out", required=True, help=OUT_HELP)
     t.add_argument("--force", action="store_true", help=FORCE_HELP)
     t.add_argument("--cache", default="runs", help="folder whose teachers/ keeps trained "

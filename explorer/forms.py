@@ -11,7 +11,7 @@ from pathlib import Path
 
 from search.early_stop import EARLY_STOP_MODES
 from search.samplers import SAMPLERS
-from search.settings import SearchSettings
+from search.settings import FLOAT_PARTS, SearchSettings
 
 from .paths import study_name_error
 
@@ -25,7 +25,7 @@ LIMITS = {
 # importing spaces would load torch into the web process)
 PRESET_DIR = Path(__file__).resolve().parents[1] / "spaces" / "presets"
 SPACES = tuple(sorted(p.stem for p in PRESET_DIR.glob("*.json")))
-CHOICES = {"sampler": SAMPLERS, "early_stop": EARLY_STOP_MODES}
+CHOICES = {"sampler": SAMPLERS, "early_stop": EARLY_STOP_MODES, "float_parts": FLOAT_PARTS}
 OPTIONAL = ("max_latency_ms", "max_size_kb", "timeout")  # positive numbers; empty: none
 FIELDS = ("dataset", "space", "trials", "epochs", "workers", "study", "seed", *CHOICES, *OPTIONAL)
 ADVANCED = (*CHOICES, *OPTIONAL)  # shown folded; opened when one of them is wrong
@@ -48,6 +48,7 @@ class SearchRequest:
     max_size_kb: float | None = None
     timeout: float | None = None
     space: str = "quick"
+    float_parts: str = _SEARCH_DEFAULTS.float_parts
 
 
 def fresh_study_name(dataset: str = "digits", now: datetime | None = None) -> str:
@@ -68,6 +69,7 @@ def default_form(dataset: str = "digits") -> dict[str, object]:
         "seed": 0,
         "sampler": _SEARCH_DEFAULTS.sampler,
         "early_stop": _SEARCH_DEFAULTS.early_stop,
+        "float_parts": _SEARCH_DEFAULTS.float_parts,
         **dict.fromkeys(OPTIONAL),
     }
 

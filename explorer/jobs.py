@@ -40,6 +40,7 @@ def search_command(request: SearchRequest, storage_spec: str) -> list[str]:
         "--seed", str(request.seed),
         "--sampler", request.sampler,
         "--early-stop", request.early_stop,
+        "--float-parts", request.float_parts,
     ]  # fmt: skip
     optional = {
         "--max-latency-ms": request.max_latency_ms,

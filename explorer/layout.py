@@ -43,6 +43,8 @@ _HELP = {
     "seed": "Sampler and training seed.",
     "sampler": "Optuna sampler proposing the architectures.",
     "early_stop": "halving: stop trials that trail faster peers.",
+    "float_parts": "exact: torch's float ops, bit-equal logits. fast: BatchNorm folded into "
+                   "bnnx's float kernels, logits within rounding.",
     "max_latency_ms": "Empty: none. Slower candidates are never trained.",
     "max_size_kb": "Empty: none. Packed model size limit.",
     "timeout": "Empty: none. No new trial starts after it.",
@@ -57,6 +59,7 @@ _LABELS = {
     "seed": "Seed",
     "sampler": "Sampler",
     "early_stop": "Early stopping",
+    "float_parts": "Float parts (timed and exported)",
     "max_latency_ms": "Max latency (ms)",
     "max_size_kb": "Max size (KB)",
     "timeout": "Timeout (s)",
@@ -103,10 +106,11 @@ def _optional(name: str) -> dcc.Input:
 
 
 def _advanced(defaults: dict[str, object]) -> html.Details:
-    """Sampler, early stopping, budgets and timeout: folded, with `app.py search`'s defaults."""
+    """Sampler, early stopping, float parts, budgets and timeout: folded, with `app.py search`'s
+    defaults."""
     return html.Details(
         [
-            html.Summary("Sampler, budgets, early stopping"),
+            html.Summary("Sampler, budgets, early stopping, float parts"),
             *(_field(name, _choice(name, defaults[name])) for name in CHOICES),
             *(_field(name, _optional(name)) for name in OPTIONAL),
         ],

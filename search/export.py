@@ -15,7 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import optuna
+import torch
 from optuna.artifacts import download_artifact
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
@@ -31,10 +33,11 @@ from .deploy import (
     FormatCheck,
     card_sections,
     chosen_formats,
+    validation_images,
     write_formats,
 )
 from .objective import WEIGHTS_ATTR
-from .settings import SearchSettings
+from .settings import SearchSettings, exact_float_of
 from .storage import StorageError, artifact_store, artifacts_dir, load_study
 from .study import study_settings
 
@@ -97,9 +100,12 @@ def write_model_folder(
     force: bool = False,
     formats: tuple[str, ...] = DEFAULT_FORMATS,
     origin: CardOrigin | None = None,
+    float_parts: str = "exact",
 ) -> Path:
     """Write config.json, weights.safetensors, model.bnnx, README.md and the other `formats`
-    (search.deploy: each checked against model.bnnx) atomically.
+    (search.deploy: each checked against model.bnnx) atomically. model.bnnx's float parts are
+    compiled as `float_parts` says (search.settings.FLOAT_PARTS); "fast" ones are checked
+    against the torch model on validation images, the result on the card.
 
     The folder is written beside `out_dir` and renamed into place. An existing `out_dir` must be
     empty, or a bnnx model folder replaced with `force`: nothing bnnx did not write is deleted.
@@ -108,6 +114,7 @@ def write_model_folder(
     out_dir = Path(out_dir)
     check_out_dir(out_dir, force)
     formats = chosen_formats(formats)
+    exact_float = exact_float_of(float_parts)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     try:
@@ -117,15 +124,37 @@ def write_model_folder(
         save_file(state, str(tmp / WEIGHTS_FILE),
                   metadata={"bnnx_data": json.dumps(meta), CONFIG_DIGEST: config_sha})
         size = meta["image_size"]
-        packed = kernels.compile(model, (meta["in_channels"], size, size))
+        packed = kernels.compile(model, (meta["in_channels"], size, size),
+                                 exact_float=exact_float)
         packed.save(str(tmp / PACKED_FILE))
         checks = write_formats(tmp, model, packed, meta, formats)
-        card = model_card(title, config, meta, metrics, packed, checks, origin)
+        against_torch = None if exact_float else fast_float_check(model, packed, meta)
+        card = model_card(title, config, meta, metrics, packed, checks, origin, against_torch)
         (tmp / CARD_FILE).write_text(card)
         _move_into_place(tmp, out_dir, force)
     finally:
         _remove_model_folder(tmp)
     return out_dir
+
+
+@dataclass(frozen=True)
+class FloatCheck:
+    """A fast-float-parts packed model against the torch model it was compiled from, on the
+    first `images` validation images: predictions that differ and the largest logit gap."""
+
+    images: int
+    differing: int
+    max_abs_diff: float
+
+
+def fast_float_check(model: nn.Module, packed: kernels.PackedModel,
+                     meta: dict[str, Any]) -> FloatCheck:
+    images = validation_images(meta)
+    with torch.inference_mode():
+        reference = model(torch.from_numpy(images)).numpy()
+    logits = packed(images)
+    return FloatCheck(len(images), int((logits.argmax(1) != reference.argmax(1)).sum()),
+                      float(np.abs(logits - reference).max()))
 
 
 def is_model_folder(path: Path) -> bool:
@@ -193,7 +222,9 @@ def _remove_model_folder(path: Path) -> None:
 def model_card(
     title: str, config: Config, meta: dict, metrics: dict, packed: kernels.PackedModel,
     checks: list[FormatCheck] | None = None, origin: CardOrigin | None = None,
+    against_torch: FloatCheck | None = None,
 ) -> str:
+    """The folder's README.md; `against_torch`: the fast float parts' check (None: exact)."""
     origin = origin or CardOrigin()
     rows = "\n".join(f"| {k} | {_fmt(v)} |" for k, v in metrics.items())
     layers = "\n".join(
@@ -213,7 +244,8 @@ classes). The model normalises raw images itself (mean {meta['mean']}, std {meta
 {rows}
 
 {_latency_section(metrics, origin)}
-{_reproduce_section(meta, metrics, origin)}
+{_float_parts_section(against_torch)}
+{_reproduce_section(meta, metrics, origin, against_torch is not None)}
 ## Layers (packed model)
 | layer | kind | binary MACs | float MACs |
 |---|---|---|---|
@@ -253,13 +285,32 @@ def _latency_section(metrics: dict, origin: CardOrigin) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _reproduce_section(meta: dict, metrics: dict, origin: CardOrigin) -> str:
+def _float_parts_section(against_torch: FloatCheck | None) -> str:
+    """How model.bnnx runs the float parts (stem, downsampling shortcuts, head)."""
+    lines = ["## Float parts"]
+    if against_torch is None:
+        lines.append("Exact: model.bnnx runs the float layers as torch does, in torch's order, "
+                     "so its logits equal the torch model's bit for bit.")
+    else:
+        c = against_torch
+        lines.append(
+            "Fast (`--float-parts fast`): BatchNorm and the input normalisation are folded into "
+            "the float convolutions, which run on bnnx's own kernels. The logits are within "
+            "float rounding of the torch model's, except where a binary layer's input lies "
+            f"within rounding of zero and its sign flips. On the first {c.images} validation "
+            f"images, at export time: {c.differing} predictions differ from the torch model's, "
+            f"largest logit difference {c.max_abs_diff:.3g}.")
+    return "\n".join(lines) + "\n"
+
+
+def _reproduce_section(meta: dict, metrics: dict, origin: CardOrigin, fast: bool) -> str:
     """The commands that train this configuration again (its seed is in config.json; the
     accuracy also depends on the training threads) and, for a search's trial, the search that
-    found it, with its space."""
+    found it, with its space; `fast`: with fast float parts."""
     threads = metrics.get("train_threads")
+    parts = ["--float-parts", "fast"] if fast else []
     train = ["bnnx", "train", "--config", "config.json", "--dataset", str(meta["dataset"]),
-             *(["--threads", str(threads)] if threads else []), "--out", "retrained"]
+             *(["--threads", str(threads)] if threads else []), *parts, "--out", "retrained"]
     lines = ["## Reproduce", "Train this configuration again (seed and epochs are in "
              "config.json):", "```", shlex.join(train), "```"]
     s = origin.settings
@@ -267,7 +318,8 @@ def _reproduce_section(meta: dict, metrics: dict, origin: CardOrigin) -> str:
         search = ["bnnx", "search", "--dataset", s.dataset, "--space", s.space,
                   "--trials", str(s.trials), "--epochs", str(s.epochs), "--seed", str(s.seed),
                   "--sampler", s.sampler, "--objectives", ",".join(s.objectives),
-                  "--early-stop", s.early_stop, "--latency-threads", str(s.latency_threads)]
+                  "--early-stop", s.early_stop, "--latency-threads", str(s.latency_threads),
+                  *parts]
         for flag, value in (("--max-latency-ms", s.max_latency_ms),
                             ("--max-size-kb", s.max_size_kb)):
             if value is not None:
@@ -355,7 +407,7 @@ def export_trial(spec: str, study_name: str, trial_number: int | None, out_dir: 
                         isa=trial.user_attrs.get("isa"), study=study_name, trial=trial.number,
                         settings=study_settings(study))
     return write_model_folder(Path(out_dir), config, model, meta, metrics, title, force, formats,
-                              origin)
+                              origin, origin.settings.float_parts)
 
 
 def load_packed(model_dir: Path) -> kernels.PackedModel:

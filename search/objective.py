@@ -63,11 +63,12 @@ def measure_latency(packed: kernels.PackedModel, threads: int) -> tuple[Profile,
 
 
 def evaluate_and_profile(
-    config: Config, model: nn.Module, data: Dataset, threads: int = 1
+    config: Config, model: nn.Module, data: Dataset, threads: int = 1, exact_float: bool = True
 ) -> dict[str, Any]:
-    """Metrics of a trained model: accuracies (torch) and latency/size (packed kernels,
-    measured on `threads` threads)."""
-    packed = kernels.compile(model, (data.in_channels, data.image_size, data.image_size))
+    """Metrics of a trained model: accuracies (torch) and latency/size (packed kernels compiled
+    with `exact_float`, measured on `threads` threads)."""
+    packed = kernels.compile(model, (data.in_channels, data.image_size, data.image_size),
+                             exact_float=exact_float)
     profile, measured_on = measure_latency(packed, threads)
     info = packed.layers_info()
     counts = parameter_counts(model)
@@ -154,7 +155,7 @@ class Objective:
         # Compiled and timed before training: a config the kernels cannot run fails here, in
         # milliseconds, and one over a budget is never trained.
         untrained = build_model(config, shape[0], self.data.num_classes, shape[1])
-        packed = kernels.compile(untrained, shape)
+        packed = kernels.compile(untrained, shape, exact_float=self.settings.exact_float)
         before, measured_on = measure_latency(packed, self.settings.latency_threads)
         size_kb = packed.packed_size_bytes / 1024
         trial.set_user_attr(LATENCY_ATTR, before.total_ms)  # early stopping's peers read it
@@ -167,7 +168,7 @@ class Objective:
         result = train(config, self.data, cache=self.cache, on_batch=self.stop.check,
                        on_epoch=reporter)
         report = evaluate_and_profile(config, result.model, self.data,
-                                      self.settings.latency_threads)
+                                      self.settings.latency_threads, self.settings.exact_float)
         metrics = report["metrics"]
         metrics["train_seconds"] = result.seconds
         metrics["train_threads"] = torch.get_num_threads()  # accuracy depends on it

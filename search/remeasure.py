@@ -27,6 +27,7 @@ from .export import pick_trial, trial_model
 from .objective import WEIGHTS_ATTR, measure_latency
 from .settings import check_threads
 from .storage import StorageError, load_study
+from .study import study_settings
 
 if TYPE_CHECKING:
     from torch import nn
@@ -67,7 +68,9 @@ def remeasure_trials(spec: str, study_name: str, numbers: list[int] | None, thre
     trials = _trials(study, numbers)
     if not trials:
         return []
-    packed = {t.number: _compiled(trial_model(spec, study, t, artifacts), t) for t in trials}
+    exact_float = study_settings(study).exact_float  # as its trials were timed
+    packed = {t.number: _compiled(trial_model(spec, study, t, artifacts), t, exact_float)
+              for t in trials}
     if interleaved:
         records = _interleaved(packed, threads)
     else:
@@ -99,9 +102,11 @@ def _trials(study: optuna.Study, numbers: list[int] | None) -> list[optuna.trial
     return trials
 
 
-def _compiled(model: nn.Module, trial: optuna.trial.FrozenTrial) -> kernels.PackedModel:
+def _compiled(model: nn.Module, trial: optuna.trial.FrozenTrial,
+              exact_float: bool) -> kernels.PackedModel:
     meta = trial.user_attrs["data"]
-    return kernels.compile(model, (meta["in_channels"], meta["image_size"], meta["image_size"]))
+    return kernels.compile(model, (meta["in_channels"], meta["image_size"], meta["image_size"]),
+                           exact_float=exact_float)
 
 
 def _measured(packed: kernels.PackedModel, threads: int) -> dict[str, Any]:

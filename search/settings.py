@@ -18,6 +18,14 @@ OBJECTIVES = {
 }
 
 
+# How a candidate's float parts (stem, downsampling shortcuts, head) run on the packed kernels:
+# "exact": torch's own ops in torch's order, bit-equal logits (kernels.compile's default);
+# "fast": BatchNorm and the input normalisation folded into the float convs, run on bnnx's
+# direct kernel (exact_float=False): logits within rounding of torch's, a sign may flip where a
+# binary layer's input lies within rounding of zero. Trials are timed, and exports packed, so.
+FLOAT_PARTS = ("exact", "fast")
+
+
 def check_threads(threads: int) -> int:
     """A latency thread count this machine can honour: more threads than cores would make every
     layer wait at its barrier for a core another thread holds."""
@@ -26,6 +34,14 @@ def check_threads(threads: int) -> int:
         raise ValueError(f"latency threads must be 1..{cpus} (this machine's CPUs), got "
                          f"{threads}")
     return threads
+
+
+def exact_float_of(float_parts: str) -> bool:
+    """kernels.compile's exact_float for one of FLOAT_PARTS (ValueError naming them else)."""
+    if float_parts not in FLOAT_PARTS:
+        raise ValueError(f"float parts {float_parts!r} not allowed; allowed: "
+                         f"{', '.join(FLOAT_PARTS)}")
+    return float_parts == "exact"
 
 
 @dataclass
@@ -44,6 +60,7 @@ class SearchSettings:
     max_size_kb: float | None = None  # packed model size budget, likewise
     early_stop: str = "halving"
     train_subset: int | None = None  # train on this many training images (validation whole)
+    float_parts: str = "exact"  # FLOAT_PARTS: how the packed model's float parts are compiled
 
     @classmethod
     def from_dict(cls, attrs: dict) -> SearchSettings:
@@ -58,6 +75,7 @@ class SearchSettings:
     def check(self) -> SearchSettings:
         """Raise ValueError naming the first bad value and what is allowed."""
         check_sampler(self.sampler)
+        exact_float_of(self.float_parts)
         early_stop_rule(self.early_stop)
         if list(self.objectives[:2]) != ["acc", "latency"] or not set(self.objectives) <= set(
                 OBJECTIVES) or len(set(self.objectives)) != len(self.objectives):
@@ -72,6 +90,10 @@ class SearchSettings:
                 raise ValueError(f"{name.replace('_', '-')} must be a positive number, "
                                  f"got {value}")
         return self
+
+    @property
+    def exact_float(self) -> bool:
+        return exact_float_of(self.float_parts)
 
     @property
     def directions(self) -> list[str]:

@@ -673,6 +673,7 @@ def test_form_rejects(field: str, value: object) -> None:
         ("sampler", "cmaes"),
         ("sampler", None),
         ("early_stop", "hyperband"),
+        ("float_parts", "folded"),
         ("max_latency_ms", 0),
         ("max_latency_ms", -2),
         ("max_latency_ms", "abc"),
@@ -690,7 +691,8 @@ def test_form_rejects_bad_search_settings(field: str, value: object) -> None:
 
 def test_form_search_settings() -> None:
     request, _ = forms.validate_search_form(_form(), ["digits"], ())
-    assert (request.sampler, request.early_stop) == ("tpe", "halving")  # app.py's defaults
+    assert (request.sampler, request.early_stop, request.float_parts) == (
+        "tpe", "halving", "exact")  # app.py's defaults
     assert (request.max_latency_ms, request.max_size_kb, request.timeout) == (None, None, None)
     values = _form(
         sampler="nsga2", early_stop="off", max_latency_ms="2.5", max_size_kb=64, timeout=" "
@@ -744,10 +746,13 @@ def test_search_command() -> None:
         "--seed": "7",
         "--sampler": "tpe",
         "--early-stop": "halving",
+        "--float-parts": "exact",
     }
-    request = forms.SearchRequest("digits", 2, 1, 3, "s1", 7, "random", "off", 2.5, 64.0, 600.0)
+    request = forms.SearchRequest("digits", 2, 1, 3, "s1", 7, "random", "off", 2.5, 64.0, 600.0,
+                                  float_parts="fast")
     args = dict(zip(*[iter(jobs.search_command(request, "j")[3:])] * 2, strict=True))
-    assert (args["--sampler"], args["--early-stop"]) == ("random", "off")
+    assert (args["--sampler"], args["--early-stop"], args["--float-parts"]) == (
+        "random", "off", "fast")
     assert (args["--max-latency-ms"], args["--max-size-kb"], args["--timeout"]) == (
         "2.5",
         "64.0",
@@ -760,9 +765,9 @@ def test_search_command_parses_in_app_py() -> None:
     import app
 
     request = forms.SearchRequest("digits", 2, 1, 1, "s1", 7, "gp", "off", 2.5, 64.0, 600.0,
-                                  "survey")
+                                  "survey", "fast")
     args = app.build_parser().parse_args(jobs.search_command(request, "x.journal")[2:])
-    assert args.space == "survey"
+    assert (args.space, args.float_parts) == ("survey", "fast")
     assert (args.sampler, args.early_stop, args.max_latency_ms, args.max_size_kb, args.timeout) == (
         "gp",
         "off",
