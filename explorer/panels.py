@@ -56,6 +56,8 @@ def stats_children(view: StudyView | None, study_name: str | None) -> list[Any]:
         parts = [str(settings.get("dataset", ""))]
         parts += [_plural(settings[k], k[:-1]) for k in ("trials", "epochs") if k in settings]
         parts += [f"{settings['sampler']} sampler"] if settings.get("sampler") else []
+        # latencies of the fast path (search --float-parts fast) do not compare with exact ones
+        parts += ["fast float parts"] if settings.get("float_parts") == "fast" else []
         chips.append(html.Span(" · ".join(p for p in parts if p), className="study-budget"))
     return chips
 

@@ -1090,11 +1090,13 @@ def test_empty_figure_explains_failures(storage) -> None:
 
 def test_stats_count_failed_and_budget(storage) -> None:
     make_study(storage, "s1", [(0.9, 1.0)], failed=1)
-    study = make_study(storage, "s2", [(0.9, 1.0)], failed=1, sampler="nsga2")
+    study = make_study(storage, "s2", [(0.9, 1.0)], failed=1, sampler="nsga2",
+                       float_parts="fast")
     study.add_trial(failed_trial("stopped"))
     study.add_trial(infeasible_trial())
     text = str(panels.stats_children(data.load_study_view(storage, "s1"), "s1"))
     assert "'failed'" in text and "digits · 9 trials · 2 epochs" in text
+    assert "float parts" not in text  # exact, the default, goes unsaid
     children = panels.stats_children(data.load_study_view(storage, "s2"), "s2")
     chips = {
         c.children[1].children: c.children[0].children
@@ -1108,7 +1110,7 @@ def test_stats_count_failed_and_budget(storage) -> None:
         "on front": "1",
         "infeasible": "1",
     }  # failed + stopped; infeasible counted apart
-    assert "nsga2 sampler" in children[-1].children
+    assert children[-1].children.endswith("nsga2 sampler · fast float parts")
 
 
 def test_header_masks_database_password() -> None:
