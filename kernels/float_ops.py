@@ -279,7 +279,10 @@ class DirectConv2dOp(FoldedConv2dOp):
     "avg_pool" (a plain_average AvgPool2dOp's params) a 1x1 conv's input is average-pooled
     first, in the same call (a shortcut's AvgPool2d).
     Made where the active ISA has the native kernel (DIRECT_CONV_ISAS), which beats oneDNN on
-    these shapes; the portable one runs it anywhere else a saved model is loaded."""
+    these shapes; the portable one runs it anywhere else a saved model is loaded. Built there, a
+    7x7 stride-2 stem over 2-4 channels runs by Winograd's algorithm on the same kernel
+    (`algorithm`), with a quarter of the multiply-adds (`algorithm_macs`) and float rounding of
+    its own."""
 
     kind = "conv2d_direct"
     MAX_INPUTS = 4  # input channels the windowed kernel is made for (few taps per weight vector)
@@ -306,8 +309,9 @@ class DirectConv2dOp(FoldedConv2dOp):
                                               and self.plain_average(self.avg_pool)):
             raise ValueError(f"{name}: a fused average pool needs a 1x1 conv, stride = kernel, "
                              "no padding and no divisor_override")
-        self.layer = bitops.direct_conv_layer(self.weight.numpy(), self.bias.numpy(), pad_value,
-                                              self.stride, self.padding)
+        self.layer = bitops.direct_conv_layer(
+            self.weight.numpy(), self.bias.numpy(), pad_value, self.stride, self.padding,
+            winograd=None if bitops.active_isa() in DIRECT_CONV_ISAS else False)
         self.signs: SignRequest | None = None  # the consumer's input bits (emit_signs)
 
     @staticmethod
@@ -325,8 +329,25 @@ class DirectConv2dOp(FoldedConv2dOp):
                               {**self.tensors, **lower})
 
     @property
+    def algorithm(self) -> str:
+        """How the conv runs: "winograd" or "direct" (chosen when the op is made)."""
+        return self.layer.algorithm
+
+    @property
     def label(self) -> str:
-        return super().label + ("+maxpool" if self.pool is not None else "")
+        label = super().label
+        if self.algorithm == "winograd":
+            conv = "conv{}x{}".format(*self.weight.shape[2:])
+            label = label.replace(conv, conv + "(winograd)", 1)
+        return label + ("+maxpool" if self.pool is not None else "")
+
+    def algorithm_macs(self, in_shape: tuple[int, ...]) -> int:
+        """Multiply-adds the conv's algorithm does per sample on an `in_shape` (C, H, W) input,
+        as macs() counts the nominal ones: the same for the direct kernel, its GEMMs' for
+        Winograd (the transforms' additions aside)."""
+        if self.algorithm == "direct":
+            return self.macs(in_shape, self.output_shape(in_shape))[1]
+        return self.layer.macs(1, *in_shape[-2:])
 
     def conv_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
         """The conv's output on a `shape` input (after the average pool, before the max-pool)."""

@@ -2,8 +2,8 @@
 bit, on either thread team: fused unit convs (residual add, signs for the next conv) whose bands
 carry their border pixels, stride 1 and 2, every pad value, several channel groups; pointwise
 convs and the average-pooled shortcut GEMM in pixel runs (a 7x7 map's 49 pixels included); the
-stem's direct conv on its padded input, with and without its max-pool, and the signs it packs
-for its consumer; the head's GEMM on the direct kernel."""
+stem's conv (Winograd, and the direct kernel on its padded input), with and without its
+max-pool, and the signs it packs for its consumer; the head's GEMM on the direct kernel."""
 
 from __future__ import annotations
 
@@ -56,13 +56,17 @@ for n, h, w, c_in, c_out in [(1, 56, 56, 64, 128), (1, 14, 14, 256, 512), (2, 7,
         same(layer.pointwise(x, threads), plain, ("pointwise", h, w, threads))
         if pooled is not None:
             same(layer.pointwise(x, threads, (2, 2), True), pooled, ("avgpool", h, w, threads))
-stem = bitops.direct_conv_layer(normal(40, 3, 7, 7), normal(40), normal(3), 2, 3)
+stem_weights = (normal(40, 3, 7, 7), normal(40), normal(3), 2, 3)
+stem = bitops.direct_conv_layer(*stem_weights)  # Winograd, where it pays (3 channels)
+direct = bitops.direct_conv_layer(*stem_weights, winograd=False)
 # The second input's padded map is past the 4 MiB a thread keeps between calls.
-for x in (normal(2, 3, 45, 38), normal(2, 3, 430, 410)):
-    plain, pooled = stem(x, 1), stem(x, 1, (3, 3), (2, 2), (1, 1))
-    for threads in THREADS:
-        same(stem(x, threads), plain, ("stem", x.shape, threads))
-        same(stem(x, threads, (3, 3), (2, 2), (1, 1)), pooled, ("stem+maxpool", x.shape, threads))
+for layer in (stem, direct):
+    for x in (normal(2, 3, 45, 38), normal(2, 3, 430, 410)):
+        plain, pooled = layer(x, 1), layer(x, 1, (3, 3), (2, 2), (1, 1))
+        for threads in THREADS:
+            what = (layer.algorithm, x.shape, threads)
+            same(layer(x, threads), plain, ("stem", *what))
+            same(layer(x, threads, (3, 3), (2, 2), (1, 1)), pooled, ("stem+maxpool", *what))
 x = normal(2, 3, 45, 38)
 plain, pooled = stem(x, 1), stem(x, 1, (3, 3), (2, 2), (1, 1))
 shift = normal(40)

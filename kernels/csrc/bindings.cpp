@@ -366,18 +366,29 @@ PoolGeometry pool_geometry(const Array &x, Pair kernel, Pair stride, Pair paddin
     return g;
 }
 
-// A direct float conv (direct_conv2d) prepared for many inputs: weights blocked, bias padded.
+// A direct float conv (direct_conv2d) prepared for many inputs: weights blocked, bias padded,
+// and where it runs by Winograd's algorithm, its transformed weights (else empty).
 struct DirectConvLayer {
     int64_t c_in = 0, c_out = 0, kh = 0, kw = 0;
     Pair stride{1, 1}, padding{0, 0};
     std::vector<float> weight, bias, pad_value;
+    AlignedFloats winograd;
+
+    // The conv on an (n, c_in, h, w) input (pad_value unused).
+    ConvGeometry geometry(int64_t n, int64_t h, int64_t w) const {
+        return {n, h, w, c_in, c_out, kh, kw, stride.first, stride.second, padding.first,
+                padding.second, 0};
+    }
+    const float *winograd_weights() const { return winograd.empty() ? nullptr : winograd.data(); }
 };
 
+// winograd: None where it pays (winograd_pays), True wherever it applies (winograd_takes; else
+// an error), False never.
 DirectConvLayer direct_conv_layer(const Array &w, const Array &bias, const Array &pad_value,
-                                  Pair stride, Pair padding) {
+                                  Pair stride, Pair padding, std::optional<bool> winograd) {
     const float *pw = checked<float>(w, "weight", 4, "float (C_out, C_in, KH, KW)");
     DirectConvLayer layer{dim(w, 1), dim(w, 0), dim(w, 2), dim(w, 3), stride, padding, {}, {},
-                          {}};
+                          {}, {}};
     if (layer.c_out < 1 || layer.c_in < 1 || layer.kh < 1 || layer.kw < 1)
         value_error("weight has an empty dimension: shape " + shape_str(w));
     check_positive(stride, "stride");
@@ -390,6 +401,15 @@ DirectConvLayer direct_conv_layer(const Array &w, const Array &bias, const Array
     layer.bias.assign(pb, pb + layer.c_out);
     layer.bias.resize(static_cast<size_t>(blocks * 16), 0.0f);
     layer.pad_value.assign(pv, pv + layer.c_in);
+    const ConvGeometry g = layer.geometry(1, 1, 1);
+    const bool takes = winograd_takes(g);
+    if (winograd.value_or(false) && !takes)
+        value_error("winograd=True needs a 7x7 kernel, stride 2 and 1-4 input channels, got " +
+                    std::to_string(layer.kh) + "x" + std::to_string(layer.kw) + ", stride " +
+                    std::to_string(stride.first) + "x" + std::to_string(stride.second) + ", " +
+                    std::to_string(layer.c_in) + " input channels");
+    if (takes && winograd.value_or(winograd_pays(g)))
+        layer.winograd = bnnx::winograd_weights(pw, layer.c_out, layer.c_in);
     return layer;
 }
 
@@ -405,9 +425,7 @@ nb::object run_direct_conv(const DirectConvLayer &layer, const Array &x, int thr
     if (dim(x, 1) != layer.c_in)
         value_error("x has " + std::to_string(dim(x, 1)) + " channels, the layer takes " +
                     std::to_string(layer.c_in));
-    const ConvGeometry g{dim(x, 0), dim(x, 2), dim(x, 3), layer.c_in, layer.c_out, layer.kh,
-                         layer.kw, layer.stride.first, layer.stride.second,
-                         layer.padding.first, layer.padding.second, 0};
+    const ConvGeometry g = layer.geometry(dim(x, 0), dim(x, 2), dim(x, 3));
     if (g.h + 2 * g.pad_h < g.kh || g.w + 2 * g.pad_w < g.kw)
         value_error("kernel " + std::to_string(g.kh) + "x" + std::to_string(g.kw) +
                     " is larger than the padded input " + std::to_string(g.h + 2 * g.pad_h) +
@@ -432,7 +450,7 @@ nb::object run_direct_conv(const DirectConvLayer &layer, const Array &x, int thr
         if (pool_stride || lower) value_error("pool_stride and lower need pool_kernel");
         return result(size_t(g.out_h()), size_t(g.out_w()), [&](float *out, uint64_t *bits) {
             direct_conv2d(g, px, layer.weight.data(), layer.bias.data(), layer.pad_value.data(),
-                          out, threads, bits, shift);
+                          out, threads, bits, shift, layer.winograd_weights());
         });
     }
     const Pair k = *pool_kernel, s = pool_stride.value_or(k);
@@ -448,7 +466,8 @@ nb::object run_direct_conv(const DirectConvLayer &layer, const Array &x, int thr
     const uint8_t *low = lower ? per_channel<uint8_t>(*lower, "lower", g.c_out) : nullptr;
     return result(size_t(pool.out_h()), size_t(pool.out_w()), [&](float *out, uint64_t *bits) {
         direct_conv2d_maxpool(g, px, layer.weight.data(), layer.bias.data(),
-                              layer.pad_value.data(), pool, low, out, threads, bits, shift);
+                              layer.pad_value.data(), pool, low, out, threads, bits, shift,
+                              layer.winograd_weights());
     });
 }
 
@@ -760,10 +779,26 @@ NB_MODULE(_bnnx_kernels, m) {
         .def("pointwise", &run_pointwise_conv, nb::arg("x"), nb::arg("threads") = 1,
              nb::arg("avg_pool") = nb::none(), nb::arg("ceil_mode") = false,
              "A 1x1 layer (stride 1, no padding) on float32 NHWC x, written NHWC; with "
-             "avg_pool (kh, kw), on x average-pooled by that window and stride first.");
+             "avg_pool (kh, kw), on x average-pooled by that window and stride first.")
+        .def_prop_ro("algorithm", [](const DirectConvLayer &layer) {
+            return std::string(layer.winograd.empty() ? "direct" : "winograd");
+        }, "How the conv runs: 'winograd' (F(4x4, 4x4) on its polyphase form) or 'direct'.")
+        .def("macs", [](const DirectConvLayer &layer, int64_t n, int64_t h, int64_t w) {
+            if (n < 1 || h < 1 || w < 1) value_error("n, h and w must be >= 1");
+            const ConvGeometry g = layer.geometry(n, h, w);
+            if (g.h + 2 * g.pad_h < g.kh || g.w + 2 * g.pad_w < g.kw)
+                value_error("the kernel is larger than the padded input");
+            if (!layer.winograd.empty()) return winograd_macs(g);
+            return g.n * g.out_h() * g.out_w() * g.c_out * g.c_in * g.kh * g.kw;
+        }, nb::arg("n"), nb::arg("h"), nb::arg("w"),
+           "Multiply-adds the layer's algorithm does on an (n, C_in, h, w) input (Winograd's: "
+           "its GEMMs').");
     m.def("direct_conv_layer", &direct_conv_layer, nb::arg("weight"), nb::arg("bias"),
           nb::arg("pad_value"), nb::arg("stride"), nb::arg("padding"),
-          "A direct float conv: bias + conv of x padded with pad_value[c_in], NHWC out.");
+          nb::arg("winograd") = nb::none(),
+          "A direct float conv: bias + conv of x padded with pad_value[c_in], NHWC out; by "
+          "Winograd's algorithm where it pays (winograd None: 7x7, stride 2, 2-4 input "
+          "channels), wherever it applies (True: also 1 input channel) or never (False).");
 
     m.def("linear_float", [](const Array &x, const Array &w, int64_t channels, const Array &scale,
                              const Array &bias, int threads, const Optional &blocked) {

@@ -86,8 +86,25 @@ DirectConv conv_row(const ConvGeometry &g, const float *padded, const float *wb,
 
 void direct_conv2d(const ConvGeometry &g, const float *x, const float *wb, const float *bias,
                    const float *pad_value, float *out, int threads, uint64_t *signs,
-                   const float *sign_shift) {
+                   const float *sign_shift, const float *winograd) {
     const int64_t out_h = g.out_h(), row = g.out_w() * g.c_out;
+    if (winograd != nullptr) {
+        // Threads take tile rows, each writing (and packing) its 4 conv rows.
+        const int64_t tiles_h = winograd_shape(g).tiles_h;
+        const uint64_t call = MadeRows::new_call();
+        parallel_for(g.n * tiles_h,
+                     conv_threads(g.n * tiles_h, winograd_macs(g) / (g.n * tiles_h), threads),
+                     [&](int64_t begin, int64_t end) {
+            for (int64_t i = begin; i < end; ++i) {
+                const int64_t b = i / tiles_h, r = i % tiles_h * 4, first = b * out_h + r;
+                winograd_tile_row(g, x, pad_value, winograd, bias, call, b, i % tiles_h,
+                                  out + first * row);
+                pack_rows(out, g.out_w(), g.c_out, first, first + std::min<int64_t>(4, out_h - r),
+                          signs, sign_shift);
+            }
+        });
+        return;
+    }
     const int workers = conv_threads(g.n * out_h, row * g.c_in * g.kh * g.kw, threads);
     std::vector<float> large;
     const float *padded = padded_input(g, x, pad_value, workers, large);
@@ -101,25 +118,35 @@ void direct_conv2d(const ConvGeometry &g, const float *x, const float *wb, const
                  });
 }
 
+// With Winograd, each tile row's 4 conv rows are made together into the pool's ring.
 void direct_conv2d_maxpool(const ConvGeometry &g, const float *x, const float *wb,
                            const float *bias, const float *pad_value, const PoolGeometry &pool,
                            const uint8_t *lower, float *out, int threads, uint64_t *signs,
-                           const float *sign_shift) {
+                           const float *sign_shift, const float *winograd) {
     const int64_t out_h = pool.out_h();
-    const int64_t work = g.out_h() * g.out_w() * g.c_out * g.c_in * g.kh * g.kw / out_h;
-    const int workers = conv_threads(g.n * out_h, work, threads);
+    const int64_t macs = winograd ? winograd_macs(g) / g.n
+                                  : g.out_h() * g.out_w() * g.c_out * g.c_in * g.kh * g.kw;
+    const int workers = conv_threads(g.n * out_h, macs / out_h, threads);
     std::vector<float> large;
-    const float *padded = padded_input(g, x, pad_value, workers, large);
+    const float *padded = winograd ? nullptr : padded_input(g, x, pad_value, workers, large);
     const std::vector<uint32_t> flips = sign_flips(g.c_out, lower);
     const KernelTable &kt = active_kernels();
     const uint64_t call = MadeRows::new_call();
     parallel_for(g.n * out_h, workers, [&](int64_t begin, int64_t end) {
-        pool_made_rows(pool, lower ? flips.data() : nullptr, out, begin, end,
-                       MadeRows::of_thread(call),
-                       [&](int64_t b, int64_t r, float *dst) {
-                           kt.direct_conv_rows(conv_row(g, padded, wb, bias, b, r, dst), 0,
-                                               1);
-                       });
+        MadeRows &made = MadeRows::of_thread(call);
+        const uint32_t *flip = lower ? flips.data() : nullptr;
+        if (winograd)
+            pool_made_rows(pool, flip, out, begin, end, made,
+                           [&](int64_t b, int64_t r, float *dst) {
+                               winograd_tile_row(g, x, pad_value, winograd, bias, call, b,
+                                                 r / 4, dst);
+                           }, 4);
+        else
+            pool_made_rows(pool, flip, out, begin, end, made,
+                           [&](int64_t b, int64_t r, float *dst) {
+                               kt.direct_conv_rows(conv_row(g, padded, wb, bias, b, r, dst),
+                                                   0, 1);
+                           });
         pack_rows(out, pool.out_w(), g.c_out, begin, end, signs, sign_shift);
     });
 }

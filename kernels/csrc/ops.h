@@ -10,6 +10,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <new>
 #include <vector>
 
 #include "isa.h"
@@ -106,9 +107,55 @@ void block_float_weights(const float *w, int64_t c_out, int64_t k, float *out);
 // (n, out_h, out_w, c_out) = bias + the conv of x padded with pad_value[ci] (g.pad_value unused).
 // With `signs`, also pack_nhwc of out (minus sign_shift, which may be null) into it, each row
 // by the thread that wrote it, while it is in that thread's cache: a binary consumer's input.
+// With `winograd` (winograd_weights of the same conv, where winograd_takes(g)), by Winograd's
+// algorithm instead of the direct kernel (the same for direct_conv2d_maxpool).
 void direct_conv2d(const ConvGeometry &g, const float *x, const float *wb, const float *bias,
                    const float *pad_value, float *out, int threads, uint64_t *signs = nullptr,
-                   const float *sign_shift = nullptr);
+                   const float *sign_shift = nullptr, const float *winograd = nullptr);
+
+// Winograd's F(4x4, 4x4) on the polyphase form of a 7x7 stride-2 conv over 1-4 input channels
+// (winograd.cpp): a quarter of the direct kernel's multiply-adds, float rounding of its own.
+// winograd_weights (C_out, C_in, 7, 7) -> for each of the 49 transform points the blocked
+// (block_float_weights) (C_out, 4 C_in) transformed weights, computed in double; a layer's
+// `winograd` argument below. Where winograd_takes(g); the default where winograd_pays(g): from
+// 2 input channels (over 1 its 4-tap GEMMs and its transforms took 1.05-1.9x the direct
+// kernel's time, over 2-4 channels 0.57-0.73x on 224x224 maps).
+bool winograd_takes(const ConvGeometry &g);
+bool winograd_pays(const ConvGeometry &g);
+// Floats from 64-byte boundaries: a vector load or store of a row that starts a cache line
+// stays in it (split ones made Winograd's GEMMs and transforms a few % slower).
+template <class T>
+struct CacheAligned {
+    using value_type = T;
+    CacheAligned() = default;
+    template <class U>
+    CacheAligned(const CacheAligned<U> &) {}
+    T *allocate(size_t n) {
+        return static_cast<T *>(::operator new(n * sizeof(T), std::align_val_t{64}));
+    }
+    void deallocate(T *p, size_t) { ::operator delete(p, std::align_val_t{64}); }
+    template <class U>
+    bool operator==(const CacheAligned<U> &) const { return true; }
+    template <class U>
+    bool operator!=(const CacheAligned<U> &) const { return false; }
+};
+using AlignedFloats = std::vector<float, CacheAligned<float>>;
+AlignedFloats winograd_weights(const float *w, int64_t c_out, int64_t c_in);
+// The multiply-adds its GEMMs do on g (the transforms' additions aside).
+int64_t winograd_macs(const ConvGeometry &g);
+// Tiles of 4x4 outputs, and the width of the phase rows their 7x7 windows read: pixels of 16
+// floats, lane (2 pr + pc) C_in + ci of pixel (i, j) the padded input's channel ci at
+// (2 i + pr, 2 j + pc), pad_value[ci] outside x.
+struct WinogradShape {
+    int64_t tiles_h, tiles_w, phase_w;
+};
+WinogradShape winograd_shape(const ConvGeometry &g);
+// Conv rows 4 ty .. min(4 ty + 4, out_h) of image b (bias + the conv), NHWC rows at out. The
+// calling thread makes the phase rows its tiles read, keeping those the next tile row shares
+// for its next call in the same `call` (a new id for each conv call, MadeRows::new_call()).
+void winograd_tile_row(const ConvGeometry &g, const float *x, const float *pad_value,
+                       const float *winograd, const float *bias, uint64_t call, int64_t b,
+                       int64_t ty, float *out);
 
 // direct_conv2d then maxpool2d_float (pool: its geometry on the conv's output; lower may be
 // null) in one pass: each thread keeps only the conv rows of its current window, so the conv's
@@ -116,7 +163,8 @@ void direct_conv2d(const ConvGeometry &g, const float *x, const float *wb, const
 void direct_conv2d_maxpool(const ConvGeometry &g, const float *x, const float *wb,
                            const float *bias, const float *pad_value, const PoolGeometry &pool,
                            const uint8_t *lower, float *out, int threads,
-                           uint64_t *signs = nullptr, const float *sign_shift = nullptr);
+                           uint64_t *signs = nullptr, const float *sign_shift = nullptr,
+                           const float *winograd = nullptr);
 // The same kernel as a 1x1 conv, stride 1, on NHWC x (pixels x c_in): out (pixels x c_out).
 void pointwise_conv2d(const float *x, int64_t pixels, int64_t c_in, const float *wb,
                       const float *bias, int64_t c_out, float *out, int threads);
