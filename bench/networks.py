@@ -17,8 +17,9 @@ head) at 1 thread: bnnx's `PackedModel.profile` layers beside OpenVINO's per-nod
 MACs take at this core's register-only peaks (bitops.peak_loop: XOR/popcount binary MACs, fp32
 fused multiply-adds; best of the run's start and end, times the thread count), below which no
 engine doing this arithmetic can run; floor / OpenVINO says how far under OpenVINO any bnnx can
-get here. Before and after each 2-thread row a register loop on 2 concurrent threads over 1
-(core_scaling) records how many cores the VM gave at the time. Rows:
+get here. The fast path's floor counts the multiply-adds its algorithms do (a Winograd stem's
+GEMMs, fewer than the conv's MACs). Before and after each 2-thread row a register loop on 2
+concurrent threads over 1 (core_scaling) records how many cores the VM gave at the time. Rows:
   - Binary VGG-Small at 32x32 (plain family), goals >= 8x faster than its fp32 twin on 1 thread
     and bnnx / OpenVINO <= 0.8 on 1 thread, <= 0.9 on 2 (issue 14);
   - Bi-Real-Net-18 shaped (bireal family) at 224x224, goals < 4 ms on 1 thread and the same
@@ -218,7 +219,7 @@ def time_network(net: Net, threads_list: list[int], repeats: int,
         print(f"{net.name}: OpenVINO's argmax differs from the packed model's (max abs diff "
               f"{check['max_abs_diff']:.3g}): its times are left out")
         peer = None
-    info = packed.layers_info()
+    macs, fast_macs = part_macs(packed).values(), part_macs(fast).values()
     rows = []
     for threads in threads_list:
         cores_before = core_scaling(threads) if threads > 1 else None
@@ -241,8 +242,9 @@ def time_network(net: Net, threads_list: list[int], repeats: int,
                      "openvino_fast_met": (None if limit is None or fast_ratio is None
                                            else fast_ratio <= limit),
                      "openvino_check": check, "core_scaling": [cores_before, cores_after],
-                     "binary_macs": sum(r.binary_macs for r in info),
-                     "float_macs": sum(r.float_macs for r in info)})
+                     "binary_macs": sum(m["binary_macs"] for m in macs),
+                     "float_macs": sum(m["float_macs"] for m in macs),
+                     "fast_float_macs": sum(m["float_macs"] for m in fast_macs)})
     profile = packed.profile(threads=1, repeats=repeats)
     layers = {"name": net.name, "total_ms": profile.total_ms,
               "layers": [{"name": lp.name, "kind": lp.kind, "ms": lp.median_ms}
@@ -279,18 +281,29 @@ def part_breakdown(net: Net, packed: kernels.PackedModel, fast: kernels.PackedMo
     def total(runs: list[dict[str, float]]) -> float | None:
         return float(np.median([sum(r.values()) for r in runs])) if runs else None
 
-    macs: dict[str, dict[str, int]] = {}
-    for layer in packed.layers_info():
-        part = macs.setdefault(part_of(layer.name), {"binary_macs": 0, "float_macs": 0})
-        part["binary_macs"] += layer.binary_macs
-        part["float_macs"] += layer.float_macs
+    macs, fast_macs = part_macs(packed), part_macs(fast)
     bnnx, fast_ms, ov = medians(bnnx_runs), medians(fast_runs), medians(ov_runs)
     return {"name": net.name, "bnnx_total_ms": total(bnnx_runs),
             "bnnx_fast_total_ms": total(fast_runs), "openvino_total_ms": total(ov_runs),
             "parts": [{"part": p, "bnnx_ms": bnnx.get(p), "bnnx_fast_ms": fast_ms.get(p),
                        "openvino_ms": ov.get(p),
-                       **macs.get(p, {"binary_macs": 0, "float_macs": 0})}
+                       **macs.get(p, {"binary_macs": 0, "float_macs": 0}),
+                       "fast_float_macs": fast_macs.get(p, {}).get("float_macs", 0)}
                       for p in dict.fromkeys([*bnnx, *ov])]}
+
+
+def part_macs(packed: kernels.PackedModel) -> dict[str, dict[str, int]]:
+    """Per part (part_of), the binary MACs and the fp32 multiply-adds the model's algorithms
+    do: its layers' nominal MACs, except where an op computes with fewer (a Winograd stem's
+    GEMMs, DirectConv2dOp.algorithm_macs)."""
+    macs: dict[str, dict[str, int]] = {}
+    for op, layer in zip(packed.ops, packed.layers_info(), strict=True):
+        part = macs.setdefault(part_of(layer.name), {"binary_macs": 0, "float_macs": 0})
+        algorithm = getattr(op, "algorithm_macs", None)
+        part["binary_macs"] += layer.binary_macs
+        part["float_macs"] += (layer.float_macs if algorithm is None
+                               else algorithm(layer.input_shape))
+    return macs
 
 
 def machine_peaks() -> dict[str, float]:
@@ -326,15 +339,20 @@ def floor_ms(binary_macs: int, float_macs: int, peaks: dict[str, float],
 
 
 def add_floors(networks: list[dict], parts: list[dict], peaks: dict[str, float]) -> None:
-    """Each row's and part's floor_ms, and a row's floor / OpenVINO."""
+    """Each row's and part's floor_ms (the network's MACs) and fast_floor_ms (the fast path's
+    algorithms': a Winograd stem does fewer multiply-adds), and a row's floor / OpenVINO."""
     for r in networks:
         r["floor_ms"] = floor_ms(r["binary_macs"], r["float_macs"], peaks, r["threads"])
+        r["fast_floor_ms"] = floor_ms(r["binary_macs"], r["fast_float_macs"], peaks,
+                                      r["threads"])
         ov = r["openvino_ms"]
         r["floor_over_openvino"] = None if ov is None else r["floor_ms"] / ov
     for b in parts:
         for p in b["parts"]:
             p["floor_ms"] = floor_ms(p["binary_macs"], p["float_macs"], peaks)
+            p["fast_floor_ms"] = floor_ms(p["binary_macs"], p["fast_float_macs"], peaks)
         b["floor_total_ms"] = sum(p["floor_ms"] for p in b["parts"])
+        b["fast_floor_total_ms"] = sum(p["fast_floor_ms"] for p in b["parts"])
 
 
 def time_candidate(net: Net) -> dict:
@@ -379,7 +397,7 @@ def ms_text(ms: float | None, width: int) -> str:
 def print_report(networks: list[dict], candidates: list[dict], breakdowns: list[dict],
                  parts: list[dict]) -> None:
     print(f"\n{'network':<62} {'thr':>3} {'bnnx':>10} {'bnnx fast':>10} {'OpenVINO':>10} "
-          f"{'bnnx/OV':>8} {'fast/OV':>8} {'floor':>8} {'floor/OV':>8} "
+          f"{'bnnx/OV':>8} {'fast/OV':>8} {'floor':>8} {'floor/OV':>8} {'fast flr':>8} "
           f"{'goal':>7} {'met':>8} {'torch fp32':>11} {'x fp32':>7} {'goal':>14} {'met':>8}")
     for r in networks:
         ov = r["openvino_ms"]
@@ -387,12 +405,13 @@ def print_report(networks: list[dict], candidates: list[dict], breakdowns: list[
               f"{ms_text(r['bnnx_fast_ms'], 10)} {ms_text(ov, 10)} "
               f"{ratio_text(r['bnnx_ms'], ov, 8)} {ratio_text(r['bnnx_fast_ms'], ov, 8)} "
               f"{ms_text(r['floor_ms'], 8)} {ratio_text(r['floor_ms'], ov, 8)} "
-              f"{r['openvino_goal']:>7} "
+              f"{ms_text(r['fast_floor_ms'], 8)} {r['openvino_goal']:>7} "
               f"{ratio_met_text(r):>8} {ms_text(r['torch_fp32_ms'], 11)} "
               f"{r['speedup']:>6.1f}x {r['goal']:>14} {met_text(r['met']):>8}")
     print("  floor: the row's MACs at the peaks above (binary XOR/popcount, fp32 multiply-add), "
           "each thread at the 1-thread peak; floor/OV is the lowest bnnx/OV any engine doing this "
-          "arithmetic reaches here. met: MET by bnnx (exact), fast: by the fast path only")
+          "arithmetic reaches here; fast flr: the same for the fast path's algorithms (a Winograd "
+          "stem does fewer multiply-adds). met: MET by bnnx (exact), fast: by the fast path only")
     for r in networks:
         check = r["openvino_check"]
         if r["threads"] == 1 and check is not None:
@@ -426,15 +445,16 @@ def print_report(networks: list[dict], candidates: list[dict], breakdowns: list[
         print(f"\nper part, {b['name']}, 1 thread (medians: bnnx profile layers, exact and "
               "fast, OpenVINO per-node counters)")
         print(f"  {'part':<10} {'bnnx':>10} {'bnnx fast':>10} {'OpenVINO':>10} {'bnnx/OV':>8} "
-              f"{'fast/OV':>8} {'floor':>10} {'floor/OV':>8}")
+              f"{'fast/OV':>8} {'floor':>10} {'floor/OV':>8} {'fast floor':>10}")
         for p in b["parts"] + [{"part": "sum", "bnnx_ms": b["bnnx_total_ms"],
                                 "bnnx_fast_ms": b["bnnx_fast_total_ms"],
                                 "openvino_ms": b["openvino_total_ms"],
-                                "floor_ms": b["floor_total_ms"]}]:
+                                "floor_ms": b["floor_total_ms"],
+                                "fast_floor_ms": b["fast_floor_total_ms"]}]:
             bnnx, fast, ov, floor = p["bnnx_ms"], p["bnnx_fast_ms"], p["openvino_ms"], p["floor_ms"]
             print(f"  {p['part']:<10} {ms_text(bnnx, 10)} {ms_text(fast, 10)} {ms_text(ov, 10)} "
                   f"{ratio_text(bnnx, ov, 8)} {ratio_text(fast, ov, 8)} {ms_text(floor, 10)} "
-                  f"{ratio_text(floor, ov, 8)}")
+                  f"{ratio_text(floor, ov, 8)} {ms_text(p['fast_floor_ms'], 10)}")
 
 
 def _load() -> float | None:
