@@ -255,14 +255,16 @@ def maxpool2d_float_nchw(x: np.ndarray, kernel_size: Pair, stride: Pair | None =
 
 def avgpool2d_float(x: np.ndarray, kernel_size: Pair, stride: Pair | None = None,
                     padding: Pair = 0, ceil_mode: bool = False, count_include_pad: bool = True,
-                    divisor_override: int | None = None, threads: int = 1) -> np.ndarray:
+                    divisor_override: int | None = None, threads: int = 1,
+                    nchw_out: bool = True) -> np.ndarray:
     """torch's AvgPool2d on a float32 NHWC map, summed and divided as its CPU kernel does,
-    written as a new NCHW map (the layout torch's conv after it takes); on up to `threads`
-    threads."""
+    written as a new NCHW map (the layout torch's conv after it takes), or NHWC with
+    nchw_out=False (a fused unit's residual); on up to `threads` threads."""
     k = _pair(kernel_size, "kernel_size")
     s = k if stride is None else _pair(stride, "stride")
     return ext.avgpool2d_float(x, k, s, _pair(padding, "padding"), bool(ceil_mode),
-                               bool(count_include_pad), divisor_override, int(threads))
+                               bool(count_include_pad), divisor_override, int(threads),
+                               bool(nchw_out))
 
 
 def nchw_to_nhwc(x: np.ndarray, threads: int = 1) -> np.ndarray:

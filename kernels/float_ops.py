@@ -658,18 +658,21 @@ class AvgPool2dOp(FloatOp):
                             self.count_include_pad, self.divisor_override)
 
     def run(self, x: Value, threads: int) -> torch.Tensor:
-        """With nchw_out, a channels-last float32 map is pooled by bnnx's kernel on `threads`
-        threads (torch's values, as its kernel sums them; a NaN where torch's is NaN, though not
-        always the same NaN: which one a NaN plus inf - inf gives follows the operand order the
-        compiler picked) and written NCHW, the copy the conv would make otherwise; else torch's
-        pool, in the input's layout."""
+        """A channels-last float32 map is pooled by bnnx's kernel on `threads` threads (torch's
+        values, as its kernel sums them; a NaN where torch's is NaN, though not always the same
+        NaN: which one a NaN plus inf - inf gives follows the operand order the compiler
+        picked), written channels-last as torch's pool writes it (a ReActNet shortcut's: torch
+        took 10 us for 128@32 -> 16) or, with nchw_out, NCHW, the copy the conv would make
+        otherwise; any other input by torch's pool."""
         x = as_float(x)
-        if not (self.nchw_out and x.dim() == 4 and x.dtype == torch.float32
+        if not (x.dim() == 4 and x.dtype == torch.float32
                 and x.permute(0, 2, 3, 1).is_contiguous()):
             return self.forward(x)
-        return torch.from_numpy(bitops.avgpool2d_float(
+        y = torch.from_numpy(bitops.avgpool2d_float(
             x.permute(0, 2, 3, 1).numpy(), self.kernel_size, self.stride, self.padding,
-            self.ceil_mode, self.count_include_pad, self.divisor_override, threads))
+            self.ceil_mode, self.count_include_pad, self.divisor_override, threads,
+            self.nchw_out))
+        return y if self.nchw_out else y.permute(0, 3, 1, 2)
 
 
 @register_op

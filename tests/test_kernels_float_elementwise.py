@@ -145,23 +145,31 @@ LARGE_POOLS = [(2, 2, 0, False, True, None), (2, 2, 0, True, False, None),
                (3, 2, 1, True, False, None), (3, 1, 1, False, True, 5)]
 
 
+@pytest.mark.parametrize("nchw_out", [True, False], ids=["nchw", "channels-last"])
 @pytest.mark.parametrize("shape", MAPS, ids=IDS)
-def test_average_pool_kernel_gives_torchs_values_written_nchw(shape) -> None:
+def test_average_pool_kernel_gives_torchs_values(shape, nchw_out, monkeypatch) -> None:
+    """On a channels-last map, torch's values from bnnx's kernel, written NCHW for a conv
+    (nchw_out) or channels-last, as torch's pool writes it (a fused unit's residual)."""
     small = shape[0] * shape[1] * shape[2] < 4096
     x = spread((2 if small else 1, *shape), seed=shape[2])
     channels_last = x.contiguous(memory_format=torch.channels_last)
+    calls = []
+    kernel = bitops.avgpool2d_float
+    monkeypatch.setattr(bitops, "avgpool2d_float", lambda *a: calls.append(1) or kernel(*a))
     for k, s, p, ceil, pad, div in POOLS if small else LARGE_POOLS:
         if shape[1] + 2 * p < k or shape[2] + 2 * p < k:
             continue
         module = nn.AvgPool2d(k, s, p, ceil, pad, div)
         op = compiled(module)
         assert isinstance(op, AvgPool2dOp)
-        op.nchw_out = True
+        op.nchw_out = nchw_out
         want = module(x)
         for threads in (1, 2):
             got = op.run(channels_last, threads)
-            assert got.is_contiguous()
+            assert got.is_contiguous(memory_format=torch.contiguous_format if nchw_out
+                                     else torch.channels_last)
             assert same_values(got, want), (k, s, p, ceil, pad, div, threads)
+    assert calls  # the kernel ran, not torch
 
 
 def test_average_pool_rejects_a_bad_divisor() -> None:

@@ -693,7 +693,8 @@ NB_MODULE(_bnnx_kernels, m) {
 
     m.def("avgpool2d_float", [](const Array &x, Pair kernel, Pair stride, Pair padding,
                                 bool ceil_mode, bool count_include_pad,
-                                std::optional<int64_t> divisor_override, int threads) {
+                                std::optional<int64_t> divisor_override, int threads,
+                                bool nchw_out) {
         check_threads(threads);
         const float *p = checked<float>(x, "x", 4, "float NHWC");
         PoolGeometry g = pool_geometry(x, kernel, stride, padding);
@@ -705,17 +706,20 @@ NB_MODULE(_bnnx_kernels, m) {
         };
         const int64_t oh = extent(g.h, g.kh, g.pad_h, g.stride_h);
         const int64_t ow = extent(g.w, g.kw, g.pad_w, g.stride_w);
-        auto out = new_array<float>({size_t(g.n), size_t(g.c), size_t(oh), size_t(ow)}, false);
+        const size_t n = size_t(g.n), c = size_t(g.c), h = size_t(oh), w = size_t(ow);
+        auto out = new_array<float>(nchw_out ? std::vector<size_t>{n, c, h, w}
+                                             : std::vector<size_t>{n, h, w, c}, false);
         {
             nb::gil_scoped_release release;
             avgpool2d_float(g, oh, ow, count_include_pad, divisor_override.value_or(0), p,
-                            out.data(), threads);
+                            out.data(), nchw_out, threads);
         }
         return out;
     }, nb::arg("x"), nb::arg("kernel_size"), nb::arg("stride"), nb::arg("padding"),
        nb::arg("ceil_mode") = false, nb::arg("count_include_pad") = true,
        nb::arg("divisor_override") = nb::none(), nb::arg("threads") = 1,
-       "torch's average pool on float32 NHWC x, written NCHW.");
+       nb::arg("nchw_out") = true,
+       "torch's average pool on float32 NHWC x, written NCHW (NHWC with nchw_out=False).");
 
     m.def("transpose_float", [](const Array &x, int threads) {
         check_threads(threads);

@@ -89,10 +89,11 @@ void maxpool2d_bits(const PoolGeometry &g, const uint64_t *x, uint64_t *out,
 void maxpool2d_float(const PoolGeometry &g, const float *x, float *out, const uint8_t *lower,
                      int threads = 1);
 // torch's average pool (window, divisor and summation order as its CPU kernel's; divisor
-// override 0 = none) on float NHWC x (g.c = channels), written NCHW (n, c, out_h, out_w): out_h
-// and out_w as torch's, with or without ceil_mode.
+// override 0 = none) on float NHWC x (g.c = channels), written NHWC (n, out_h, out_w, c) or,
+// with nchw, NCHW (n, c, out_h, out_w): out_h and out_w as torch's, with or without ceil_mode.
 void avgpool2d_float(const PoolGeometry &g, int64_t out_h, int64_t out_w, bool count_include_pad,
-                     int64_t divisor_override, const float *x, float *out, int threads);
+                     int64_t divisor_override, const float *x, float *out, bool nchw,
+                     int threads);
 // Per channel, the sign bit a lower (min-pooled) channel flips, else 0 (all 0 without lower).
 std::vector<uint32_t> sign_flips(int64_t channels, const uint8_t *lower);
 // The same pool on float NCHW input (g.c = channels), written NHWC.

@@ -105,19 +105,21 @@ BNNX_INLINE void average_channels(const PoolGeometry &g, const float *x, int64_t
     }
 }
 
-// Output rows [begin, end) of avgpool2d_float: each row pooled NHWC into `row` (out_w * c),
-// then moved to the NCHW planes 16 pixels at a time by the register transpose.
+// Output rows [begin, end) of avgpool2d_float: each row pooled NHWC, straight into out, or with
+// nchw into `row` (out_w * c), then moved to the NCHW planes 16 pixels at a time by the
+// register transpose.
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
 __attribute__((target_clones("avx2", "default")))
 #endif
 void avgpool_rows(const PoolGeometry &g, int64_t out_h, int64_t out_w, bool count_include_pad,
-                  int64_t divisor_override, const float *x, float *out, int64_t begin,
-                  int64_t end, std::vector<float> &row) {
+                  int64_t divisor_override, const float *x, float *out, bool nchw,
+                  int64_t begin, int64_t end, std::vector<float> &row) {
     const KernelTable &kt = active_kernels();
-    row.resize(static_cast<size_t>(out_w * g.c));
+    if (nchw) row.resize(static_cast<size_t>(out_w * g.c));
     const int64_t plane = out_h * out_w;
     for (int64_t i = begin; i < end; ++i) {
         const int64_t b = i / out_h, oh = i % out_h;
+        float *pooled = nchw ? row.data() : out + i * out_w * g.c;
         for (int64_t ow = 0; ow < out_w; ++ow) {  // torch's window and divisor
             int64_t ih0 = oh * g.stride_h - g.pad_h, iw0 = ow * g.stride_w - g.pad_w;
             int64_t ih1 = std::min(ih0 + g.kh, g.h + g.pad_h);
@@ -125,7 +127,7 @@ void avgpool_rows(const PoolGeometry &g, int64_t out_h, int64_t out_w, bool coun
             const int64_t pool_size = (ih1 - ih0) * (iw1 - iw0);
             ih0 = std::max<int64_t>(ih0, 0), iw0 = std::max<int64_t>(iw0, 0);
             ih1 = std::min(ih1, g.h), iw1 = std::min(iw1, g.w);
-            float *dst = row.data() + ow * g.c;
+            float *dst = pooled + ow * g.c;
             if (ih0 >= ih1 || iw0 >= iw1) {
                 std::fill(dst, dst + g.c, 0.0f);
                 continue;
@@ -139,7 +141,7 @@ void avgpool_rows(const PoolGeometry &g, int64_t out_h, int64_t out_w, bool coun
             if (c0 < g.c)
                 average_channels<0>(g, x, b, ih0, ih1, iw0, iw1, c0, g.c - c0, divide, dst + c0);
         }
-        for (int64_t p0 = 0; p0 < out_w; p0 += kPoolGroup)
+        for (int64_t p0 = 0; nchw && p0 < out_w; p0 += kPoolGroup)
             kt.interleave_planes(row.data() + p0 * g.c, std::min(kPoolGroup, out_w - p0), g.c,
                                  g.c, out + b * g.c * plane + oh * out_w + p0, plane);
     }
@@ -148,12 +150,13 @@ void avgpool_rows(const PoolGeometry &g, int64_t out_h, int64_t out_w, bool coun
 }  // namespace
 
 void avgpool2d_float(const PoolGeometry &g, int64_t out_h, int64_t out_w, bool count_include_pad,
-                     int64_t divisor_override, const float *x, float *out, int threads) {
+                     int64_t divisor_override, const float *x, float *out, bool nchw,
+                     int threads) {
     parallel_for(g.n * out_h, pool_threads(g.n * g.h * g.w * g.c, threads),
                  [&](int64_t begin, int64_t end) {
                      thread_local std::vector<float> row;
                      avgpool_rows(g, out_h, out_w, count_include_pad, divisor_override, x, out,
-                                  begin, end, row);
+                                  nchw, begin, end, row);
                  });
 }
 
