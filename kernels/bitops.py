@@ -311,9 +311,10 @@ def direct_conv_layer(weight: np.ndarray, bias: np.ndarray, pad_value: np.ndarra
                       winograd: bool | None = None) -> DirectConvLayer:
     """float32 weight (C_out, C_in, KH, KW): bias + the conv of x padded with pad_value[c_in]
     (zeros for a plain conv; a folded normalisation's mean), by bnnx's direct kernel or, for a
-    7x7 stride-2 conv over 1-4 channels (a stem), Winograd's F(4x4, 4x4) with a quarter of its
-    multiply-adds and float rounding of its own: winograd None uses it where it pays (2-4
-    input channels), True wherever it applies, False never; layer.algorithm says which runs."""
+    stem, Winograd's algorithm with float rounding of its own: F(4x4, 4x4) on a 7x7 stride-2
+    conv over 1-4 channels (a quarter of the multiply-adds), F(4x4, 3x3) on a 3x3 stride-1 conv
+    over 1-4 (a quarter over 3). winograd None uses it where it pays (over 2-4 input channels),
+    True wherever it applies, False never; layer.algorithm says which runs."""
     return ext.direct_conv_layer(weight, bias, pad_value, _pair(stride, "stride"),
                                  _pair(padding, "padding"), winograd)
 

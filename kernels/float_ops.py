@@ -280,9 +280,9 @@ class DirectConv2dOp(FoldedConv2dOp):
     first, in the same call (a shortcut's AvgPool2d).
     Made where the active ISA has the native kernel (DIRECT_CONV_ISAS), which beats oneDNN on
     these shapes; the portable one runs it anywhere else a saved model is loaded. Built there, a
-    7x7 stride-2 stem over 2-4 channels runs by Winograd's algorithm on the same kernel
-    (`algorithm`), with a quarter of the multiply-adds (`algorithm_macs`) and float rounding of
-    its own."""
+    7x7 stride-2 or 3x3 stride-1 stem over 2-4 channels runs by Winograd's
+    algorithm (`algorithm`), with a quarter of the multiply-adds (`algorithm_macs`) and float
+    rounding of its own."""
 
     kind = "conv2d_direct"
     MAX_INPUTS = 4  # input channels the windowed kernel is made for (few taps per weight vector)

@@ -404,12 +404,13 @@ DirectConvLayer direct_conv_layer(const Array &w, const Array &bias, const Array
     const ConvGeometry g = layer.geometry(1, 1, 1);
     const bool takes = winograd_takes(g);
     if (winograd.value_or(false) && !takes)
-        value_error("winograd=True needs a 7x7 kernel, stride 2 and 1-4 input channels, got " +
+        value_error("winograd=True needs a 7x7 kernel, stride 2 and 1-4 input channels or a "
+                    "3x3 kernel, stride 1 and 1-4 input channels, got " +
                     std::to_string(layer.kh) + "x" + std::to_string(layer.kw) + ", stride " +
                     std::to_string(stride.first) + "x" + std::to_string(stride.second) + ", " +
                     std::to_string(layer.c_in) + " input channels");
     if (takes && winograd.value_or(winograd_pays(g)))
-        layer.winograd = bnnx::winograd_weights(pw, layer.c_out, layer.c_in);
+        layer.winograd = bnnx::winograd_weights(g, pw);
     return layer;
 }
 
@@ -786,7 +787,8 @@ NB_MODULE(_bnnx_kernels, m) {
              "avg_pool (kh, kw), on x average-pooled by that window and stride first.")
         .def_prop_ro("algorithm", [](const DirectConvLayer &layer) {
             return std::string(layer.winograd.empty() ? "direct" : "winograd");
-        }, "How the conv runs: 'winograd' (F(4x4, 4x4) on its polyphase form) or 'direct'.")
+        }, "How the conv runs: 'winograd' (7x7 stride 2: F(4x4, 4x4) on its polyphase form; 3x3 "
+           "stride 1: F(4x4, 3x3)) or 'direct'.")
         .def("macs", [](const DirectConvLayer &layer, int64_t n, int64_t h, int64_t w) {
             if (n < 1 || h < 1 || w < 1) value_error("n, h and w must be >= 1");
             const ConvGeometry g = layer.geometry(n, h, w);
@@ -801,8 +803,9 @@ NB_MODULE(_bnnx_kernels, m) {
           nb::arg("pad_value"), nb::arg("stride"), nb::arg("padding"),
           nb::arg("winograd") = nb::none(),
           "A direct float conv: bias + conv of x padded with pad_value[c_in], NHWC out; by "
-          "Winograd's algorithm where it pays (winograd None: 7x7, stride 2, 2-4 input "
-          "channels), wherever it applies (True: also 1 input channel) or never (False).");
+          "Winograd's algorithm where it pays (winograd None: 7x7, stride 2 or 3x3, stride 1, "
+          "2-4 input channels), wherever it applies (True: also 1 input channel) or never "
+          "(False).");
 
     m.def("linear_float", [](const Array &x, const Array &w, int64_t channels, const Array &scale,
                              const Array &bias, int threads, const Optional &blocked) {

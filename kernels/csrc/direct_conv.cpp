@@ -64,6 +64,13 @@ int conv_threads(int64_t rows, int64_t row_macs, int threads) {
         std::max<int64_t>(1, std::min<int64_t>(threads, rows * row_macs / (1 << 20))));
 }
 
+// The direct kernel's multiply-adds per image, the measure of either algorithm's work when
+// threads are chosen: Winograd's fewer ones take about as long (its transforms and its GEMMs'
+// few taps), so counted by its own it kept one thread where two paid.
+int64_t nominal_macs(const ConvGeometry &g) {
+    return g.out_h() * g.out_w() * g.c_out * g.c_in * g.kh * g.kw;
+}
+
 // With signs, pack_nhwc of output rows [begin, end) (of `width` pixels of c floats each), on
 // the calling thread.
 void pack_rows(const float *out, int64_t width, int64_t c, int64_t begin, int64_t end,
@@ -93,7 +100,7 @@ void direct_conv2d(const ConvGeometry &g, const float *x, const float *wb, const
         const int64_t tiles_h = winograd_shape(g).tiles_h;
         const uint64_t call = MadeRows::new_call();
         parallel_for(g.n * tiles_h,
-                     conv_threads(g.n * tiles_h, winograd_macs(g) / (g.n * tiles_h), threads),
+                     conv_threads(g.n * tiles_h, nominal_macs(g) / tiles_h, threads),
                      [&](int64_t begin, int64_t end) {
             for (int64_t i = begin; i < end; ++i) {
                 const int64_t b = i / tiles_h, r = i % tiles_h * 4, first = b * out_h + r;
@@ -105,7 +112,7 @@ void direct_conv2d(const ConvGeometry &g, const float *x, const float *wb, const
         });
         return;
     }
-    const int workers = conv_threads(g.n * out_h, row * g.c_in * g.kh * g.kw, threads);
+    const int workers = conv_threads(g.n * out_h, nominal_macs(g) / out_h, threads);
     std::vector<float> large;
     const float *padded = padded_input(g, x, pad_value, workers, large);
     const KernelTable &kt = active_kernels();
@@ -124,9 +131,7 @@ void direct_conv2d_maxpool(const ConvGeometry &g, const float *x, const float *w
                            const uint8_t *lower, float *out, int threads, uint64_t *signs,
                            const float *sign_shift, const float *winograd) {
     const int64_t out_h = pool.out_h();
-    const int64_t macs = winograd ? winograd_macs(g) / g.n
-                                  : g.out_h() * g.out_w() * g.c_out * g.c_in * g.kh * g.kw;
-    const int workers = conv_threads(g.n * out_h, macs / out_h, threads);
+    const int workers = conv_threads(g.n * out_h, nominal_macs(g) / out_h, threads);
     std::vector<float> large;
     const float *padded = winograd ? nullptr : padded_input(g, x, pad_value, workers, large);
     const std::vector<uint32_t> flips = sign_flips(g.c_out, lower);

@@ -114,13 +114,17 @@ void direct_conv2d(const ConvGeometry &g, const float *x, const float *wb, const
                    const float *pad_value, float *out, int threads, uint64_t *signs = nullptr,
                    const float *sign_shift = nullptr, const float *winograd = nullptr);
 
-// Winograd's F(4x4, 4x4) on the polyphase form of a 7x7 stride-2 conv over 1-4 input channels
-// (winograd.cpp): a quarter of the direct kernel's multiply-adds, float rounding of its own.
-// winograd_weights (C_out, C_in, 7, 7) -> for each of the 49 transform points the blocked
-// (block_float_weights) (C_out, 4 C_in) transformed weights, computed in double; a layer's
-// `winograd` argument below. Where winograd_takes(g); the default where winograd_pays(g): from
-// 2 input channels (over 1 its 4-tap GEMMs and its transforms took 1.05-1.9x the direct
-// kernel's time, over 2-4 channels 0.57-0.73x on 224x224 maps).
+// Winograd's algorithm on 4x4 output tiles (winograd.cpp), float rounding of its own:
+// F(4x4, 4x4) on the polyphase form of a 7x7 stride-2 conv over 1-4 input channels, F(4x4, 3x3)
+// on a 3x3 stride-1 conv over 1-4 (its GEMMs fused into the output transform): a quarter of
+// the direct kernel's multiply-adds. winograd_weights (C_out, C_in, KH, KW) -> for each
+// transform point the blocked (block_float_weights) (C_out, taps) transformed weights,
+// computed in double; a layer's `winograd` argument below. Where winograd_takes(g); the
+// default where winograd_pays(g): from 2 input channels. Over 1 the few-tap GEMMs and the
+// transforms took longer than the direct kernel (7x7: 1.05-1.9x its time, 3x3 on 32x32 maps
+// to 128 channels: 1.0-1.3x); over 2-4, 7x7: 0.57-0.73x on 224x224 maps, 3x3 (32x32 to 128,
+// with signs, on 1 / 2 threads): 2 channels 0.89-0.97x / 0.87-0.96x, 3 0.78-0.86x /
+// 0.75-0.81x, 4 0.94-1.01x / 0.79-0.86x.
 bool winograd_takes(const ConvGeometry &g);
 bool winograd_pays(const ConvGeometry &g);
 // Floats from 64-byte boundaries: a vector load or store of a row that starts a cache line
@@ -141,12 +145,12 @@ struct CacheAligned {
     bool operator!=(const CacheAligned<U> &) const { return false; }
 };
 using AlignedFloats = std::vector<float, CacheAligned<float>>;
-AlignedFloats winograd_weights(const float *w, int64_t c_out, int64_t c_in);
+AlignedFloats winograd_weights(const ConvGeometry &g, const float *w);
 // The multiply-adds its GEMMs do on g (the transforms' additions aside).
 int64_t winograd_macs(const ConvGeometry &g);
-// Tiles of 4x4 outputs, and the width of the phase rows their 7x7 windows read: pixels of 16
-// floats, lane (2 pr + pc) C_in + ci of pixel (i, j) the padded input's channel ci at
-// (2 i + pr, 2 j + pc), pad_value[ci] outside x.
+// Tiles of 4x4 outputs, and the width of the phase rows their windows (7x7, 6x6) read: pixels
+// of 16 floats, lane (s pr + pc) C_in + ci of pixel (i, j) the padded input's channel ci at
+// (s i + pr, s j + pc) for the stride s (2, 1), pad_value[ci] outside x.
 struct WinogradShape {
     int64_t tiles_h, tiles_w, phase_w;
 };

@@ -1,18 +1,24 @@
-// A 7x7 stride-2 float conv over 1-4 input channels (an ImageNet stem) by Winograd's minimal
-// filtering, with a quarter of the direct kernel's multiply-adds:
-// - polyphase: the stride-2 conv with a 7x7 kernel over C_in channels is a stride-1 conv with a
-//   4x4 kernel over 4 C_in "phase" channels: phase (pr, pc) of channel ci, lane
-//   (2 pr + pc) C_in + ci of a 16-float phase pixel, is the padded input at (2 i + pr, 2 j + pc),
-//   its kernel w[co, ci, pr::2, pc::2] zero-padded to 4x4;
-// - Winograd F(4x4, 4x4) on that conv: 7x7 phase pixels per tile of 4x4 outputs, the input
-//   transform V = BT d BT^T, for each of the 49 transform points a GEMM (tiles x 4 C_in) @
-//   (4 C_in x C_out) on the direct kernel (as a pointwise conv), then the output transform
-//   Y = AT M AT^T and the bias.
+// Float convs over few input channels (stems) by Winograd's minimal filtering, on 4x4 output
+// tiles:
+// - a 7x7 stride-2 conv over 1-4 input channels (an ImageNet stem), a quarter of the direct
+//   kernel's multiply-adds: polyphase, the stride-2 conv with a 7x7 kernel over C_in channels
+//   is a stride-1 conv with a 4x4 kernel over 4 C_in "phase" channels: phase (pr, pc) of
+//   channel ci, lane (2 pr + pc) C_in + ci of a 16-float phase pixel, is the padded input at
+//   (2 i + pr, 2 j + pc), its kernel w[co, ci, pr::2, pc::2] zero-padded to 4x4; then Winograd
+//   F(4x4, 4x4) on that conv, 7x7 phase pixels per tile;
+// - a 3x3 stride-1 conv over 1-4 input channels (a CIFAR stem) by F(4x4, 3x3), 6x6 pixels
+//   per tile (the phase pixel: the padded input's C_in channels), 6.75 multiply-adds per
+//   output where the direct kernel does 27 (over 3 channels).
+// Per tile: the input transform V = BT d BT^T, for each transform point a GEMM (tiles x taps)
+// @ (taps x C_out), then the output transform Y = AT M AT^T and the bias. F(4x4, 4x4)'s GEMMs
+// (4-16 taps) run on the direct kernel (as pointwise convs); F(4x4, 3x3)'s (1-4 taps) in the
+// output transform's pass, M never stored (fused_transform).
 // The transforms are plain loops over 16-float vectors, cloned for the vector ISAs. A thread
-// makes the phase rows its tile rows read (winograd_tile_row), keeping the 3 the next one
+// makes the phase rows its tile rows read (winograd_tile_row), keeping those the next one
 // shares.
 #include <algorithm>
 #include <cstring>
+#include <type_traits>
 #include <vector>
 
 #include "isa.h"
@@ -22,46 +28,105 @@ namespace bnnx {
 
 namespace {
 
-constexpr int kN = 7;  // transform points per side: 4 outputs + 4 taps - 1
 constexpr int kM = 4;  // outputs per tile side
-constexpr int kR = 4;  // phase kernel side
-constexpr int kPoints = kN * kN;
 constexpr int64_t kLanes = 16;  // floats per phase pixel
 constexpr int64_t kChunk = 32;  // most tiles per GEMM
 constexpr int64_t kGroup = 2048;  // most channels per GEMM (a chunk of 1 tile)
 // Floats from one transform point's row of V (tiles x 16) and M (tiles x channels) to the
-// next: constants, so the 49 loads of a tile's points take one base register, plus one cache
+// next: constants, so the loads of a tile's points take one base register, plus one cache
 // line, so their lines fall in different L1 sets. A chunk's tiles x channels is at most kGroup.
 constexpr int64_t kVPoint = kChunk * kLanes + kLanes, kMPoint = kGroup + kLanes;
 
-// Cook-Toom matrices of F(4, 4) at the points 0, 1, -1, 2, -2, 1/2 and infinity (wincnn's
-// construction: AT[i][j] = a_j^i; G[j][i] = a_j^i / prod_{k != j} (a_j - a_k); BT's row j the
-// coefficients of M(x) / (x - a_j), M(x) = prod_j (x - a_j), its last row M's; the infinity
-// point's row / column the unit vector). Exact: BT in float, G in double (the weights'
-// transform is computed in double and rounded once).
-// AT (output_points):
-//   {1, 1, 1, 1, 1, 1, 0},
-//   {0, 1, -1, 2, -2, 1/2, 0},
-//   {0, 1, 1, 4, 4, 1/4, 0},
-//   {0, 1, -1, 8, -8, 1/8, 1}.
-constexpr double kG[kN][kR] = {
-    {-1.0 / 2, 0, 0, 0},
-    {-1.0 / 3, -1.0 / 3, -1.0 / 3, -1.0 / 3},
-    {1.0 / 9, -1.0 / 9, 1.0 / 9, -1.0 / 9},
-    {1.0 / 36, 1.0 / 18, 1.0 / 9, 2.0 / 9},
-    {-1.0 / 60, 1.0 / 30, -1.0 / 15, 2.0 / 15},
-    {32.0 / 45, 16.0 / 45, 8.0 / 45, 4.0 / 45},
-    {0, 0, 0, 1},
+// The two algorithms, Cook-Toom matrices at the points 0, 1, -1, 2, -2, (1/2,) infinity, in
+// that order (AT[i][j] = a_j^i, the infinity column (0, 0, 0, 1)): kN points per side, a
+// kR x kR (phase) kernel, kStride phases per side. Exact: BT and AT in float, G in double (the
+// weights' transform is computed in double and rounded once).
+// F(4x4, 4x4) on the polyphase form of a 7x7 stride-2 conv (wincnn's construction:
+// G[j][i] = a_j^i / prod_{k != j} (a_j - a_k); BT's row j the coefficients of M(x) / (x - a_j),
+// M(x) = prod_j (x - a_j), its last row M's; the infinity point's row / column the unit vector).
+struct F44 {
+    static constexpr int kN = 7, kR = 4, kStride = 2, kKernel = 7;
+    static constexpr bool kHalf = true;  // the point 1/2
+    static constexpr bool kFused = false;  // GEMMs fused into the output transform
+    static constexpr float kAT[kM][kN] = {
+        {1, 1, 1, 1, 1, 1, 0},
+        {0, 1, -1, 2, -2, 0.5f, 0},
+        {0, 1, 1, 4, 4, 0.25f, 0},
+        {0, 1, -1, 8, -8, 0.125f, 1},
+    };
+    static constexpr double kG[kN][kR] = {
+        {-1.0 / 2, 0, 0, 0},
+        {-1.0 / 3, -1.0 / 3, -1.0 / 3, -1.0 / 3},
+        {1.0 / 9, -1.0 / 9, 1.0 / 9, -1.0 / 9},
+        {1.0 / 36, 1.0 / 18, 1.0 / 9, 2.0 / 9},
+        {-1.0 / 60, 1.0 / 30, -1.0 / 15, 2.0 / 15},
+        {32.0 / 45, 16.0 / 45, 8.0 / 45, 4.0 / 45},
+        {0, 0, 0, 1},
+    };
+    static constexpr float kBT[kN][kN] = {
+        {-2, 4, 2.5f, -5, -0.5f, 1, 0},
+        {0, 2, -2, -4.5f, 0.5f, 1, 0},
+        {0, -2, 6, -3.5f, -1.5f, 1, 0},
+        {0, 1, -1.5f, -2, 1.5f, 1, 0},
+        {0, -1, 2.5f, 0, -2.5f, 1, 0},
+        {0, 4, 0, -5, 0, 1, 0},
+        {0, -2, 4, 2.5f, -5, -0.5f, 1},
+    };
 };
-constexpr float kBT[kN][kN] = {
-    {-2, 4, 2.5f, -5, -0.5f, 1, 0},
-    {0, 2, -2, -4.5f, 0.5f, 1, 0},
-    {0, -2, 6, -3.5f, -1.5f, 1, 0},
-    {0, 1, -1.5f, -2, 1.5f, 1, 0},
-    {0, -1, 2.5f, 0, -2.5f, 1, 0},
-    {0, 4, 0, -5, 0, 1, 0},
-    {0, -2, 4, 2.5f, -5, -0.5f, 1},
+// F(4x4, 3x3) on a 3x3 stride-1 conv (Lavin and Gray's matrices): the padded input's C_in
+// channels are the phase pixel.
+struct F43 {
+    static constexpr int kN = 6, kR = 3, kStride = 1, kKernel = 3;
+    static constexpr bool kHalf = false;
+    static constexpr bool kFused = true;
+    static constexpr float kAT[kM][kN] = {
+        {1, 1, 1, 1, 1, 0},
+        {0, 1, -1, 2, -2, 0},
+        {0, 1, 1, 4, 4, 0},
+        {0, 1, -1, 8, -8, 1},
+    };
+    static constexpr double kG[kN][kR] = {
+        {1.0 / 4, 0, 0},
+        {-1.0 / 6, -1.0 / 6, -1.0 / 6},
+        {-1.0 / 6, 1.0 / 6, -1.0 / 6},
+        {1.0 / 24, 1.0 / 12, 1.0 / 6},
+        {1.0 / 24, -1.0 / 12, 1.0 / 6},
+        {0, 0, 1},
+    };
+    static constexpr float kBT[kN][kN] = {
+        {4, 0, -5, 0, 1, 0},
+        {0, -4, -4, 1, 1, 0},
+        {0, 4, -4, -1, 1, 0},
+        {0, -2, -1, 2, 1, 0},
+        {0, 2, -1, -2, 1, 0},
+        {0, 4, 0, -5, 0, 1},
+    };
 };
+constexpr int kMaxPoints = F44::kN * F44::kN;
+// The point whose GEMM adds the bias: (1, 1), AT's column 1 is all ones.
+constexpr int biased_point(int points) { return points + 1; }
+constexpr int64_t kMaxFusedTaps = 4;  // the most taps fused_transform takes
+
+// f(std::integral_constant<int, k>{}) for k in [1, kMaxFusedTaps].
+template <class F>
+inline __attribute__((always_inline)) void with_taps(int64_t k, F &&f) {
+    if (k == 1) return f(std::integral_constant<int, 1>{});
+    if (k == 2) return f(std::integral_constant<int, 2>{});
+    if (k == 3) return f(std::integral_constant<int, 3>{});
+    return f(std::integral_constant<int, kMaxFusedTaps>{});
+}
+
+// f(F44{}) or f(F43{}): the algorithm for g (winograd_takes(g)).
+template <class F>
+auto with_algorithm(const ConvGeometry &g, F &&f) {
+    return g.kh == F44::kKernel ? f(F44{}) : f(F43{});
+}
+// The same by points per side, for the functions cloned for the vector ISAs (f always_inline,
+// so it is compiled for each clone's ISA).
+template <class F>
+inline __attribute__((always_inline)) auto with_points(int points, F &&f) {
+    return points == F44::kN ? f(F44{}) : f(F43{});
+}
 
 using Vec = float __attribute__((vector_size(kLanes * sizeof(float))));
 
@@ -86,161 +151,249 @@ inline __attribute__((always_inline)) void transform(const float (&m)[R][C], con
     }
 }
 
-// V (kPoints rows of kVPoint floats: tile t's 16 at t * 16) of tiles [0, n) of a tile row:
-// tile t's 7x7 phase pixels from pixel 4 t of the phase rows rows[0 .. 7).
+// V (points^2 rows of kVPoint floats: tile t's 16 at t * 16) of tiles [0, n) of a tile row:
+// tile t's points x points phase pixels from pixel 4 t of the phase rows rows[0 .. points).
 #if defined(__x86_64__) && defined(__GNUC__)
 __attribute__((target_clones("avx512f", "avx2", "default")))
 #endif
-void input_transform(const float *const *phase, int64_t n, float *v) {
-    for (int64_t t = 0; t < n; ++t) {
-        Vec d[kN][kN], rows[kN][kN], out[kN][kN];
-        for (int i = 0; i < kN; ++i)
-            for (int j = 0; j < kN; ++j)
-                std::memcpy(&d[i][j], phase[i] + (t * kM + j) * kLanes, sizeof(Vec));
-        for (int i = 0; i < kN; ++i) transform(kBT, d[i], 1, rows[i], 1);
-        for (int j = 0; j < kN; ++j) transform(kBT, &rows[0][j], kN, &out[0][j], kN);
-        for (int i = 0; i < kN; ++i)
-            for (int j = 0; j < kN; ++j)
-                std::memcpy(v + (i * kN + j) * kVPoint + t * kLanes, &out[i][j], sizeof(Vec));
-    }
+void input_transform(int points, const float *const *phase, int64_t n, float *v) {
+    with_points(points, [&](auto algorithm) __attribute__((always_inline)) {
+        using W = decltype(algorithm);
+        constexpr int kN = W::kN;
+        for (int64_t t = 0; t < n; ++t) {
+            Vec d[kN][kN], rows[kN][kN], out[kN][kN];
+            for (int i = 0; i < kN; ++i)
+                for (int j = 0; j < kN; ++j)
+                    std::memcpy(&d[i][j], phase[i] + (t * kM + j) * kLanes, sizeof(Vec));
+            for (int i = 0; i < kN; ++i) transform(W::kBT, d[i], 1, rows[i], 1);
+            for (int j = 0; j < kN; ++j) transform(W::kBT, &rows[0][j], kN, &out[0][j], kN);
+            for (int i = 0; i < kN; ++i)
+                for (int j = 0; j < kN; ++j)
+                    std::memcpy(v + (i * kN + j) * kVPoint + t * kLanes, &out[i][j],
+                                sizeof(Vec));
+        }
+    });
 }
 
-// out = AT in (7 points -> 4 outputs): AT's rows share the sums and differences of the points
-// +-1 and +-2 (14 operations where the matrix's terms take 18).
+// out = AT in (kN points -> 4 outputs, W::kAT's rows written out): they share the sums and
+// differences of the points +-1 and +-2 (14 operations where F44's matrix's terms take 18).
+template <class W>
 inline __attribute__((always_inline)) void output_points(const Vec *in, Vec *out) {
     const Vec s1 = in[1] + in[2], d1 = in[1] - in[2];
-    const Vec s2 = in[3] + in[4], d2 = in[3] - in[4], m5 = in[5];
-    out[0] = in[0] + s1 + s2 + m5;
-    out[1] = d1 + 2 * d2 + 0.5f * m5;
-    out[2] = s1 + 4 * s2 + 0.25f * m5;
-    out[3] = d1 + 8 * d2 + 0.125f * m5 + in[6];
+    const Vec s2 = in[3] + in[4], d2 = in[3] - in[4];
+    out[0] = in[0] + s1 + s2;
+    out[1] = d1 + 2 * d2;
+    out[2] = s1 + 4 * s2;
+    out[3] = d1 + 8 * d2;
+    if constexpr (W::kHalf) {
+        const Vec m5 = in[5];
+        out[0] += m5, out[1] += 0.5f * m5, out[2] += 0.25f * m5, out[3] += 0.125f * m5;
+    }
+    out[3] += in[W::kN - 1];
 }
 
-// Conv rows [0, rows) and columns [4 t, 4 t + 4) (those < cols) of tiles t < n, channels
-// [0, channels) from M (kPoints rows of kMPoint floats: tile t's c_pad at t * c_pad; the bias
-// in point (1, 1): AT's column 1 is all ones): AT M AT^T, each row of points through AT and
-// the rows summed into the 4x4 outputs as they come, the same sums and differences shared, so
-// a tile's values stay in registers. Pixels `pixel` floats apart, rows `stride`.
-#if defined(__x86_64__) && defined(__GNUC__)
-__attribute__((target_clones("avx512f", "avx2", "default")))
-#endif
-void output_transform(const float *m, int64_t n, int64_t c_pad, int64_t channels,
-                      int64_t pixel, int64_t rows, int64_t cols, int64_t stride, float *out) {
-    for (int64_t t = 0; t < n; ++t)
-        for (int64_t c0 = 0; c0 < channels; c0 += kLanes) {
-            const float *src = m + t * c_pad + c0;
-            // Row a of the tile's points through AT: h[j] for j < 4.
-            const auto row = [src](int a, Vec *h) {
-                Vec in[kN];
-                for (int j = 0; j < kN; ++j)
-                    std::memcpy(&in[j], src + (a * kN + j) * kMPoint, sizeof(Vec));
-                output_points(in, h);
-            };
-            Vec y[kM][kM], h[kM], g[kM];
-            row(0, h);
-            for (int j = 0; j < kM; ++j) y[0][j] = h[j];
-            row(1, h);
-            row(2, g);
+// One tile's 16 channels of conv rows [0, rows) and columns [0, cols) (at most 4 each) at
+// out, pixels `pixel` floats apart, rows `stride`, `lanes` of them written: AT M AT^T of the
+// tile's points M (point(p) the 16 channels of point p), each row of points through AT and
+// the rows summed into the 4x4 outputs as they come, so a tile's values stay in registers.
+template <class W, class Point>
+inline __attribute__((always_inline)) void tile_outputs(const Point &point, int64_t lanes,
+                                                        int64_t pixel, int64_t rows,
+                                                        int64_t cols, int64_t stride,
+                                                        float *out) {
+    constexpr int kN = W::kN;
+    // y[i][j] = sum_a AT[i][a] h_a[j], h_a row a of the tile's points through AT: only y and
+    // one row's points are live (two rows at a time, sharing their sums and differences,
+    // spilled registers in fused_transform).
+    Vec y[kM][kM];
+#pragma GCC unroll 8
+    for (int a = 0; a < kN; ++a) {
+        Vec in[kN], h[kM];
+        for (int j = 0; j < kN; ++j) in[j] = point(a * kN + j);
+        output_points<W>(in, h);
+#pragma GCC unroll 4
+        for (int i = 0; i < kM; ++i) {
+            const float c = W::kAT[i][a];
+            if (c == 0) continue;
+            bool first = true;  // AT[i][a] the row's first non-zero coefficient
+            for (int b = 0; b < a; ++b) first = first && W::kAT[i][b] == 0;
             for (int j = 0; j < kM; ++j) {
-                const Vec s = h[j] + g[j], d = h[j] - g[j];
-                y[0][j] += s, y[1][j] = d, y[2][j] = s, y[3][j] = d;
+                const Vec t = c == 1 ? h[j] : c == -1 ? -h[j] : c * h[j];
+                y[i][j] = first ? t : y[i][j] + t;
             }
-            row(3, h);
-            row(4, g);
-            for (int j = 0; j < kM; ++j) {
-                const Vec s = h[j] + g[j], d = h[j] - g[j];
-                y[0][j] += s, y[1][j] += 2 * d, y[2][j] += 4 * s, y[3][j] += 8 * d;
-            }
-            row(5, h);
-            for (int j = 0; j < kM; ++j)
-                y[0][j] += h[j], y[1][j] += 0.5f * h[j], y[2][j] += 0.25f * h[j],
-                    y[3][j] += 0.125f * h[j];
-            row(6, h);
-            for (int j = 0; j < kM; ++j) y[3][j] += h[j];
-            const int64_t lanes = std::min(kLanes, channels - c0);
-            for (int64_t i = 0; i < rows; ++i)
-                for (int64_t j = 0; j < kM && t * kM + j < cols; ++j) {
-                    float *dst = out + i * stride + (t * kM + j) * pixel + c0;
-                    if (lanes == kLanes)  // a constant size: one vector store
-                        std::memcpy(dst, &y[i][j], sizeof(Vec));
-                    else
-                        std::memcpy(dst, &y[i][j], static_cast<size_t>(lanes) * sizeof(float));
-                }
+        }
+    }
+    // Constant indices into y, so it stays in registers (runtime ones put it on the stack).
+#pragma GCC unroll 4
+    for (int i = 0; i < kM; ++i)
+#pragma GCC unroll 4
+        for (int j = 0; j < kM; ++j) {
+            if (i >= rows || j >= cols) continue;
+            float *dst = out + i * stride + j * pixel;
+            if (lanes == kLanes)  // a constant size: one vector store
+                std::memcpy(dst, &y[i][j], sizeof(Vec));
+            else
+                std::memcpy(dst, &y[i][j], static_cast<size_t>(lanes) * sizeof(float));
         }
 }
 
-// One phase plane's row: out[j] = first[2 (j - j0)] for j in [j0, j1), pad elsewhere (j < n).
+// Conv rows [0, rows) and columns [4 t, 4 t + 4) (those < cols) of tiles t < n, channels
+// [0, channels) from M (points^2 rows of kMPoint floats: tile t's c_pad at t * c_pad; the bias
+// in point (1, 1): AT's column 1 is all ones). Pixels `pixel` floats apart, rows `stride`.
 #if defined(__x86_64__) && defined(__GNUC__)
 __attribute__((target_clones("avx512f", "avx2", "default")))
 #endif
-void phase_plane(const float *first, int64_t j0, int64_t j1, int64_t n, float pad,
-                 float *out) {
+void output_transform(int points, const float *m, int64_t n, int64_t c_pad, int64_t channels,
+                      int64_t pixel, int64_t rows, int64_t cols, int64_t stride, float *out) {
+    with_points(points, [&](auto algorithm) __attribute__((always_inline)) {
+        for (int64_t t = 0; t < n; ++t)
+            for (int64_t c0 = 0; c0 < channels; c0 += kLanes) {
+                const float *src = m + t * c_pad + c0;
+                const auto point = [src](int p) __attribute__((always_inline)) {
+                    Vec in;
+                    std::memcpy(&in, src + p * kMPoint, sizeof(Vec));
+                    return in;
+                };
+                tile_outputs<decltype(algorithm)>(point, std::min(kLanes, channels - c0), pixel,
+                                                  rows, cols - t * kM, stride,
+                                                  out + t * kM * pixel + c0);
+            }
+    });
+}
+
+// The GEMMs and the output transform in one pass, M never stored, for the algorithms with
+// few taps (kFused; k = 1-4, made a constant), where the GEMMs on the direct kernel stored
+// and reloaded a float of M per 1-4 multiply-adds (the whole conv took 1.26x the direct
+// kernel's time over 3 channels; fused, 0.8x). Channel blocks outer, so a block's transformed
+// weights (points^2 x k x 16 floats of u, point p's at u + p * point, blocked as
+// block_float_weights) stay in L1 over the tiles; each point of a tile is its k taps of V in
+// order, after the bias at point (1, 1). Conv rows and columns as output_transform's.
+#if defined(__x86_64__) && defined(__GNUC__)
+__attribute__((target_clones("avx512f", "avx2", "default")))
+#endif
+void fused_transform(int points, const float *v, int64_t n, int64_t k, const float *u,
+                     int64_t point, const float *bias, int64_t channels,
+                     int64_t pixel, int64_t rows, int64_t cols, int64_t stride, float *out) {
+    with_points(points, [&](auto algorithm) __attribute__((always_inline)) {
+        using W = decltype(algorithm);
+        if constexpr (W::kFused)
+            with_taps(k, [&](auto taps) __attribute__((always_inline)) {
+                constexpr int kTaps = decltype(taps)::value;
+                for (int64_t c0 = 0; c0 < channels; c0 += kLanes) {
+                    const float *ub = u + c0 * kTaps;
+                    Vec b;
+                    std::memcpy(&b, bias + c0, sizeof(Vec));
+                    for (int64_t t = 0; t < n; ++t) {
+                        const float *vt = v + t * kLanes;
+                        const auto point_of = [&](int p) __attribute__((always_inline)) {
+                            const float *w = ub + p * point, *d = vt + p * kVPoint;
+                            Vec acc;
+                            for (int q = 0; q < kTaps; ++q) {
+                                Vec wq;
+                                std::memcpy(&wq, w + q * kLanes, sizeof(Vec));
+                                acc = q > 0 ? acc + d[q] * wq
+                                            : p == biased_point(W::kN) ? b + d[q] * wq
+                                                                       : d[q] * wq;
+                            }
+                            return acc;
+                        };
+                        tile_outputs<W>(point_of, std::min(kLanes, channels - c0), pixel, rows,
+                                        cols - t * kM, stride, out + t * kM * pixel + c0);
+                    }
+                }
+            });
+    });
+}
+
+// One phase plane's row: out[j] = first[step (j - j0)] for j in [j0, j1), pad elsewhere
+// (j < n).
+#if defined(__x86_64__) && defined(__GNUC__)
+__attribute__((target_clones("avx512f", "avx2", "default")))
+#endif
+void phase_plane(const float *first, int64_t step, int64_t j0, int64_t j1, int64_t n,
+                 float pad, float *out) {
     std::fill(out, out + j0, pad);
-    for (int64_t j = j0; j < j1; ++j) out[j] = first[2 * (j - j0)];
+    for (int64_t j = j0; j < j1; ++j) out[j] = first[step * (j - j0)];
     std::fill(out + j1, out + n, pad);
 }
 
 }  // namespace
 
 bool winograd_takes(const ConvGeometry &g) {
-    return g.kh == 7 && g.kw == 7 && g.stride_h == 2 && g.stride_w == 2 &&
-           g.c_in * 4 <= kLanes;
+    const auto is = [&g](auto algorithm, int64_t max_c_in) {
+        using W = decltype(algorithm);
+        return g.kh == W::kKernel && g.kw == W::kKernel && g.stride_h == W::kStride &&
+               g.stride_w == W::kStride && g.c_in <= max_c_in;
+    };
+    return is(F44{}, kLanes / 4) || is(F43{}, kMaxFusedTaps);
 }
 
 bool winograd_pays(const ConvGeometry &g) { return winograd_takes(g) && g.c_in >= 2; }
 
 WinogradShape winograd_shape(const ConvGeometry &g) {
     const int64_t th = (g.out_h() + kM - 1) / kM, tw = (g.out_w() + kM - 1) / kM;
-    return {th, tw, tw * kM + kR - 1};
+    return {th, tw, tw * kM + with_algorithm(g, [](auto w) { return decltype(w)::kR; }) - 1};
 }
 
 int64_t winograd_macs(const ConvGeometry &g) {
     const WinogradShape s = winograd_shape(g);
-    return g.n * s.tiles_h * s.tiles_w * kPoints * 4 * g.c_in * g.c_out;
+    return with_algorithm(g, [&](auto algorithm) {
+        using W = decltype(algorithm);
+        return g.n * s.tiles_h * s.tiles_w * W::kN * W::kN * W::kStride * W::kStride * g.c_in *
+               g.c_out;
+    });
 }
 
-AlignedFloats winograd_weights(const float *w, int64_t c_out, int64_t c_in) {
-    const int64_t k = 4 * c_in, size = (c_out + 15) / 16 * k * 16;
-    AlignedFloats out(static_cast<size_t>(kPoints * size));
-    std::vector<float> point(size_t(c_out * k));
-    for (int a = 0; a < kN; ++a)
-        for (int b = 0; b < kN; ++b) {
-            for (int64_t co = 0; co < c_out; ++co)
-                for (int64_t phase = 0; phase < 4; ++phase)
-                    for (int64_t ci = 0; ci < c_in; ++ci) {
-                        const float *g = w + (co * c_in + ci) * 49;
-                        double sum = 0;
-                        for (int u = 0; u < kR; ++u)
-                            for (int v = 0; v < kR; ++v) {
-                                const int64_t r = 2 * u + phase / 2, c = 2 * v + phase % 2;
-                                if (r < 7 && c < 7) sum += kG[a][u] * g[r * 7 + c] * kG[b][v];
-                            }
-                        point[size_t(co * k + phase * c_in + ci)] = static_cast<float>(sum);
-                    }
-            block_float_weights(point.data(), c_out, k, out.data() + (a * kN + b) * size);
-        }
-    return out;
+AlignedFloats winograd_weights(const ConvGeometry &g, const float *w) {
+    return with_algorithm(g, [&](auto algorithm) {
+        using W = decltype(algorithm);
+        constexpr int kN = W::kN, kP = W::kStride, kK = W::kKernel;
+        const int64_t c_in = g.c_in, k = kP * kP * c_in, size = (g.c_out + 15) / 16 * k * 16;
+        AlignedFloats out(static_cast<size_t>(kN * kN * size));
+        std::vector<float> point(size_t(g.c_out * k));
+        for (int a = 0; a < kN; ++a)
+            for (int b = 0; b < kN; ++b) {
+                for (int64_t co = 0; co < g.c_out; ++co)
+                    for (int64_t phase = 0; phase < kP * kP; ++phase)
+                        for (int64_t ci = 0; ci < c_in; ++ci) {
+                            const float *f = w + (co * c_in + ci) * kK * kK;
+                            double sum = 0;
+                            for (int u = 0; u < W::kR; ++u)
+                                for (int v = 0; v < W::kR; ++v) {
+                                    const int64_t r = kP * u + phase / kP, c = kP * v + phase % kP;
+                                    if (r < kK && c < kK)
+                                        sum += W::kG[a][u] * f[r * kK + c] * W::kG[b][v];
+                                }
+                            point[size_t(co * k + phase * c_in + ci)] = static_cast<float>(sum);
+                        }
+                block_float_weights(point.data(), g.c_out, k, out.data() + (a * kN + b) * size);
+            }
+        return out;
+    });
 }
 
 namespace {
 
-// Phase row q of image b (pixels of 16 floats, lanes past 4 C_in 0) into `row`; `planes`
-// holds 16 planes of phase_w floats, those past 4 C_in 0.
+// Phase row q of image b (pixels of 16 floats, lanes past stride^2 C_in 0) into `row`;
+// `planes` holds 16 planes of phase_w floats, those past stride^2 C_in 0. Lane
+// (stride pr + pc) C_in + ci of pixel j: the padded input at (stride q + pr, stride j + pc).
 void phase_row(const ConvGeometry &g, const WinogradShape &s, const float *x,
                const float *pad_value, int64_t b, int64_t q, float *planes, float *row) {
-    for (int64_t pr = 0; pr < 2; ++pr)
-        for (int64_t pc = 0; pc < 2; ++pc)
+    const int64_t p = g.stride_w;
+    for (int64_t pr = 0; pr < p; ++pr)
+        for (int64_t pc = 0; pc < p; ++pc)
             for (int64_t ci = 0; ci < g.c_in; ++ci) {
-                const int64_t r = 2 * q + pr - g.pad_h;
-                // Columns 2 j + pc - pad_w inside [0, w) for j in [j0, j1).
+                const int64_t r = p * q + pr - g.pad_h;
+                // Columns p j + pc - pad_w inside [0, w) for j in [j0, j1).
                 const int64_t j0 = r < 0 || r >= g.h
                                        ? s.phase_w
-                                       : std::min(s.phase_w, (g.pad_w - pc + 1) / 2);
-                const int64_t j1 = std::max(j0, std::min(s.phase_w, (g.w + g.pad_w - pc + 1) / 2));
+                                       : std::min(s.phase_w, (g.pad_w - pc + p - 1) / p);
+                const int64_t j1 =
+                    std::max(j0, std::min(s.phase_w, (g.w + g.pad_w - pc + p - 1) / p));
                 const float *first =
-                    j0 < j1 ? x + ((b * g.c_in + ci) * g.h + r) * g.w + 2 * j0 + pc - g.pad_w : x;
-                phase_plane(first, j0, j1, s.phase_w, pad_value[ci],
-                            planes + ((2 * pr + pc) * g.c_in + ci) * s.phase_w);
+                    j0 < j1 ? x + ((b * g.c_in + ci) * g.h + r) * g.w + p * j0 + pc - g.pad_w : x;
+                phase_plane(first, p, j0, j1, s.phase_w, pad_value[ci],
+                            planes + ((p * pr + pc) * g.c_in + ci) * s.phase_w);
             }
     active_kernels().interleave_planes(planes, kLanes, s.phase_w, s.phase_w, row, kLanes);
 }
@@ -254,9 +407,9 @@ struct PhaseRows {
     uint64_t call = 0;
     int64_t image = -1, next = 0;
 
-    // Rows [first, first + 7) of image b: made where missing, their addresses in rows.
+    // Rows [first, first + points) of image b: made where missing, their addresses in rows.
     void make(const ConvGeometry &g, const WinogradShape &s, const float *x,
-              const float *pad_value, uint64_t in_call, int64_t b, int64_t first,
+              const float *pad_value, uint64_t in_call, int64_t b, int64_t first, int points,
               const float **rows) {
         const int64_t row = s.phase_w * kLanes;
         if (in_call != call || b != image || first < next - kSlots || first > next) {
@@ -264,10 +417,10 @@ struct PhaseRows {
             ring.resize(static_cast<size_t>(kSlots * row));
             planes.assign(static_cast<size_t>(row), 0.0f);
         }
-        for (; next < first + kN; ++next)
+        for (; next < first + points; ++next)
             phase_row(g, s, x, pad_value, b, next, planes.data(),
                       ring.data() + next % kSlots * row);
-        for (int i = 0; i < kN; ++i) rows[i] = ring.data() + (first + i) % kSlots * row;
+        for (int i = 0; i < points; ++i) rows[i] = ring.data() + (first + i) % kSlots * row;
     }
 };
 
@@ -277,33 +430,43 @@ void winograd_tile_row(const ConvGeometry &g, const float *x, const float *pad_v
                        const float *u, const float *bias, uint64_t call, int64_t b, int64_t ty,
                        float *out) {
     const WinogradShape s = winograd_shape(g);
-    const int64_t k = 4 * g.c_in, c_pad = (g.c_out + 15) / 16 * 16, point = c_pad * k;
+    const int points = with_algorithm(g, [](auto w) { return decltype(w)::kN; });
+    const int64_t k = g.c_in * g.stride_w * g.stride_w, c_pad = (g.c_out + 15) / 16 * 16;
+    const int64_t point = c_pad * k;
     const int64_t group = std::min(c_pad, kGroup), chunk = std::min(kChunk, kGroup / group);
     const int64_t out_w = g.out_w(), stride = out_w * g.c_out;
     const int64_t rows = std::min<int64_t>(kM, g.out_h() - ty * kM);
-    constexpr int kBiased = 1 * kN + 1;  // the point whose GEMM adds the bias
-    thread_local AlignedFloats v_(kPoints * kVPoint), m_(kPoints * kMPoint), zeros(kGroup);
+    const bool fused = with_algorithm(g, [](auto w) { return decltype(w)::kFused; });
+    thread_local AlignedFloats v_(kMaxPoints * kVPoint), m_(kMaxPoints * kMPoint),
+        zeros(kGroup);
     thread_local PhaseRows phase;
     float *const v = v_.data(), *const m = m_.data();
-    const float *top[kN];
-    phase.make(g, s, x, pad_value, call, b, ty * kM, top);
+    const float *top[F44::kN];
+    phase.make(g, s, x, pad_value, call, b, ty * kM, points, top);
     const KernelTable &kt = active_kernels();
     for (int64_t t0 = 0; t0 < s.tiles_w; t0 += chunk) {
         const int64_t n = std::min(chunk, s.tiles_w - t0);
-        const float *at[kN];
-        for (int i = 0; i < kN; ++i) at[i] = top[i] + t0 * kM * kLanes;
-        input_transform(at, n, v);
+        const float *at[F44::kN];
+        for (int i = 0; i < points; ++i) at[i] = top[i] + t0 * kM * kLanes;
+        input_transform(points, at, n, v);
         for (int64_t c0 = 0; c0 < c_pad; c0 += group) {  // one group but past 2048 channels
             const int64_t c = std::min(group, c_pad - c0);
-            for (int p = 0; p < kPoints; ++p) {
+            const int64_t channels = std::min(c, g.c_out - c0);
+            float *const first = out + t0 * kM * g.c_out + c0;
+            if (fused) {
+                fused_transform(points, v, n, k, u + c0 * k, point, bias + c0, channels,
+                                g.c_out, rows, out_w - t0 * kM, stride, first);
+                continue;
+            }
+            for (int p = 0; p < points * points; ++p) {
                 const DirectConv d{v + p * kVPoint, 1, 1, n * kLanes, 1, k, 1, kLanes,
                                    u + p * point + c0 * k,
-                                   p == kBiased ? bias + c0 : zeros.data(), c, n,
+                                   p == biased_point(points) ? bias + c0 : zeros.data(), c, n,
                                    m + p * kMPoint};
                 kt.direct_conv_rows(d, 0, 1);
             }
-            output_transform(m, n, c, std::min(c, g.c_out - c0), g.c_out, rows,
-                             out_w - t0 * kM, stride, out + t0 * kM * g.c_out + c0);
+            output_transform(points, m, n, c, channels, g.c_out, rows, out_w - t0 * kM, stride,
+                             first);
         }
     }
 }
