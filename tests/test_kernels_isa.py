@@ -223,7 +223,7 @@ def test_packing_every_isa(channels: int) -> None:
                 assert tail == 0 or not (bits[..., -1] >> np.uint64(tail)).any(), isa
 
 
-@pytest.mark.parametrize("channels", [1, 17, 63, 64, 65, 130])
+@pytest.mark.parametrize("channels", [1, 17, 63, 64, 65, 128, 130])
 def test_packing_with_shift_and_threads_every_isa(channels: int) -> None:
     """An RSign's pack: the signs of x - shift[c], subtracted in float32 as torch does (values
     equal to their shift give +1, NaN -1), from NCHW and NHWC maps; NHWC on 1-3 threads over a

@@ -10,18 +10,30 @@
 namespace bnnx {
 
 // Pixels in chunks of at least kPackChunk floats per thread (a few microseconds each: smaller
-// maps stay on one thread). Whole-word pixels (C a multiple of 64) without a shift are the sign
-// bits of the flat array, so a chunk is one sign_masks call.
+// maps stay on one thread). Whole-word pixels (C a multiple of 64) are the sign bits of the
+// flat array, so a chunk is one sign_masks call, or with a shift one per kShiftRun pixels
+// against the shift repeated that many times (a call per pixel was a sixth of a stem's time).
 void pack_nhwc(const float *x, int64_t pixels, int64_t channels, uint64_t *out, int threads,
                const float *shift) {
-    constexpr int64_t kPackChunk = 32768;
+    constexpr int64_t kPackChunk = 32768, kShiftRun = 32;
     const KernelTable &kt = active_kernels();
     const int64_t words = words_for(channels);
     const int64_t chunks = std::max<int64_t>(1, std::min(pixels, pixels * channels / kPackChunk));
+    const bool whole_words = channels % 64 == 0;
+    std::vector<float> shifts;
+    if (shift != nullptr && whole_words)
+        for (int64_t p = 0; p < std::min(pixels, kShiftRun); ++p)
+            shifts.insert(shifts.end(), shift, shift + channels);
     parallel_for(chunks, threads, [&](int64_t begin, int64_t end) {
         const int64_t p0 = begin * pixels / chunks, p1 = end * pixels / chunks;
-        if (shift == nullptr && channels % 64 == 0) {
+        if (whole_words && shift == nullptr) {
             kt.sign_masks(x + p0 * channels, nullptr, (p1 - p0) * channels, out + p0 * words);
+            return;
+        }
+        if (whole_words) {
+            for (int64_t p = p0; p < p1; p += kShiftRun)
+                kt.sign_masks(x + p * channels, shifts.data(),
+                              std::min(kShiftRun, p1 - p) * channels, out + p * words);
             return;
         }
         for (int64_t p = p0; p < p1; ++p)
