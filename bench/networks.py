@@ -18,8 +18,9 @@ MACs take at this core's register-only peaks (bitops.peak_loop: XOR/popcount bin
 fused multiply-adds; best of the run's start and end, times the thread count), below which no
 engine doing this arithmetic can run; floor / OpenVINO says how far under OpenVINO any bnnx can
 get here. The fast path's floor counts the multiply-adds its algorithms do (a Winograd stem's
-GEMMs, fewer than the conv's MACs). Before and after each 2-thread row a register loop on 2
-concurrent threads over 1 (core_scaling) records how many cores the VM gave at the time. Rows:
+GEMMs, fewer than the conv's MACs). Before and after each 2-thread row, a cache-line round trip
+between two threads and a register loop on 2 concurrent threads over 1 (vcpu_state) record
+where the VM's vCPUs were and how many cores it gave. Rows:
   - Binary VGG-Small at 32x32 (plain family), goals >= 8x faster than its fp32 twin on 1 thread
     and bnnx / OpenVINO <= 0.8 on 1 thread, <= 0.9 on 2 (issue 14);
   - Bi-Real-Net-18 shaped (bireal family) at 224x224, goals < 4 ms on 1 thread and the same
@@ -222,9 +223,9 @@ def time_network(net: Net, threads_list: list[int], repeats: int,
     macs, fast_macs = part_macs(packed).values(), part_macs(fast).values()
     rows = []
     for threads in threads_list:
-        cores_before = core_scaling(threads) if threads > 1 else None
+        before = vcpu_state() if threads > 1 else None
         t = timed_ms(packed, fast, twin, peer, net.shape, threads, repeats)
-        cores_after = core_scaling(threads) if threads > 1 else None
+        after = vcpu_state() if threads > 1 else None
         goal_text, met = goal(t["bnnx"], t["torch"]) if goal and threads == 1 else ("-", None)
         ov_ms = t.get("openvino")
         ratio = None if ov_ms is None else t["bnnx"] / ov_ms
@@ -241,7 +242,7 @@ def time_network(net: Net, threads_list: list[int], repeats: int,
                      "openvino_met": None if limit is None or ratio is None else ratio <= limit,
                      "openvino_fast_met": (None if limit is None or fast_ratio is None
                                            else fast_ratio <= limit),
-                     "openvino_check": check, "core_scaling": [cores_before, cores_after],
+                     "openvino_check": check, "vcpus": [before, after],
                      "binary_macs": sum(m["binary_macs"] for m in macs),
                      "float_macs": sum(m["float_macs"] for m in macs),
                      "fast_float_macs": sum(m["float_macs"] for m in fast_macs)})
@@ -329,6 +330,14 @@ def core_scaling(threads: int, iterations: int = 1 << 22) -> float:
         return sum(done) / (time.perf_counter() - start)
 
     return max(rate(threads) for _ in range(3)) / max(rate(1) for _ in range(3))
+
+
+def vcpu_state() -> dict[str, float]:
+    """Where the VM's two vCPUs are now: the best of three cache-line round trips between two
+    threads (ns; about 100 when they sit near each other, 350 far, which slows every engine's
+    2-thread time) and core_scaling(2)."""
+    return {"round_trip_ns": min(bitops.thread_round_trip_ns() for _ in range(3)),
+            "core_scaling": core_scaling(2)}
 
 
 def floor_ms(binary_macs: int, float_macs: int, peaks: dict[str, float],
@@ -423,9 +432,11 @@ def print_report(networks: list[dict], candidates: list[dict], breakdowns: list[
               f"profile's op-by-op forward) {r['stored_ms']:.3f} ms = {r['stored_over_call']:.2f}x "
               "a packed(x) call")
         if r["threads"] > 1:
-            before, after = r["core_scaling"]
-            print(f"    cores the VM gave (a register loop on {r['threads']} threads over 1): "
-                  f"{before:.2f} before the row, {after:.2f} after")
+            before, after = r["vcpus"]
+            print(f"    vCPUs before / after the row: a cache-line round trip "
+                  f"{before['round_trip_ns']:.0f} / {after['round_trip_ns']:.0f} ns (near ~100, "
+                  f"far ~350); a register loop on 2 threads {before['core_scaling']:.2f} / "
+                  f"{after['core_scaling']:.2f}x one")
     print(f"\n{'search candidate':<62} {'compile':>9} {'profile':>9} {'wall':>8} "
           f"{'latency':>10} {'goal':>8} {'met':>8}")
     for r in candidates:

@@ -61,6 +61,12 @@ def peak_loop(iterations: int, isa: str | None = None, arithmetic: str = "binary
     return int(ext.peak_loop(iterations, isa, arithmetic == "float"))
 
 
+def thread_round_trip_ns(trips: int = 20000) -> float:
+    """ns a cache line takes from this thread to a new one and back (mean of `trips`): how far
+    apart two cores are, which on a VM changes over time and moves every 2-thread timing."""
+    return float(ext.thread_round_trip_ns(int(trips)))
+
+
 def measure_peak_gmacs(isa: str | None = None, iterations: int = 1 << 20,
                        arithmetic: str = "binary") -> float:
     """MAC/s (G) of peak_loop, best of five runs, measured now."""

@@ -50,10 +50,12 @@ def test_bench_networks_quick_writes_json(tmp_path):
     assert all(two["floor_ms"] == pytest.approx(one["floor_ms"] / 2)
                for one, two in zip(nets[::2], nets[1::2], strict=True))
     assert all(p["floor_ms"] >= 0 for b in report["parts"] for p in b["parts"])
-    # Each 2-thread row says how many cores the VM gave before and after it.
-    assert all(r["core_scaling"] == [None, None] for r in nets[::2])
-    assert all(0.5 < s < 2.5 for r in nets[1::2] for s in r["core_scaling"])
-    assert "cores the VM gave" in stdout
+    # Each 2-thread row says where the vCPUs were before and after it.
+    assert all(r["vcpus"] == [None, None] for r in nets[::2])
+    states = [s for r in nets[1::2] for s in r["vcpus"]]
+    assert len(states) == 6 and all(0.5 < s["core_scaling"] < 2.5 for s in states)
+    assert all(0 < s["round_trip_ns"] < 1e5 for s in states)
+    assert "a cache-line round trip" in stdout
     # Goals on the 1-thread rows of VGG-Small and Bi-Real-18 only.
     assert [r["met"] is None for r in nets] == [False, True] * 2 + [True, True]
     assert all(0 < r["wall_s"] and r["latency_ms"] > 0 for r in report["candidates"])

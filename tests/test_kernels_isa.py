@@ -279,3 +279,12 @@ def test_engine_reports_its_path_and_a_peak() -> None:
         bitops.peak_loop(10, arithmetic="int8")
     with pytest.raises(ValueError, match="unknown or unsupported ISA"):
         bitops.measure_peak_gmacs("avx9000")
+
+
+def test_thread_round_trip_is_a_positive_time() -> None:
+    """The bench's vCPU probe: a cache line to another thread and back takes some nanoseconds
+    (tens to hundreds on real cores; a time slice where the two threads share one core, as on a
+    busy machine, which its 50 ms budget bounds)."""
+    assert 0 < bitops.thread_round_trip_ns(2000) < 1e8
+    with pytest.raises(ValueError, match="trips must be >= 2"):
+        bitops.thread_round_trip_ns(1)

@@ -18,6 +18,7 @@
 #include "channel_params.h"
 #include "isa.h"
 #include "ops.h"
+#include "parallel.h"
 
 namespace nb = nanobind;
 using namespace bnnx;
@@ -550,6 +551,13 @@ NB_MODULE(_bnnx_kernels, m) {
     }, nb::arg("iterations"), nb::arg("isa") = nb::none(), nb::arg("float_macs") = false,
        "Runs the ISA's register-only XOR/popcount/add loop (the kernels' peak; with float_macs, "
        "its fp32 multiply-add loop); the MACs it did.");
+
+    m.def("thread_round_trip_ns", [](int64_t trips) {
+        if (trips < 2) value_error("trips must be >= 2, got " + std::to_string(trips));
+        nb::gil_scoped_release release;
+        return thread_round_trip_ns(trips);
+    }, nb::arg("trips") = 20000,
+       "ns a cache line takes to a new thread and back, averaged over `trips` round trips.");
 
     m.def("block_weight", [](const Array &w) {
         if (w.ndim() != 2 && w.ndim() != 4)

@@ -14,6 +14,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <cstdlib>
 #include <cstring>
@@ -220,6 +221,42 @@ void parallel_for(int64_t total, int threads, int64_t grain,
         team(&work_on_team, &job, static_cast<unsigned>(workers), 0);
     else
         own.run(job, static_cast<int>(workers - 1));
+}
+
+// A counter on its own cache line, bumped in turn: odd values by this thread, even ones by the
+// other, each waiting for the other's; -1 sends the other home. At most ~50 ms: where the two
+// threads share one core, each trip waits for a time slice.
+double thread_round_trip_ns(int64_t trips) {
+    using Clock = std::chrono::steady_clock;
+    constexpr auto kBudget = std::chrono::milliseconds(50);
+    struct alignas(64) Ball {
+        std::atomic<int64_t> value{0};
+    } ball;
+    std::thread other([&ball] {
+        for (int64_t i = 1;; i += 2) {
+            int64_t v;
+            while ((v = ball.value.load(std::memory_order_acquire)) != i) {
+                if (v < 0) return;
+                relax();
+            }
+            ball.value.store(i + 1, std::memory_order_release);
+        }
+    });
+    // The first trip waits for the thread to start: timed from the second on.
+    ball.value.store(1, std::memory_order_release);
+    while (ball.value.load(std::memory_order_acquire) != 2) relax();
+    const auto start = Clock::now();
+    int64_t done = 0;
+    for (int64_t i = 2; done < trips - 1; i += 2) {
+        ball.value.store(i + 1, std::memory_order_release);
+        while (ball.value.load(std::memory_order_acquire) != i + 2) relax();
+        if (++done % 8 == 0 && Clock::now() - start > kBudget) break;
+    }
+    const auto end = Clock::now();
+    ball.value.store(-1, std::memory_order_release);
+    other.join();
+    return std::chrono::duration<double, std::nano>(end - start).count() /
+           static_cast<double>(done);
 }
 
 }  // namespace bnnx

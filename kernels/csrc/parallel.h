@@ -18,4 +18,9 @@ void parallel_for(int64_t total, int threads, const std::function<void(int64_t, 
 void parallel_for(int64_t total, int threads, int64_t grain,
                   const std::function<void(int64_t, int64_t)> &fn);
 
+// Nanoseconds a cache line takes from the calling thread to a new one and back, averaged over
+// `trips` round trips (fewer where they take over 50 ms): how far apart the two cores are. A VM's two vCPUs sit near or far from
+// each other (about 100 ns or 350 ns here), it changes over time, and 2-thread timings with it.
+double thread_round_trip_ns(int64_t trips);
+
 }  // namespace bnnx
