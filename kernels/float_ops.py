@@ -188,6 +188,7 @@ class Conv2dOp(FloatOp):
             raise ValueError(f"{name}: parameter 'padding' must be 'valid', 'same' (stride 1) or "
                              f"two ints, got {padding!r}")
         check_bias(self, self.weight.shape[0])
+        self._verdicts: dict[tuple, bool] = {}  # gives_torchs_bits' checks
 
     @classmethod
     def from_module(cls, path: str, module: nn.Module, emit_bits: bool,
@@ -226,7 +227,11 @@ class Conv2dOp(FloatOp):
         return out, oh, ow
 
     def run(self, x: Value, threads: int) -> torch.Tensor:
-        return self.conv(nchw(as_float(x), threads))
+        x = nchw(as_float(x), threads)
+        if self.gives_torchs_bits(x):
+            y = self.direct(x.numpy(), threads)
+            return torch.from_numpy(y).permute(0, 3, 1, 2)  # NCHW view of the NHWC result
+        return self.conv(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.conv(nchw(x))
@@ -236,6 +241,34 @@ class Conv2dOp(FloatOp):
         order)."""
         return F.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation,
                         self.groups)
+
+    @functools.cached_property
+    def direct(self) -> bitops.DirectConvLayer | None:
+        """This conv on bnnx's direct kernel (no folding, no Winograd: its taps summed as torch's
+        oneDNN kernel sums a stem's, row by row, column by column, channel by channel), for a
+        stem over few channels where the kernel is native; None elsewhere."""
+        if (type(self) is not Conv2dOp or bitops.active_isa() not in DIRECT_CONV_ISAS
+                or not DirectConv2dOp.takes(self) or DirectConv2dOp.pointwise(self)):
+            return None
+        out, c_in = self.weight.shape[:2]
+        bias = np.zeros(out, np.float32) if self.bias is None else self.bias.numpy()
+        return bitops.direct_conv_layer(self.weight.numpy(), bias, np.zeros(c_in, np.float32),
+                                        self.stride, self.padding, winograd=False)
+
+    def gives_torchs_bits(self, x: torch.Tensor) -> bool:
+        """Whether the direct kernel gives torch's conv's bits on maps of x's shape: which
+        algorithm torch runs, and so its summation order, depends on the shape, its thread
+        count and the CPU, so each (shape, torch threads, ISA) is checked once, on a random
+        map of that shape against torch's conv; where they differ in any bit, torch's runs."""
+        if self.direct is None or x.dtype != torch.float32:
+            return False
+        key = (tuple(x.shape), torch.get_num_threads(), bitops.active_isa())
+        if key not in self._verdicts:
+            probe = torch.randn(x.shape, generator=torch.Generator().manual_seed(0))
+            want = self.conv(probe).permute(0, 2, 3, 1).contiguous().numpy()
+            got = self.direct(probe.numpy(), 1)
+            self._verdicts[key] = bool(np.array_equal(got.view(np.int32), want.view(np.int32)))
+        return self._verdicts[key]
 
     def macs(self, in_shape: tuple[int, ...], out_shape: tuple[int, ...]) -> tuple[int, int]:
         return 0, _prod(out_shape) * _prod(tuple(self.weight.shape[1:]))

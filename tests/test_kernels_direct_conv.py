@@ -242,3 +242,42 @@ def test_shortcut_convs_run_as_one_gemm() -> None:
     x = torch.randn(32, 3, 32, 32)
     with torch.no_grad():
         np.testing.assert_array_equal(fast(x).argmax(1), model(x).numpy().argmax(1))
+
+
+@pytest.mark.skipif(kernels.active_isa() not in DIRECT_CONV_ISAS,
+                    reason="the direct conv is made where its kernel is native")
+def test_exact_stem_runs_on_the_direct_kernel_where_it_gives_torchs_bits() -> None:
+    """The exact path's ImageNet stem conv runs on bnnx's direct kernel, whose taps are summed
+    as torch's stem kernel sums them, once a random map of the input's shape gave torch's bits
+    (per shape, torch thread count and ISA; on the AMD EPYC here every one did): the logits stay
+    torch's bit for bit, on 1 and 2 threads and batch 1 and 3, whichever conv ran."""
+    model = family_model("bireal", seed=6, shape=(3, 48, 48), stem_layout="imagenet",
+                         downsample="avgpool_conv")
+    exact = kernels.compile(model, (3, 48, 48))
+    stem = next(op for op in exact.ops if type(op) is Conv2dOp)
+    assert stem.direct is not None and stem.direct.algorithm == "direct"
+    previous = torch.get_num_threads()
+    try:
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            exact.threads = threads
+            for n in (1, 3):
+                x = torch.randn(n, 3, 48, 48, generator=torch.Generator().manual_seed(n))
+                with torch.no_grad():
+                    want = model(x).numpy()
+                np.testing.assert_array_equal(exact(x).view(np.int32), want.view(np.int32))
+                assert ((n, 3, 48, 48), threads, kernels.active_isa()) in stem._verdicts
+    finally:
+        torch.set_num_threads(previous)
+
+
+def test_exact_stem_keeps_torchs_conv_where_the_kernel_differs(monkeypatch) -> None:
+    """A shape whose check finds any bit apart runs torch's conv, and says so."""
+    op = Conv2dOp.from_module("stem.1", nn.Conv2d(3, 16, 7, 2, 3, bias=False), False)
+    x = torch.randn(1, 3, 20, 20)
+    if op.direct is None:
+        pytest.skip("the direct conv is made where its kernel is native")
+    layer = op.direct
+    monkeypatch.setattr(op, "direct", lambda a, threads: layer(a, threads) * np.float32(1.0001))
+    assert not op.gives_torchs_bits(x)
+    np.testing.assert_array_equal(op.run(x, 1).numpy(), op.conv(x).numpy())

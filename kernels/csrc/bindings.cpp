@@ -398,7 +398,14 @@ DirectConvLayer direct_conv_layer(const Array &w, const Array &bias, const Array
     const float *pv = per_channel<float>(pad_value, "pad_value", layer.c_in, "C_in");
     const int64_t k = layer.c_in * layer.kh * layer.kw, blocks = (layer.c_out + 15) / 16;
     layer.weight.resize(static_cast<size_t>(blocks * k * 16));
-    block_float_weights(pw, layer.c_out, k, layer.weight.data());
+    // Taps in (kernel row, kernel column, input channel) order, as the kernels sum them.
+    std::vector<float> taps(static_cast<size_t>(layer.c_out * k));
+    for (int64_t co = 0; co < layer.c_out; ++co)
+        for (int64_t ci = 0; ci < layer.c_in; ++ci)
+            for (int64_t t = 0; t < layer.kh * layer.kw; ++t)
+                taps[size_t((co * layer.kh * layer.kw + t) * layer.c_in + ci)] =
+                    pw[(co * layer.c_in + ci) * layer.kh * layer.kw + t];
+    block_float_weights(taps.data(), layer.c_out, k, layer.weight.data());
     layer.bias.assign(pb, pb + layer.c_out);
     layer.bias.resize(static_cast<size_t>(blocks * 16), 0.0f);
     layer.pad_value.assign(pv, pv + layer.c_in);

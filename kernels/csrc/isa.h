@@ -86,8 +86,9 @@ struct TileOut {
 
 // A direct float conv over few input channels (a network's stem), NHWC out: output pixel o of
 // row r, channel co < c_out, is
-//   bias[co] + sum over ci < c_in, i < kh, j < kw (in some order) of
-//       w[(co / 16 * c_in * kh * kw + (ci * kh + i) * kw + j) * 16 + co % 16] *
+//   bias[co] + the sum, in the order of i < kh, j < kw, ci < c_in (torch's oneDNN stem
+//   kernel's: a conv on this kernel can give torch's bits), of
+//       w[(co / 16 * c_in * kh * kw + (i * kw + j) * c_in + ci) * 16 + co % 16] *
 //       x[(ci * hp + r * stride_h + i) * wp + o * stride_w + j],
 // x being the input already padded (c_in planes of hp x wp), w blocked by 16 output channels
 // (zeros past c_out) and bias padded to a multiple of 16.

@@ -206,12 +206,11 @@ __attribute__((always_inline)) inline void direct_conv_rows(const DirectConv &d,
             for (int64_t co = 0; co < d.c_out; ++co) {
                 const float *w = d.w + co / 16 * taps * 16 + co % 16;
                 float sum = d.bias[co];
-                for (int64_t ci = 0; ci < d.c_in; ++ci)
-                    for (int64_t i = 0; i < d.kh; ++i) {
-                        const float *x =
-                            d.x + (ci * d.hp + r * d.stride_h + i) * d.wp + o * d.stride_w;
-                        for (int64_t j = 0; j < d.kw; ++j, w += 16) sum += *w * x[j];
-                    }
+                for (int64_t i = 0; i < d.kh; ++i)
+                    for (int64_t j = 0; j < d.kw; ++j)
+                        for (int64_t ci = 0; ci < d.c_in; ++ci, w += 16)
+                            sum += *w * d.x[(ci * d.hp + r * d.stride_h + i) * d.wp +
+                                            o * d.stride_w + j];
                 dst[co] = sum;
             }
         }

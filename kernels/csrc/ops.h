@@ -104,8 +104,9 @@ void maxpool2d_float_nchw(const PoolGeometry &g, const float *x, float *out,
 // past C_out: DirectConv's layout.
 void block_float_weights(const float *w, int64_t c_out, int64_t k, float *out);
 // A float conv over few input channels, direct: x NCHW (g.n, g.c_in, g.h, g.w), wb blocked
-// (block_float_weights of (C_out, C_in * KH * KW)), bias padded to a multiple of 16; out NHWC
-// (n, out_h, out_w, c_out) = bias + the conv of x padded with pad_value[ci] (g.pad_value unused).
+// (block_float_weights of (C_out, KH * KW * C_in): DirectConv's tap order), bias padded to a
+// multiple of 16; out NHWC (n, out_h, out_w, c_out) = bias + the conv of x padded with
+// pad_value[ci] (g.pad_value unused).
 // With `signs`, also pack_nhwc of out (minus sign_shift, which may be null) into it, each row
 // by the thread that wrote it, while it is in that thread's cache: a binary consumer's input.
 // With `winograd` (winograd_weights of the same conv, where winograd_takes(g)), by Winograd's
