@@ -309,7 +309,9 @@ class BlockOp(Op):
             self.chains[part] = [self._sub_op(part, i, e) for i, e in enumerate(entries)]
             for pool, conv in zip(self.chains[part], self.chains[part][1:], strict=False):
                 if isinstance(pool, AvgPool2dOp) and type(conv) is Conv2dOp:
-                    pool.nchw_out = True  # the conv takes NCHW: the pool writes it
+                    # torch's conv takes NCHW: the pool writes it; the direct kernel's 1x1 conv
+                    # (where it gives torch's bits) reads the channels-last map
+                    pool.nchw_out = conv.direct is None
         # Residual units ("" for conv/bn/act, "1" for conv1/bn1/act1, ...) fused where exact.
         self.units: dict[str, Unit | None] = {
             n: fuse_unit(*(self.chains[f"{p}{n}"] for p in ("conv", "bn", "act")))

@@ -227,11 +227,19 @@ class Conv2dOp(FloatOp):
         return out, oh, ow
 
     def run(self, x: Value, threads: int) -> torch.Tensor:
-        x = nchw(as_float(x), threads)
-        if self.gives_torchs_bits(x):
-            y = self.direct(x.numpy(), threads)
-            return torch.from_numpy(y).permute(0, 3, 1, 2)  # NCHW view of the NHWC result
-        return self.conv(x)
+        x = as_float(x)
+        if not self.gives_torchs_bits(x):
+            return self.conv(nchw(x, threads))
+        y = self.direct_conv(x, threads)
+        return torch.from_numpy(y).permute(0, 3, 1, 2)  # NCHW view of the NHWC result
+
+    def direct_conv(self, x: torch.Tensor, threads: int) -> np.ndarray:
+        """The direct kernel's NHWC output: a 1x1 conv reads x's NHWC pixels (no copy from a
+        channels-last map), a windowed one its NCHW planes."""
+        assert self.direct is not None
+        if DirectConv2dOp.pointwise(self):
+            return self.direct.pointwise(nhwc(x, threads), threads)
+        return self.direct(nchw(x, threads).numpy(), threads)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.conv(nchw(x))
@@ -245,10 +253,11 @@ class Conv2dOp(FloatOp):
     @functools.cached_property
     def direct(self) -> bitops.DirectConvLayer | None:
         """This conv on bnnx's direct kernel (no folding, no Winograd: its taps summed as torch's
-        oneDNN kernel sums a stem's, row by row, column by column, channel by channel), for a
-        stem over few channels where the kernel is native; None elsewhere."""
+        oneDNN kernels sum a stem's, row by row, column by column, channel by channel, and a 1x1
+        conv's), for a stem over few channels or a 1x1 conv (a shortcut's) where the kernel is
+        native; None elsewhere."""
         if (type(self) is not Conv2dOp or bitops.active_isa() not in DIRECT_CONV_ISAS
-                or not DirectConv2dOp.takes(self) or DirectConv2dOp.pointwise(self)):
+                or not DirectConv2dOp.takes(self)):
             return None
         out, c_in = self.weight.shape[:2]
         bias = np.zeros(out, np.float32) if self.bias is None else self.bias.numpy()
@@ -266,7 +275,7 @@ class Conv2dOp(FloatOp):
         if key not in self._verdicts:
             probe = torch.randn(x.shape, generator=torch.Generator().manual_seed(0))
             want = self.conv(probe).permute(0, 2, 3, 1).contiguous().numpy()
-            got = self.direct(probe.numpy(), 1)
+            got = self.direct_conv(probe, 1)
             self._verdicts[key] = bool(np.array_equal(got.view(np.int32), want.view(np.int32)))
         return self._verdicts[key]
 

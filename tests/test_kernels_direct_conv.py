@@ -246,16 +246,21 @@ def test_shortcut_convs_run_as_one_gemm() -> None:
 
 @pytest.mark.skipif(kernels.active_isa() not in DIRECT_CONV_ISAS,
                     reason="the direct conv is made where its kernel is native")
-def test_exact_stem_runs_on_the_direct_kernel_where_it_gives_torchs_bits() -> None:
-    """The exact path's ImageNet stem conv runs on bnnx's direct kernel, whose taps are summed
-    as torch's stem kernel sums them, once a random map of the input's shape gave torch's bits
-    (per shape, torch thread count and ISA; on the AMD EPYC here every one did): the logits stay
-    torch's bit for bit, on 1 and 2 threads and batch 1 and 3, whichever conv ran."""
+def test_exact_convs_run_on_the_direct_kernel_where_it_gives_torchs_bits() -> None:
+    """The exact path's ImageNet stem conv and shortcut 1x1 convs run on bnnx's direct kernel,
+    whose taps are summed as torch's kernels sum them, once a random map of the input's shape
+    gave torch's bits (per shape, torch thread count and ISA; here the 7x7 stem always did, some
+    1x1 shapes did not): the logits stay torch's bit for bit, on 1 and 2 threads and batch 1 and
+    3, whichever conv ran."""
     model = family_model("bireal", seed=6, shape=(3, 48, 48), stem_layout="imagenet",
                          downsample="avgpool_conv")
     exact = kernels.compile(model, (3, 48, 48))
     stem = next(op for op in exact.ops if type(op) is Conv2dOp)
+    shortcuts = [op.chains["shortcut"][-2] for op in exact.ops if isinstance(op, BlockOp)
+                 and len(op.chains["shortcut"]) > 1]
+    assert len(shortcuts) == 2 and all(type(conv) is Conv2dOp for conv in shortcuts)
     assert stem.direct is not None and stem.direct.algorithm == "direct"
+    assert all(conv.direct is not None for conv in shortcuts)
     previous = torch.get_num_threads()
     try:
         for threads in (1, 2):

@@ -15,7 +15,7 @@ from torch import nn
 import kernels
 from kernels import bitops
 from kernels.block_ops import BiRealBlockOp
-from kernels.float_ops import AvgPool2dOp, BatchNormOp, NormalizeOp
+from kernels.float_ops import DIRECT_CONV_ISAS, AvgPool2dOp, BatchNormOp, NormalizeOp
 from kernels.graph import MODULE_OPS
 
 MAPS = [(64, 56, 56), (128, 28, 28), (256, 14, 14), (512, 7, 7), (13, 9, 7), (3, 5, 1),
@@ -193,8 +193,12 @@ def test_batchnorm_kernel_checks_its_vectors() -> None:
         bitops.batchnorm_float(x, np.ones(7, np.float32), np.zeros(8, np.float32))
 
 
-def test_a_downsampling_shortcuts_pool_writes_its_convs_nchw() -> None:
+def test_a_downsampling_shortcuts_pool_writes_what_its_conv_reads() -> None:
+    """NCHW for torch's conv; channels-last where the direct kernel may run the 1x1 conv (it
+    does where it gives torch's bits)."""
     packed = kernels.compile(family_model("bireal", seed=1), (3, 32, 32))
-    pools = [chain[0] for op in packed.ops if isinstance(op, BiRealBlockOp)
-             for chain in [op.chains["shortcut"]] if chain and isinstance(chain[0], AvgPool2dOp)]
-    assert pools and all(pool.nchw_out for pool in pools)
+    chains = [op.chains["shortcut"] for op in packed.ops if isinstance(op, BiRealBlockOp)]
+    pairs = [(c[0], c[1]) for c in chains if len(c) > 1 and isinstance(c[0], AvgPool2dOp)]
+    assert pairs and all(pool.nchw_out == (conv.direct is None) for pool, conv in pairs)
+    native = kernels.active_isa() in DIRECT_CONV_ISAS
+    assert all((conv.direct is not None) == native for _, conv in pairs)
