@@ -313,16 +313,18 @@ DirectConvLayer = ext.DirectConvLayer
 
 
 def direct_conv_layer(weight: np.ndarray, bias: np.ndarray, pad_value: np.ndarray,
-                      stride: Pair = 1, padding: Pair = 0,
-                      winograd: bool | None = None) -> DirectConvLayer:
+                      stride: Pair = 1, padding: Pair = 0, winograd: bool | None = None,
+                      channels_outer: bool = False) -> DirectConvLayer:
     """float32 weight (C_out, C_in, KH, KW): bias + the conv of x padded with pad_value[c_in]
     (zeros for a plain conv; a folded normalisation's mean), by bnnx's direct kernel or, for a
     stem, Winograd's algorithm with float rounding of its own: F(4x4, 4x4) on a 7x7 stride-2
     conv over 1-4 channels (a quarter of the multiply-adds), F(4x4, 3x3) on a 3x3 stride-1 conv
     over 1-4 (a quarter over 3). winograd None uses it where it pays (over 2-4 input channels),
-    True wherever it applies, False never; layer.algorithm says which runs."""
+    True wherever it applies, False never; layer.algorithm says which runs. The direct kernel
+    sums each output's taps row by row, column by column, channel by channel (torch's 7x7 stem
+    order here), or with channels_outer channel by channel first (its 3x3 stem order)."""
     return ext.direct_conv_layer(weight, bias, pad_value, _pair(stride, "stride"),
-                                 _pair(padding, "padding"), winograd)
+                                 _pair(padding, "padding"), winograd, bool(channels_outer))
 
 
 def linear_float(x: np.ndarray, weight: np.ndarray, channels: int, scale: np.ndarray,

@@ -311,7 +311,7 @@ class BlockOp(Op):
                 if isinstance(pool, AvgPool2dOp) and type(conv) is Conv2dOp:
                     # torch's conv takes NCHW: the pool writes it; the direct kernel's 1x1 conv
                     # (where it gives torch's bits) reads the channels-last map
-                    pool.nchw_out = conv.direct is None
+                    pool.nchw_out = not conv.directs
         # Residual units ("" for conv/bn/act, "1" for conv1/bn1/act1, ...) fused where exact.
         self.units: dict[str, Unit | None] = {
             n: fuse_unit(*(self.chains[f"{p}{n}"] for p in ("conv", "bn", "act")))

@@ -188,7 +188,7 @@ class Conv2dOp(FloatOp):
             raise ValueError(f"{name}: parameter 'padding' must be 'valid', 'same' (stride 1) or "
                              f"two ints, got {padding!r}")
         check_bias(self, self.weight.shape[0])
-        self._verdicts: dict[tuple, bool] = {}  # gives_torchs_bits' checks
+        self._verdicts: dict[tuple, bitops.DirectConvLayer | None] = {}  # torchs_bits' checks
 
     @classmethod
     def from_module(cls, path: str, module: nn.Module, emit_bits: bool,
@@ -228,18 +228,19 @@ class Conv2dOp(FloatOp):
 
     def run(self, x: Value, threads: int) -> torch.Tensor:
         x = as_float(x)
-        if not self.gives_torchs_bits(x):
+        layer = self.torchs_bits(x)
+        if layer is None:
             return self.conv(nchw(x, threads))
-        y = self.direct_conv(x, threads)
+        y = self.direct_conv(layer, x, threads)
         return torch.from_numpy(y).permute(0, 3, 1, 2)  # NCHW view of the NHWC result
 
-    def direct_conv(self, x: torch.Tensor, threads: int) -> np.ndarray:
-        """The direct kernel's NHWC output: a 1x1 conv reads x's NHWC pixels (no copy from a
+    def direct_conv(self, layer: bitops.DirectConvLayer, x: torch.Tensor,
+                    threads: int) -> np.ndarray:
+        """`layer`'s NHWC output: a 1x1 conv reads x's NHWC pixels (no copy from a
         channels-last map), a windowed one its NCHW planes."""
-        assert self.direct is not None
         if DirectConv2dOp.pointwise(self):
-            return self.direct.pointwise(nhwc(x, threads), threads)
-        return self.direct(nchw(x, threads).numpy(), threads)
+            return layer.pointwise(nhwc(x, threads), threads)
+        return layer(nchw(x, threads).numpy(), threads)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.conv(nchw(x))
@@ -251,32 +252,37 @@ class Conv2dOp(FloatOp):
                         self.groups)
 
     @functools.cached_property
-    def direct(self) -> bitops.DirectConvLayer | None:
-        """This conv on bnnx's direct kernel (no folding, no Winograd: its taps summed as torch's
-        oneDNN kernels sum a stem's, row by row, column by column, channel by channel, and a 1x1
-        conv's), for a stem over few channels or a 1x1 conv (a shortcut's) where the kernel is
-        native; None elsewhere."""
+    def directs(self) -> tuple[bitops.DirectConvLayer, ...]:
+        """This conv on bnnx's direct kernel in each tap order it has (no folding, no Winograd;
+        torch's oneDNN kernels sum a 7x7 stem's taps row, column, channel, a 3x3 stem's
+        channel, row, column, a 1x1 conv's channel by channel), for a stem over few channels or
+        a 1x1 conv (a shortcut's) where the kernel is native; none elsewhere."""
         if (type(self) is not Conv2dOp or bitops.active_isa() not in DIRECT_CONV_ISAS
                 or not DirectConv2dOp.takes(self)):
-            return None
+            return ()
         out, c_in = self.weight.shape[:2]
         bias = np.zeros(out, np.float32) if self.bias is None else self.bias.numpy()
-        return bitops.direct_conv_layer(self.weight.numpy(), bias, np.zeros(c_in, np.float32),
-                                        self.stride, self.padding, winograd=False)
+        orders = (False,) if DirectConv2dOp.pointwise(self) else (False, True)
+        return tuple(bitops.direct_conv_layer(
+            self.weight.numpy(), bias, np.zeros(c_in, np.float32), self.stride, self.padding,
+            winograd=False, channels_outer=order) for order in orders)
 
-    def gives_torchs_bits(self, x: torch.Tensor) -> bool:
-        """Whether the direct kernel gives torch's conv's bits on maps of x's shape: which
-        algorithm torch runs, and so its summation order, depends on the shape, its thread
-        count and the CPU, so each (shape, torch threads, ISA) is checked once, on a random
-        map of that shape against torch's conv; where they differ in any bit, torch's runs."""
-        if self.direct is None or x.dtype != torch.float32:
-            return False
+    def torchs_bits(self, x: torch.Tensor) -> bitops.DirectConvLayer | None:
+        """The direct layer (of `directs`) that gives torch's conv's bits on maps of x's shape,
+        if one does: which algorithm torch runs, and so its summation order, depends on the
+        shape, its thread count and the CPU, so each (shape, torch threads, ISA) is checked
+        once, each order on a random map of that shape against torch's conv; where every one
+        differs in some bit, torch's conv runs (None)."""
+        if not self.directs or x.dtype != torch.float32:
+            return None
         key = (tuple(x.shape), torch.get_num_threads(), bitops.active_isa())
         if key not in self._verdicts:
             probe = torch.randn(x.shape, generator=torch.Generator().manual_seed(0))
-            want = self.conv(probe).permute(0, 2, 3, 1).contiguous().numpy()
-            got = self.direct_conv(probe, 1)
-            self._verdicts[key] = bool(np.array_equal(got.view(np.int32), want.view(np.int32)))
+            want = self.conv(probe).permute(0, 2, 3, 1).contiguous().numpy().view(np.int32)
+            self._verdicts[key] = next(
+                (layer for layer in self.directs
+                 if np.array_equal(self.direct_conv(layer, probe, 1).view(np.int32), want)),
+                None)
         return self._verdicts[key]
 
     def macs(self, in_shape: tuple[int, ...], out_shape: tuple[int, ...]) -> tuple[int, int]:

@@ -199,6 +199,6 @@ def test_a_downsampling_shortcuts_pool_writes_what_its_conv_reads() -> None:
     packed = kernels.compile(family_model("bireal", seed=1), (3, 32, 32))
     chains = [op.chains["shortcut"] for op in packed.ops if isinstance(op, BiRealBlockOp)]
     pairs = [(c[0], c[1]) for c in chains if len(c) > 1 and isinstance(c[0], AvgPool2dOp)]
-    assert pairs and all(pool.nchw_out == (conv.direct is None) for pool, conv in pairs)
+    assert pairs and all(pool.nchw_out == (not conv.directs) for pool, conv in pairs)
     native = kernels.active_isa() in DIRECT_CONV_ISAS
-    assert all((conv.direct is not None) == native for _, conv in pairs)
+    assert all(bool(conv.directs) == native for _, conv in pairs)

@@ -374,6 +374,7 @@ struct DirectConvLayer {
     Pair stride{1, 1}, padding{0, 0};
     std::vector<float> weight, bias, pad_value;
     AlignedFloats winograd;
+    bool channels_outer = false;  // DirectConv's tap order
 
     // The conv on an (n, c_in, h, w) input (pad_value unused).
     ConvGeometry geometry(int64_t n, int64_t h, int64_t w) const {
@@ -386,10 +387,11 @@ struct DirectConvLayer {
 // winograd: None where it pays (winograd_pays), True wherever it applies (winograd_takes; else
 // an error), False never.
 DirectConvLayer direct_conv_layer(const Array &w, const Array &bias, const Array &pad_value,
-                                  Pair stride, Pair padding, std::optional<bool> winograd) {
+                                  Pair stride, Pair padding, std::optional<bool> winograd,
+                                  bool channels_outer) {
     const float *pw = checked<float>(w, "weight", 4, "float (C_out, C_in, KH, KW)");
     DirectConvLayer layer{dim(w, 1), dim(w, 0), dim(w, 2), dim(w, 3), stride, padding, {}, {},
-                          {}, {}};
+                          {}, {}, channels_outer};
     if (layer.c_out < 1 || layer.c_in < 1 || layer.kh < 1 || layer.kw < 1)
         value_error("weight has an empty dimension: shape " + shape_str(w));
     check_positive(stride, "stride");
@@ -398,9 +400,10 @@ DirectConvLayer direct_conv_layer(const Array &w, const Array &bias, const Array
     const float *pv = per_channel<float>(pad_value, "pad_value", layer.c_in, "C_in");
     const int64_t k = layer.c_in * layer.kh * layer.kw, blocks = (layer.c_out + 15) / 16;
     layer.weight.resize(static_cast<size_t>(blocks * k * 16));
-    // Taps in (kernel row, kernel column, input channel) order, as the kernels sum them.
-    std::vector<float> taps(static_cast<size_t>(layer.c_out * k));
-    for (int64_t co = 0; co < layer.c_out; ++co)
+    // Taps in the order the kernels sum them: (kernel row, kernel column, input channel), or
+    // the weight's own (input channel, row, column) with channels_outer.
+    std::vector<float> taps(pw, pw + layer.c_out * k);
+    for (int64_t co = 0; co < layer.c_out && !channels_outer; ++co)
         for (int64_t ci = 0; ci < layer.c_in; ++ci)
             for (int64_t t = 0; t < layer.kh * layer.kw; ++t)
                 taps[size_t((co * layer.kh * layer.kw + t) * layer.c_in + ci)] =
@@ -459,7 +462,8 @@ nb::object run_direct_conv(const DirectConvLayer &layer, const Array &x, int thr
         if (pool_stride || lower) value_error("pool_stride and lower need pool_kernel");
         return result(size_t(g.out_h()), size_t(g.out_w()), [&](float *out, uint64_t *bits) {
             direct_conv2d(g, px, layer.weight.data(), layer.bias.data(), layer.pad_value.data(),
-                          out, threads, bits, shift, layer.winograd_weights());
+                          out, threads, bits, shift, layer.winograd_weights(),
+                          layer.channels_outer);
         });
     }
     const Pair k = *pool_kernel, s = pool_stride.value_or(k);
@@ -476,7 +480,7 @@ nb::object run_direct_conv(const DirectConvLayer &layer, const Array &x, int thr
     return result(size_t(pool.out_h()), size_t(pool.out_w()), [&](float *out, uint64_t *bits) {
         direct_conv2d_maxpool(g, px, layer.weight.data(), layer.bias.data(),
                               layer.pad_value.data(), pool, low, out, threads, bits, shift,
-                              layer.winograd_weights());
+                              layer.winograd_weights(), layer.channels_outer);
     });
 }
 
@@ -804,6 +808,8 @@ NB_MODULE(_bnnx_kernels, m) {
             return std::string(layer.winograd.empty() ? "direct" : "winograd");
         }, "How the conv runs: 'winograd' (7x7 stride 2: F(4x4, 4x4) on its polyphase form; 3x3 "
            "stride 1: F(4x4, 3x3)) or 'direct'.")
+        .def_ro("channels_outer", &DirectConvLayer::channels_outer,
+                "The direct kernel sums channel, row, column (else row, column, channel).")
         .def("macs", [](const DirectConvLayer &layer, int64_t n, int64_t h, int64_t w) {
             if (n < 1 || h < 1 || w < 1) value_error("n, h and w must be >= 1");
             const ConvGeometry g = layer.geometry(n, h, w);
@@ -816,8 +822,9 @@ NB_MODULE(_bnnx_kernels, m) {
            "its GEMMs').");
     m.def("direct_conv_layer", &direct_conv_layer, nb::arg("weight"), nb::arg("bias"),
           nb::arg("pad_value"), nb::arg("stride"), nb::arg("padding"),
-          nb::arg("winograd") = nb::none(),
-          "A direct float conv: bias + conv of x padded with pad_value[c_in], NHWC out; by "
+          nb::arg("winograd") = nb::none(), nb::arg("channels_outer") = false,
+          "A direct float conv: bias + conv of x padded with pad_value[c_in], NHWC out (taps "
+          "summed row, column, channel, or with channels_outer channel, row, column); by "
           "Winograd's algorithm where it pays (winograd None: 7x7, stride 2 or 3x3, stride 1, "
           "2-4 input channels), wherever it applies (True: also 1 input channel) or never "
           "(False).");

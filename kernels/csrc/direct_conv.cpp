@@ -83,17 +83,18 @@ void pack_rows(const float *out, int64_t width, int64_t c, int64_t begin, int64_
 // Conv row r of image b alone (the kernel's rows [0, 1) of a conv shifted down r rows), into
 // `out`.
 DirectConv conv_row(const ConvGeometry &g, const float *padded, const float *wb,
-                    const float *bias, int64_t b, int64_t r, float *out) {
+                    const float *bias, int64_t b, int64_t r, float *out, bool channels_outer) {
     const int64_t hp = g.h + 2 * g.pad_h, wp = g.w + 2 * g.pad_w;
     return DirectConv{padded + (b * g.c_in * hp + r * g.stride_h) * wp, g.c_in, hp, wp, g.kh,
-                      g.kw, g.stride_h, g.stride_w, wb, bias, g.c_out, g.out_w(), out};
+                      g.kw, g.stride_h, g.stride_w, wb, bias, g.c_out, g.out_w(), out,
+                      channels_outer};
 }
 
 }  // namespace
 
 void direct_conv2d(const ConvGeometry &g, const float *x, const float *wb, const float *bias,
                    const float *pad_value, float *out, int threads, uint64_t *signs,
-                   const float *sign_shift, const float *winograd) {
+                   const float *sign_shift, const float *winograd, bool channels_outer) {
     const int64_t out_h = g.out_h(), row = g.out_w() * g.c_out;
     if (winograd != nullptr) {
         // Threads take tile rows, each writing (and packing) its 4 conv rows.
@@ -120,7 +121,8 @@ void direct_conv2d(const ConvGeometry &g, const float *x, const float *wb, const
                  [&](int64_t begin, int64_t end) {
                      for (int64_t i = begin; i < end; ++i)
                          kt.direct_conv_rows(conv_row(g, padded, wb, bias, i / out_h,
-                                                      i % out_h, out + i * row), 0, 1);
+                                                      i % out_h, out + i * row,
+                                                      channels_outer), 0, 1);
                      pack_rows(out, g.out_w(), g.c_out, begin, end, signs, sign_shift);
                  });
 }
@@ -129,7 +131,8 @@ void direct_conv2d(const ConvGeometry &g, const float *x, const float *wb, const
 void direct_conv2d_maxpool(const ConvGeometry &g, const float *x, const float *wb,
                            const float *bias, const float *pad_value, const PoolGeometry &pool,
                            const uint8_t *lower, float *out, int threads, uint64_t *signs,
-                           const float *sign_shift, const float *winograd) {
+                           const float *sign_shift, const float *winograd,
+                           bool channels_outer) {
     const int64_t out_h = pool.out_h();
     const int workers = conv_threads(g.n * out_h, nominal_macs(g) / out_h, threads);
     std::vector<float> large;
@@ -149,8 +152,9 @@ void direct_conv2d_maxpool(const ConvGeometry &g, const float *x, const float *w
         else
             pool_made_rows(pool, flip, out, begin, end, made,
                            [&](int64_t b, int64_t r, float *dst) {
-                               kt.direct_conv_rows(conv_row(g, padded, wb, bias, b, r, dst),
-                                                   0, 1);
+                               kt.direct_conv_rows(
+                                   conv_row(g, padded, wb, bias, b, r, dst, channels_outer), 0,
+                                   1);
                            });
         pack_rows(out, pool.out_w(), g.c_out, begin, end, signs, sign_shift);
     });

@@ -86,10 +86,10 @@ struct TileOut {
 
 // A direct float conv over few input channels (a network's stem), NHWC out: output pixel o of
 // row r, channel co < c_out, is
-//   bias[co] + the sum, in the order of i < kh, j < kw, ci < c_in (torch's oneDNN stem
-//   kernel's: a conv on this kernel can give torch's bits), of
-//       w[(co / 16 * c_in * kh * kw + (i * kw + j) * c_in + ci) * 16 + co % 16] *
-//       x[(ci * hp + r * stride_h + i) * wp + o * stride_w + j],
+//   bias[co] + the sum, in the order of i < kh, j < kw, ci < c_in (torch's oneDNN 7x7 stem
+//   kernel's) or with channels_outer of ci, i, j (torch's 3x3 CIFAR stem's: a conv on this
+//   kernel can give torch's bits), of w[(co / 16 * c_in * kh * kw + t) * 16 + co % 16] *
+//   x[(ci * hp + r * stride_h + i) * wp + o * stride_w + j], t the tap's place in that order,
 // x being the input already padded (c_in planes of hp x wp), w blocked by 16 output channels
 // (zeros past c_out) and bias padded to a multiple of 16.
 struct DirectConv {
@@ -98,7 +98,21 @@ struct DirectConv {
     const float *w, *bias;
     int64_t c_out, out_w;
     float *out;  // pixel o of row r at out + (r * out_w + o) * c_out
+    bool channels_outer = false;  // the taps' order (above)
 };
+
+// tap(ci, i, j) for each of d's taps, in d's order (the weights' order too).
+template <class Tap>
+inline __attribute__((always_inline)) void for_each_tap(const DirectConv &d, Tap &&tap) {
+    if (d.channels_outer)
+        for (int64_t ci = 0; ci < d.c_in; ++ci)
+            for (int64_t i = 0; i < d.kh; ++i)
+                for (int64_t j = 0; j < d.kw; ++j) tap(ci, i, j);
+    else
+        for (int64_t i = 0; i < d.kh; ++i)
+            for (int64_t j = 0; j < d.kw; ++j)
+                for (int64_t ci = 0; ci < d.c_in; ++ci) tap(ci, i, j);
+}
 
 struct KernelTable {
     const char *name;

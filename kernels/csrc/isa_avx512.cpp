@@ -465,17 +465,18 @@ __attribute__((always_inline)) inline void direct_conv_tile(const DirectConv &d,
         for (int i = 0; i < MR; ++i) acc[i][j] = b;
     }
     const float *w = d.w + cb * taps * 16;
-    for (int64_t kr = 0; kr < d.kh; ++kr)
-        for (int64_t kc = 0; kc < d.kw; ++kc)
-            for (int64_t ci = 0; ci < d.c_in; ++ci, w += 16) {
-                const float *xr = x + (ci * d.hp + kr) * d.wp + kc;
-                __m512 wv[NR];
-                for (int j = 0; j < NR; ++j) wv[j] = _mm512_loadu_ps(w + j * taps * 16);
-                for (int i = 0; i < MR; ++i) {
-                    const __m512 a = _mm512_set1_ps(xr[i * d.stride_w]);
-                    for (int j = 0; j < NR; ++j) acc[i][j] = _mm512_fmadd_ps(a, wv[j], acc[i][j]);
-                }
-            }
+    // One tap (ci, kr, kc) of every pixel, the next weight vector.
+    const auto tap = [&](int64_t ci, int64_t kr, int64_t kc) __attribute__((always_inline)) {
+        const float *xr = x + (ci * d.hp + kr) * d.wp + kc;
+        __m512 wv[NR];
+        for (int j = 0; j < NR; ++j) wv[j] = _mm512_loadu_ps(w + j * taps * 16);
+        for (int i = 0; i < MR; ++i) {
+            const __m512 a = _mm512_set1_ps(xr[i * d.stride_w]);
+            for (int j = 0; j < NR; ++j) acc[i][j] = _mm512_fmadd_ps(a, wv[j], acc[i][j]);
+        }
+        w += 16;
+    };
+    for_each_tap(d, tap);
     for (int i = 0; i < MR; ++i)
         for (int j = 0; j < NR; ++j)
             _mm512_mask_storeu_ps(out + i * d.c_out + (cb + j) * 16, j == NR - 1 ? last : 0xffff,

@@ -206,11 +206,11 @@ __attribute__((always_inline)) inline void direct_conv_rows(const DirectConv &d,
             for (int64_t co = 0; co < d.c_out; ++co) {
                 const float *w = d.w + co / 16 * taps * 16 + co % 16;
                 float sum = d.bias[co];
-                for (int64_t i = 0; i < d.kh; ++i)
-                    for (int64_t j = 0; j < d.kw; ++j)
-                        for (int64_t ci = 0; ci < d.c_in; ++ci, w += 16)
-                            sum += *w * d.x[(ci * d.hp + r * d.stride_h + i) * d.wp +
-                                            o * d.stride_w + j];
+                const auto tap = [&](int64_t ci, int64_t i, int64_t j) {
+                    sum += *w * d.x[(ci * d.hp + r * d.stride_h + i) * d.wp + o * d.stride_w + j];
+                    w += 16;
+                };
+                for_each_tap(d, tap);
                 dst[co] = sum;
             }
         }

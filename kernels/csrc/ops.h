@@ -104,16 +104,17 @@ void maxpool2d_float_nchw(const PoolGeometry &g, const float *x, float *out,
 // past C_out: DirectConv's layout.
 void block_float_weights(const float *w, int64_t c_out, int64_t k, float *out);
 // A float conv over few input channels, direct: x NCHW (g.n, g.c_in, g.h, g.w), wb blocked
-// (block_float_weights of (C_out, KH * KW * C_in): DirectConv's tap order), bias padded to a
-// multiple of 16; out NHWC (n, out_h, out_w, c_out) = bias + the conv of x padded with
-// pad_value[ci] (g.pad_value unused).
+// (block_float_weights of (C_out, KH * KW * C_in), or with channels_outer (C_out, C_in * KH *
+// KW): DirectConv's tap orders), bias padded to a multiple of 16; out NHWC (n, out_h, out_w,
+// c_out) = bias + the conv of x padded with pad_value[ci] (g.pad_value unused).
 // With `signs`, also pack_nhwc of out (minus sign_shift, which may be null) into it, each row
 // by the thread that wrote it, while it is in that thread's cache: a binary consumer's input.
 // With `winograd` (winograd_weights of the same conv, where winograd_takes(g)), by Winograd's
 // algorithm instead of the direct kernel (the same for direct_conv2d_maxpool).
 void direct_conv2d(const ConvGeometry &g, const float *x, const float *wb, const float *bias,
                    const float *pad_value, float *out, int threads, uint64_t *signs = nullptr,
-                   const float *sign_shift = nullptr, const float *winograd = nullptr);
+                   const float *sign_shift = nullptr, const float *winograd = nullptr,
+                   bool channels_outer = false);
 
 // Winograd's algorithm on 4x4 output tiles (winograd.cpp), float rounding of its own:
 // F(4x4, 4x4) on the polyphase form of a 7x7 stride-2 conv over 1-4 input channels, F(4x4, 3x3)
@@ -170,7 +171,7 @@ void direct_conv2d_maxpool(const ConvGeometry &g, const float *x, const float *w
                            const float *bias, const float *pad_value, const PoolGeometry &pool,
                            const uint8_t *lower, float *out, int threads,
                            uint64_t *signs = nullptr, const float *sign_shift = nullptr,
-                           const float *winograd = nullptr);
+                           const float *winograd = nullptr, bool channels_outer = false);
 // The same kernel as a 1x1 conv, stride 1, on NHWC x (pixels x c_in): out (pixels x c_out).
 void pointwise_conv2d(const float *x, int64_t pixels, int64_t c_in, const float *wb,
                       const float *bias, int64_t c_out, float *out, int threads);
