@@ -173,6 +173,7 @@ class NormalizeOp(FloatOp):
 class Conv2dOp(FloatOp):
     kind = "conv2d"
     handles = ("Conv2d",)
+    CHECKED_BATCH = 64  # the largest batch the direct kernel is checked and run on (torchs_bits)
 
     def __init__(self, name: str, params: dict[str, Any], tensors: dict[str, np.ndarray]) -> None:
         super().__init__(name, params, tensors)
@@ -272,8 +273,9 @@ class Conv2dOp(FloatOp):
         if one does: which algorithm torch runs, and so its summation order, depends on the
         shape, its thread count and the CPU, so each (shape, torch threads, ISA) is checked
         once, each order on a random map of that shape against torch's conv; where every one
-        differs in some bit, torch's conv runs (None)."""
-        if not self.directs or x.dtype != torch.float32:
+        differs in some bit, torch's conv runs (None). So does a batch of more than
+        CHECKED_BATCH maps: its check would cost a whole extra conv of that batch's size."""
+        if not self.directs or x.dtype != torch.float32 or x.shape[0] > self.CHECKED_BATCH:
             return None
         key = (tuple(x.shape), torch.get_num_threads(), bitops.active_isa())
         if key not in self._verdicts:

@@ -288,3 +288,12 @@ def test_exact_stem_keeps_torchs_conv_where_the_kernel_differs(monkeypatch) -> N
                         lambda self, layer, a, threads: np.zeros((1, 7, 7, 16), np.float32))
     assert op.torchs_bits(x) is None
     np.testing.assert_array_equal(op.run(x, 1).numpy(), op.conv(x).numpy())
+
+
+def test_exact_conv_leaves_large_batches_to_torch(monkeypatch) -> None:
+    """A batch past CHECKED_BATCH is neither checked nor run on the direct kernel."""
+    op = Conv2dOp.from_module("stem.1", nn.Conv2d(3, 16, 7, 2, 3, bias=False), False)
+    monkeypatch.setattr(Conv2dOp, "CHECKED_BATCH", 2)
+    x = torch.randn(3, 3, 20, 20)
+    assert op.torchs_bits(x) is None and not op._verdicts
+    np.testing.assert_array_equal(op.run(x, 1).numpy(), op.conv(x).numpy())
