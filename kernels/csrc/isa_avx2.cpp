@@ -199,20 +199,7 @@ uint64_t peak_loop(int64_t iters, uint64_t *checksum) {
 
 // Twelve independent 8-lane FMA chains: more than FMA latency x ports on AVX2 cores.
 uint64_t float_peak_loop(int64_t iters, float *checksum) {
-    constexpr int kChains = 12;
-    __m256 acc[kChains];
-    for (int i = 0; i < kChains; ++i) acc[i] = _mm256_set1_ps(static_cast<float>(i));
-    __m256 a = _mm256_set1_ps(1.0f), b = _mm256_setzero_ps();
-    for (int64_t it = 0; it < iters; ++it) {
-        asm volatile("" : "+x"(a), "+x"(b));  // "new" each iteration: nothing is hoisted
-        for (int i = 0; i < kChains; ++i) acc[i] = _mm256_fmadd_ps(a, acc[i], b);
-    }
-    alignas(32) float lanes[8];
-    for (int i = 0; i < kChains; ++i) {
-        _mm256_store_ps(lanes, acc[i]);
-        for (float v : lanes) *checksum += v;
-    }
-    return static_cast<uint64_t>(iters) * kChains * 8;
+    return generic::fma_peak_chains<12, __m256>(iters, checksum, _mm256_fmadd_ps);
 }
 
 // Eight floats per compare; the tail word in the generic loop.

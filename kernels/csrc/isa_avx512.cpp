@@ -360,16 +360,7 @@ uint64_t peak_loop(int64_t iters, uint64_t *checksum) {
 
 // Sixteen independent 16-lane FMA chains: more than FMA latency x ports on AVX-512 cores.
 uint64_t float_peak_loop(int64_t iters, float *checksum) {
-    constexpr int kChains = 16;
-    __m512 acc[kChains];
-    for (int i = 0; i < kChains; ++i) acc[i] = _mm512_set1_ps(static_cast<float>(i));
-    __m512 a = _mm512_set1_ps(1.0f), b = _mm512_setzero_ps();
-    for (int64_t it = 0; it < iters; ++it) {
-        asm volatile("" : "+v"(a), "+v"(b));  // "new" each iteration: nothing is hoisted
-        for (int i = 0; i < kChains; ++i) acc[i] = _mm512_fmadd_ps(a, acc[i], b);
-    }
-    for (int i = 0; i < kChains; ++i) *checksum += _mm512_reduce_add_ps(acc[i]);
-    return static_cast<uint64_t>(iters) * kChains * 16;
+    return generic::fma_peak_chains<16, __m512>(iters, checksum, _mm512_fmadd_ps);
 }
 
 // Sixteen floats per compare straight into a mask register; masked loads for the tail.

@@ -138,6 +138,29 @@ __attribute__((always_inline)) inline uint64_t float_peak_loop(int64_t iters, fl
     return static_cast<uint64_t>(iters) * kChains;
 }
 
+#if defined(__x86_64__) || defined(__i386__)
+// kChains independent chains acc = fma(a, acc, b) on vectors V (a = 1, b = 0, "new" to the
+// compiler each iteration, so nothing is folded or hoisted): as many chains as FMA latency x
+// ports need, the most multiply-adds a core gives at V's width. fma: the ISA's intrinsic.
+template <int kChains, class V, class Fma>
+__attribute__((always_inline)) inline uint64_t fma_peak_chains(int64_t iters, float *checksum,
+                                                              Fma fma) {
+    constexpr int kLanes = sizeof(V) / sizeof(float);
+    V acc[kChains], a, b;
+    for (int l = 0; l < kLanes; ++l) {
+        a[l] = 1.0f, b[l] = 0.0f;
+        for (int i = 0; i < kChains; ++i) acc[i][l] = static_cast<float>(i);
+    }
+    for (int64_t it = 0; it < iters; ++it) {
+        asm volatile("" : "+v"(a), "+v"(b));
+        for (int i = 0; i < kChains; ++i) acc[i] = fma(a, acc[i], b);
+    }
+    for (int i = 0; i < kChains; ++i)
+        for (int l = 0; l < kLanes; ++l) *checksum += acc[i][l];
+    return static_cast<uint64_t>(iters) * kChains * kLanes;
+}
+#endif
+
 // Four floats per compare where SSE2 is baseline (x86-64), else one at a time.
 __attribute__((always_inline)) inline void sign_masks(const float *x, const float *shift,
                                                       int64_t n, uint64_t *out) {
