@@ -127,8 +127,12 @@ void tile_conv(const ConvGeometry &g, const uint64_t *x, const uint64_t *wb, Til
             t.out_row_stride = out_w;
             o.pixel_stride = proto.pixel_stride * step;
             o.residual_stride = proto.residual_stride * step;
+            // Tiles of equal width (14 pixels as 5 + 5 + 4, not 6 + 6 + 2): a narrow tile
+            // runs its few chains per weight load well below the wide tiles' rate.
+            const int64_t tiles = std::max<int64_t>(1, (pixels + kt.mr_max - 1) / kt.mr_max);
+            const int64_t widest = (pixels + tiles - 1) / tiles;
             for (int64_t done = 0; done < pixels;) {
-                t.mr = static_cast<int>(std::min<int64_t>(kt.mr_max, pixels - done));
+                t.mr = static_cast<int>(std::min<int64_t>(widest, pixels - done));
                 t.tiles = done == 0 ? pixels / t.mr : 1;
                 t.a = a + done * t.a_pixel_stride;
                 o.out = static_cast<char *>(proto.out) + (first + done * step) * out_pixel_elems;
