@@ -328,13 +328,21 @@ constexpr std::array<std::array<Ukernel, kMr>, 4> kGrouped = {
     grouped_of<OutKind::bits>(std::make_integer_sequence<int, kMr>{}),
     grouped_of<OutKind::unit>(std::make_integer_sequence<int, kMr>{})};
 
-// Up to kNrCall blocks: all groups of 4 per tile where the weights fit in L1, else one group
-// after another over the whole call (its weights stay in L1 across the rows).
+// Up to kNrCall blocks: all groups of 4 per tile, in as few parts as keep each part's weights
+// in L1 (one part up to 256 input channels, two at 512), else one group after another over the
+// whole call (its weights stay in L1 across the rows).
 void bconv_tile__avx512vpopcnt(const Tile &t, const TileOut &o) {
     const int kind = static_cast<int>(o.kind);
-    const int64_t weight_bytes = t.nr * t.w_block_stride * kBlock * 8;
-    if (t.nr > kNr && t.nr % kNr == 0 && weight_bytes <= groups_per_tile_bytes())
-        return kGrouped[kind][t.mr - 1](t, o);
+    const int64_t fit = groups_per_tile_bytes() / (t.w_block_stride * kBlock * 8) / kNr * kNr;
+    if (t.nr > kNr && t.nr % kNr == 0 && fit > kNr) {
+        for (int b = 0; b < t.nr; b += static_cast<int>(fit)) {
+            Tile part = t;
+            part.block0 = t.block0 + b;
+            part.nr = static_cast<int>(std::min<int64_t>(fit, t.nr - b));
+            kGrouped[kind][t.mr - 1](part, o);
+        }
+        return;
+    }
     for (int b = 0; b < t.nr; b += kNr) {
         Tile group = t;
         group.block0 = t.block0 + b;
