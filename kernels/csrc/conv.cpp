@@ -23,47 +23,40 @@ namespace {
 
 // Per-channel sums of padded-tap terms over window rectangles, for pad_value != 0. A padded tap
 // is the constant vector pad_value (its bits all 0 for +1, all 1 for -1), so tap t contributes
-// pad_value * (C_in - 2 * popcount(w_tap)). prefix[(kh * (KW + 1) + kw) * C + c] sums the taps
-// above and left of (kh, kw), so any in-bounds rectangle costs four lookups per channel.
+// pad_value * (C_in - 2 * popcount(w_tap)): pad_value times the tap sums of tap_prefix (the
+// layer's, made once, or made here per call where the geometry has none).
 class PadTerms {
   public:
     PadTerms(const ConvGeometry &g, const uint64_t *wb) : g_(g), c_(blocks_for(g.c_out) * kBlock) {
         if (g.pad_value == 0) return;
-        const int64_t cw = g.c_words(), k = g.kh * g.kw * cw;
-        prefix_.assign(static_cast<size_t>((g.kh + 1) * (g.kw + 1) * c_), 0);
-        for (int64_t kh = 0; kh < g.kh; ++kh)
-            for (int64_t kw = 0; kw < g.kw; ++kw)
-                for (int64_t c = 0; c < c_; ++c) {
-                    const uint64_t *w = wb + (c / kBlock * k + (kh * g.kw + kw) * cw) * kBlock;
-                    int64_t ones = 0;
-                    for (int64_t i = 0; i < cw; ++i)
-                        ones += __builtin_popcountll(w[i * kBlock + c % kBlock]);
-                    const int32_t term = static_cast<int32_t>(g.pad_value * (g.c_in - 2 * ones));
-                    at(kh + 1, kw + 1)[c] =
-                        term + at(kh, kw + 1)[c] + at(kh + 1, kw)[c] - at(kh, kw)[c];
-                }
+        prefix_ = g.tap_prefix;
+        if (prefix_ == nullptr) {
+            own_ = tap_sum_prefix(g, wb);
+            prefix_ = own_.data();
+        }
     }
 
     // Correction for a window whose in-bounds taps are [kh0, kh1) x [kw0, kw1); null if none.
     const int32_t *correction(int64_t kh0, int64_t kh1, int64_t kw0, int64_t kw1,
                               std::vector<int32_t> &buf) const {
-        if (prefix_.empty() || (kh1 - kh0 == g_.kh && kw1 - kw0 == g_.kw)) return nullptr;
+        if (prefix_ == nullptr || (kh1 - kh0 == g_.kh && kw1 - kw0 == g_.kw)) return nullptr;
         buf.resize(static_cast<size_t>(c_));
         const int32_t *all = at(g_.kh, g_.kw), *a = at(kh1, kw1), *b = at(kh0, kw1);
         const int32_t *c = at(kh1, kw0), *d = at(kh0, kw0);
-        for (int64_t i = 0; i < c_; ++i) buf[i] = all[i] - (a[i] - b[i] - c[i] + d[i]);
+        for (int64_t i = 0; i < c_; ++i)
+            buf[i] = g_.pad_value * (all[i] - (a[i] - b[i] - c[i] + d[i]));
         return buf.data();
     }
 
   private:
-    int32_t *at(int64_t kh, int64_t kw) { return prefix_.data() + (kh * (g_.kw + 1) + kw) * c_; }
     const int32_t *at(int64_t kh, int64_t kw) const {
-        return prefix_.data() + (kh * (g_.kw + 1) + kw) * c_;
+        return prefix_ + (kh * (g_.kw + 1) + kw) * c_;
     }
 
     const ConvGeometry &g_;
     int64_t c_;
-    std::vector<int32_t> prefix_;
+    const int32_t *prefix_ = nullptr;
+    std::vector<int32_t> own_;
 };
 
 // Output positions [lo, hi) along one axis whose windows lie inside the input.
@@ -180,16 +173,18 @@ void tile_conv(const ConvGeometry &g, const uint64_t *x, const uint64_t *wb, Til
             const int64_t kh0 = std::max<int64_t>(0, -ih0);
             const int64_t kh1 = std::max(kh0, std::min<int64_t>(g.kh, g.h - ih0));
             const uint64_t *x_row = x + (b * g.h + ih0 + kh0) * g.w * cw;
-            for (int64_t c = 0; c < border_cols; ++c) {  // the corners of an edge row
+            window(kh0, kh1, 0, g.kw);
+            t.a_pixel_stride = g.stride_w * cw;
+            span(x_row + (ow_lo * g.stride_w - g.pad_w) * cw, row * out_w + ow_lo, ow_hi - ow_lo,
+                 1);
+            // The corners after the row's span, whose weights they read again from L1: one
+            // pixel's tile reads each weight word once, at L2's bandwidth when cold.
+            for (int64_t c = 0; c < border_cols; ++c) {
                 const int64_t ow = c < ow_lo ? c : ow_hi + c - ow_lo;
                 const auto [iw0, kw0, kw1] = columns(ow);
                 window(kh0, kh1, kw0, kw1);
                 span(x_row + (iw0 + kw0) * cw, row * out_w + ow, 1, 1);
             }
-            window(kh0, kh1, 0, g.kw);
-            t.a_pixel_stride = g.stride_w * cw;
-            span(x_row + (ow_lo * g.stride_w - g.pad_w) * cw, row * out_w + ow_lo, ow_hi - ow_lo,
-                 1);
         };
         if (split > 1) {
             for (int64_t task = begin; task < end; ++task)
@@ -229,6 +224,25 @@ void conv2d_tiles(const ConvGeometry &g, const uint64_t *x, const uint64_t *wb, 
 }
 
 }  // namespace
+
+std::vector<int32_t> tap_sum_prefix(const ConvGeometry &g, const uint64_t *wb) {
+    const int64_t c_pad = blocks_for(g.c_out) * kBlock, cw = g.c_words(), k = g.kh * g.kw * cw;
+    std::vector<int32_t> prefix(static_cast<size_t>((g.kh + 1) * (g.kw + 1) * c_pad), 0);
+    const auto at = [&](int64_t kh, int64_t kw) {
+        return prefix.data() + (kh * (g.kw + 1) + kw) * c_pad;
+    };
+    for (int64_t kh = 0; kh < g.kh; ++kh)
+        for (int64_t kw = 0; kw < g.kw; ++kw)
+            for (int64_t c = 0; c < c_pad; ++c) {
+                const uint64_t *w = wb + (c / kBlock * k + (kh * g.kw + kw) * cw) * kBlock;
+                int64_t ones = 0;
+                for (int64_t i = 0; i < cw; ++i)
+                    ones += __builtin_popcountll(w[i * kBlock + c % kBlock]);
+                at(kh + 1, kw + 1)[c] = static_cast<int32_t>(g.c_in - 2 * ones) +
+                                        at(kh, kw + 1)[c] + at(kh + 1, kw)[c] - at(kh, kw)[c];
+            }
+    return prefix;
+}
 
 void conv2d_out(const ConvGeometry &g, const uint64_t *x, const uint64_t *wb,
                 const ChannelParams &p, OutKind kind, void *out, const float *residual,

@@ -33,10 +33,19 @@ struct ConvGeometry {
     int64_t c_out, kh, kw;   // weights
     int64_t stride_h, stride_w, pad_h, pad_w;
     int pad_value;           // value of the padded taps: -1, 0 or +1
+    // The weights' tap sums (tap_sum_prefix), a layer's made once; null: made per call where
+    // the padded taps need them.
+    const int32_t *tap_prefix = nullptr;
     int64_t out_h() const { return (h + 2 * pad_h - kh) / stride_h + 1; }
     int64_t out_w() const { return (w + 2 * pad_w - kw) / stride_w + 1; }
     int64_t c_words() const { return words_for(c_in); }
 };
+
+// Per output channel c (blocks_for(c_out) * 8 of them), the sums over taps of C_in - 2 *
+// popcount(w[c, tap]) (a tap's dot with an all +1 input), as prefix sums:
+// prefix[(kh * (KW + 1) + kw) * C + c] sums the taps above and left of (kh, kw), so any
+// rectangle of taps costs four lookups per channel.
+std::vector<int32_t> tap_sum_prefix(const ConvGeometry &g, const uint64_t *wb);
 
 // wb: blocked weights. dot[n, oh, ow, co] = sum over taps of sum_c a*w in {-1, 0, +1} arithmetic.
 void conv2d_dots(const ConvGeometry &g, const uint64_t *x, const uint64_t *wb, int32_t *out,
