@@ -334,6 +334,29 @@ def linear_float(x: np.ndarray, weight: np.ndarray, channels: int, scale: np.nda
     return ext.linear_float(x, weight, int(channels), scale, bias, int(threads), blocked)
 
 
+NARROW_CHUNK = 16  # the weight columns narrow_linear reads together
+
+
+def narrow_weight(weight: np.ndarray) -> np.ndarray:
+    """A float32 (out, K) weight in narrow_linear's layout, made once per weight: chunks of 16
+    columns, all outputs' 16 floats of a chunk together, (ceil(K / 16), out, 16), zeros past K
+    (one stream to read, where out rows a power-of-two size apart would share cache sets)."""
+    out, features = np.shape(weight)
+    chunks = -(-features // NARROW_CHUNK)
+    padded = np.zeros((out, chunks * NARROW_CHUNK), np.float32)
+    padded[:, :features] = weight
+    return np.ascontiguousarray(padded.reshape(out, chunks, NARROW_CHUNK).transpose(1, 0, 2))
+
+
+def narrow_linear(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None = None,
+                  alpha: float = 1.0, threads: int = 1) -> np.ndarray:
+    """alpha * x @ W.T + bias for float32 rows x (N, K) and a linear layer of few outputs (a
+    classifier head: 8192 -> 10), W given as narrow_weight(W): float32 (N, out). Each output
+    sums in 16 lanes and several partial sums, multiply-adds fused, so it rounds in its own
+    order, not torch's; on `threads` threads only where the work repays a second one."""
+    return ext.narrow_linear(x, weight, bias, float(alpha), int(threads))
+
+
 def _geometry(stride: Pair, padding: Pair, pad_value: float) -> tuple:
     """The (stride, padding, pad_value) arguments every conv entry point takes, checked."""
     return _pair(stride, "stride"), _pair(padding, "padding"), _pad_value(pad_value)

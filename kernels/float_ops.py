@@ -822,7 +822,7 @@ class LinearOp(FloatOp):
 class MapLinearOp(LinearOp):
     """A head's linear layer reading the map in the layout it arrives in (the packed kernels'
     NHWC seen as NCHW), with the global average pool ("global_pool") or the flatten before it
-    taken in: one GEMM (bnnx's direct kernel where native, see run) and no NCHW copy. The
+    taken in: one GEMM (bnnx's narrow or direct kernel, see run) and no NCHW copy. The
     pool's sum runs over pixels, the 1 / (H * W) in the GEMM's alpha (the direct kernel takes
     the pool's mean); without the pool, the weight's columns are reordered once per map shape
     to NHWC order. Neither sums as torch's mean or NCHW flatten + linear does, so only
@@ -833,12 +833,18 @@ class MapLinearOp(LinearOp):
     # From this many outputs on, MKL's GEMV reads an (in, out) contiguous weight faster than an
     # (out, in) one (512 -> 1000: 25.6 vs 29.6 us); with fewer, slower (8192 -> 10: 9.4 vs 5.8).
     WIDE = 64
+    # Up to this many outputs the narrow kernel (bitops.narrow_linear) runs the head, on any ISA:
+    # 8192 -> 10 took 2.4 us there, 5.3 in torch's addmm, 12.7 on the direct kernel (one chain
+    # of dependent multiply-adds per row).
+    NARROW = 16
 
     def __init__(self, name: str, params: dict[str, Any], tensors: dict[str, np.ndarray]) -> None:
         super().__init__(name, params, tensors)
         self.global_pool = self.param("global_pool", bool)
         self._columns: dict[tuple[int, ...], torch.Tensor] = {(): self.stored(self.weight.t())}
         self._direct: dict[tuple[int, ...], bitops.DirectConvLayer] = {}
+        self._narrow: dict[tuple[int, ...], np.ndarray] = {}
+        self._bias_array = None if self.bias is None else self.bias.numpy()
 
     def stored(self, columns: torch.Tensor) -> torch.Tensor:
         """The (features, out) weight `columns` in the memory order its GEMV reads fastest."""
@@ -880,14 +886,16 @@ class MapLinearOp(LinearOp):
         return torch.addmm(self.bias, rows, weight, alpha=alpha)
 
     def run(self, x: Value, threads: int) -> torch.Tensor:
-        """Where the active ISA has bnnx's native direct kernel, the GEMM runs there as a 1x1
-        conv over the batch's rows: on several threads each reads its share of the weights
-        (MKL's GEMV of one row ran on one thread however many it was given), the global pool
-        (the map's mean) made by each thread in the same call. Elsewhere torch's GEMM
-        (forward), and for a head of at most one 16-lane block of outputs (a flatten's 8192 ->
-        10 GEMV: one chain of dependent multiply-adds per row there, 12.7 us against MKL's
-        7.7)."""
-        if bitops.active_isa() not in DIRECT_CONV_ISAS or self.weight.shape[0] <= 16:
+        """A head of at most NARROW outputs runs on the narrow kernel. Wider ones, where the
+        active ISA has bnnx's native direct kernel, run there as a 1x1 conv over the batch's
+        rows: on several threads each reads its share of the weights (MKL's GEMV of one row
+        ran on one thread however many it was given), the global pool (the map's mean) made by
+        each thread in the same call. Elsewhere torch's GEMM (forward)."""
+        if self.weight.shape[0] <= self.NARROW:
+            rows, alpha, key = self.narrow_rows(x)
+            return torch.from_numpy(bitops.narrow_linear(rows, self.narrow_weight(key),
+                                                         self._bias_array, alpha, threads))
+        if bitops.active_isa() not in DIRECT_CONV_ISAS:
             return self.forward(as_float(x))
         if self.global_pool:
             pixels = x.nhwc if isinstance(x, Signed) else nhwc(as_float(x), threads)
@@ -897,6 +905,26 @@ class MapLinearOp(LinearOp):
             y = self.direct_layer(key).pointwise(rows.contiguous().numpy()[:, None, None, :],
                                                  threads)
         return torch.from_numpy(y).view(y.shape[0], -1)
+
+    def narrow_rows(self, x: Value) -> tuple[np.ndarray, float, tuple[int, ...]]:
+        """gemm_input(x) as a C-contiguous float32 array; a map's taken in numpy (its NHWC rows
+        a view of the packed kernels' buffer), where torch's permute, reshape and sum cost
+        microseconds a call."""
+        value = x if isinstance(x, Signed) else as_float(x)
+        if isinstance(value, torch.Tensor) and value.dim() != 4:
+            rows, alpha, key = self.gemm_input(value)
+            return rows.contiguous().numpy(), alpha, key
+        pixels = value.nhwc if isinstance(value, Signed) else value.numpy().transpose(0, 2, 3, 1)
+        n, h, w, c = pixels.shape
+        if self.global_pool:
+            return pixels.sum((1, 2)), 1.0 / (h * w), ()
+        return np.ascontiguousarray(pixels).reshape(n, -1), 1.0, (c, h, w)
+
+    def narrow_weight(self, key: tuple[int, ...]) -> np.ndarray:
+        """The weight `columns(key)` in the narrow kernel's layout, made once per key."""
+        if key not in self._narrow:
+            self._narrow[key] = bitops.narrow_weight(self.columns(key).t().numpy())
+        return self._narrow[key]
 
     def direct_layer(self, key: tuple[int, ...]) -> bitops.DirectConvLayer:
         """The direct kernel's 1x1 layer of the weight `columns(key)`, made once per key."""

@@ -17,6 +17,7 @@
 
 #include "channel_params.h"
 #include "isa.h"
+#include "narrow_linear.h"
 #include "ops.h"
 #include "parallel.h"
 
@@ -683,7 +684,7 @@ NB_MODULE(_bnnx_kernels, m) {
         const uint64_t *p = checked<uint64_t>(x, "x", 4, "packed NHWC");
         PoolGeometry g = pool_geometry(x, kernel, stride, padding);
         auto out = new_array<uint64_t>({size_t(g.n), size_t(g.out_h()), size_t(g.out_w()),
-                                        size_t(g.c)});
+                                        size_t(g.c)}, false);
         {
             nb::gil_scoped_release release;
             maxpool2d_bits(g, p, out.data(), threads);
@@ -861,4 +862,28 @@ NB_MODULE(_bnnx_kernels, m) {
     }, nb::arg("x"), nb::arg("weight"), nb::arg("channels"), nb::arg("scale"), nb::arg("bias"),
        nb::arg("threads") = 1, nb::arg("blocked") = nb::none(),
        "Binary linear -> float32 scale * dot + bias.");
+
+    m.def("narrow_linear", [](const Array &x, const Array &weight, const Optional &bias,
+                              float alpha, int threads) {
+        const float *px = checked<float>(x, "x", 2, "(N, K)");
+        const float *pw = checked<float>(weight, "weight", 3, "chunked (ceil(K / 16), out, 16)");
+        const int64_t n = dim(x, 0), k = dim(x, 1), m = dim(weight, 1);
+        if (dim(weight, 0) != (k + kNarrowChunk - 1) / kNarrowChunk ||
+            dim(weight, 2) != kNarrowChunk)
+            value_error("weight has shape " + shape_str(weight) + ", expected (" +
+                        std::to_string((k + kNarrowChunk - 1) / kNarrowChunk) +
+                        ", out, 16) for x's " + std::to_string(k) + " columns");
+        check_threads(threads);
+        const float *pb = bias ? per_channel<float>(*bias, "bias", m, "out") : nullptr;
+        auto out = new_array<float>({size_t(n), size_t(m)}, false);
+        {
+            nb::gil_scoped_release release;
+            narrow_linear(px, n, k, pw, m, pb, alpha, out.data(), threads);
+        }
+        return out;
+    }, nb::arg("x"), nb::arg("weight"), nb::arg("bias") = nb::none(), nb::arg("alpha") = 1.0f,
+       nb::arg("threads") = 1,
+       "Float linear for few outputs: alpha * x @ W.T + bias, float32 (N, out), W (out, K) "
+       "given in chunks of 16 columns (bitops.narrow_weight); summed in its own order (fused "
+       "multiply-adds), not torch's rounding.");
 }
