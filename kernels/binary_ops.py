@@ -207,8 +207,9 @@ class PackOp(Op):
         return shape
 
     def wants_signs(self) -> SignRequest | None:
-        """Its bits, ready made by a producer that packs in its own output pass (a stem)."""
-        return SignRequest(self.shift)
+        """Its bits, ready made by a producer that packs in its own output pass (a stem); it
+        reads nothing else of a Signed input, so the producer need not write the map."""
+        return SignRequest(self.shift, floats=False)
 
     def run(self, x: Value, threads: int) -> Value:
         if isinstance(x, Bits):

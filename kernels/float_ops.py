@@ -432,7 +432,9 @@ class DirectConv2dOp(FoldedConv2dOp):
 
     def emit_signs(self, request: SignRequest) -> bool:
         """A windowed conv (a stem) packs its consumer's input too, each row by the thread
-        that wrote it (the consumer's own pack would read the map again, on both threads)."""
+        that wrote it (the consumer's own pack would read the map again, on both threads);
+        without a max-pool, for a consumer that reads no float (request.floats False), the
+        signs alone (see run)."""
         if self.pointwise(self):
             return False
         self.signs = request
@@ -451,9 +453,16 @@ class DirectConv2dOp(FoldedConv2dOp):
         if self.signs is None:
             y = self.layer(nchw(x, threads).numpy(), threads, *pool)
             return torch.from_numpy(y).permute(0, 3, 1, 2)
-        y, bits = self.layer(nchw(x, threads).numpy(), threads, *pool, signs=True,
-                             sign_shift=self.signs.shift)
-        return Signed(y, Bits(bits, y.shape[3]))
+        x = nchw(x, threads).numpy()
+        shift = self.signs.shift
+        if self.signs.floats or p is not None:
+            y, bits = self.layer(x, threads, *pool, signs=True, sign_shift=shift)
+            return Signed(y, Bits(bits, y.shape[3]))
+        # Signs only: no map written. Whoever asks for the floats gets them made then, by the
+        # same kernel, so they are the floats these signs are of.
+        bits = self.layer(x, threads, signs=True, sign_shift=shift, floats=False)
+        return Signed(None, Bits(bits, int(self.weight.shape[0])),
+                      remake=functools.partial(self.layer, x, 1))
 
 
 # Tables whose direct conv is native (not the portable loop, which oneDNN beats).

@@ -11,8 +11,8 @@ import contextlib
 import functools
 import math
 import reprlib
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal, NamedTuple
 
 import numpy as np
@@ -55,10 +55,21 @@ class Signed:
 
     The map is held as the producer wrote it, a C-contiguous float32 NHWC array (`nhwc`): a
     fused unit reads its residual from there, and the NCHW torch view (`map`) is only made for
-    an op that asks for it."""
+    an op that asks for it. A producer whose consumer reads only the bits (SignRequest.floats
+    False) writes no map: `made` is None and `remake` makes it on first use (activations(), a
+    profile's reader, a test), the same floats the producer's pass rounds."""
 
-    nhwc: np.ndarray
+    made: np.ndarray | None
     bits: Bits
+    remake: Callable[[], np.ndarray] | None = field(default=None, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if (self.made is None) == (self.remake is None):
+            raise ValueError("Signed needs exactly one of a made map and a remake function")
+
+    @functools.cached_property
+    def nhwc(self) -> np.ndarray:
+        return self.made if self.made is not None else self.remake()
 
     @functools.cached_property
     def map(self) -> torch.Tensor:
@@ -66,15 +77,16 @@ class Signed:
 
     @property
     def shape(self) -> tuple[int, int, int, int]:
-        n, h, w, c = self.nhwc.shape
-        return n, c, h, w
+        return self.bits.shape
 
 
 class SignRequest(NamedTuple):
     """The bits a float-input op packs its input into first: sign(x - shift_c), or sign(x)
-    where shift is None."""
+    where shift is None. `floats`: whether that op also reads the float map (a residual unit's
+    shortcut does; a pack before a plain body does not, so its producer may skip the map)."""
 
     shift: np.ndarray | None
+    floats: bool = True
 
 
 Value = torch.Tensor | Bits | Signed

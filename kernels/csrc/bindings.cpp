@@ -437,11 +437,11 @@ DirectConvLayer direct_conv_layer(const Array &w, const Array &bias, const Array
 
 // With pool_kernel set, the conv's map max-pooled (maxpool2d_float's semantics) in the same
 // pass, so only the pooled map is written. With signs, (the map, its packed signs minus
-// sign_shift) from the same pass.
+// sign_shift) from the same pass; with floats false as well, the signs alone (no map written).
 nb::object run_direct_conv(const DirectConvLayer &layer, const Array &x, int threads,
                            std::optional<Pair> pool_kernel, std::optional<Pair> pool_stride,
                            Pair pool_padding, const Optional &lower, bool signs,
-                           const Optional &sign_shift) {
+                           const Optional &sign_shift, bool floats) {
     const float *px = checked<float>(x, "x", 4, "float NCHW (N, C_in, H, W)");
     check_threads(threads);
     if (dim(x, 1) != layer.c_in)
@@ -453,6 +453,8 @@ nb::object run_direct_conv(const DirectConvLayer &layer, const Array &x, int thr
                     " is larger than the padded input " + std::to_string(g.h + 2 * g.pad_h) +
                     "x" + std::to_string(g.w + 2 * g.pad_w));
     if (sign_shift && !signs) value_error("sign_shift is only used with signs=True");
+    if (!floats && (!signs || pool_kernel))
+        value_error("floats=False needs signs=True and no pool_kernel");
     const float *shift = sign_shift ? per_channel<float>(*sign_shift, "sign_shift", g.c_out)
                                     : nullptr;
     // The map of (n, h, w) pixels and, with signs, its packed signs (every word written).
@@ -470,6 +472,17 @@ nb::object run_direct_conv(const DirectConvLayer &layer, const Array &x, int thr
     };
     if (!pool_kernel) {
         if (pool_stride || lower) value_error("pool_stride and lower need pool_kernel");
+        if (!floats) {
+            auto bits = new_array<uint64_t>({size_t(g.n), size_t(g.out_h()), size_t(g.out_w()),
+                                             size_t(words_for(g.c_out))}, false);
+            {
+                nb::gil_scoped_release release;
+                direct_conv2d(g, px, layer.weight.data(), layer.bias.data(),
+                              layer.pad_value.data(), nullptr, threads, bits.data(), shift,
+                              layer.winograd_weights(), layer.channels_outer);
+            }
+            return nb::cast(bits);
+        }
         return result(size_t(g.out_h()), size_t(g.out_w()), [&](float *out, uint64_t *bits) {
             direct_conv2d(g, px, layer.weight.data(), layer.bias.data(), layer.pad_value.data(),
                           out, threads, bits, shift, layer.winograd_weights(),
@@ -806,10 +819,11 @@ NB_MODULE(_bnnx_kernels, m) {
              nb::arg("pool_kernel") = nb::none(), nb::arg("pool_stride") = nb::none(),
              nb::arg("pool_padding") = std::make_pair(int64_t{0}, int64_t{0}),
              nb::arg("lower") = nb::none(), nb::arg("signs") = false,
-             nb::arg("sign_shift") = nb::none(),
+             nb::arg("sign_shift") = nb::none(), nb::arg("floats") = true,
              "The conv on float32 NCHW x, written NHWC (N, OH, OW, C_out); with pool_kernel, "
              "max-pooled in the same pass (channels with lower[c] != 0 take the minimum). With "
-             "signs=True, (that map, its packed NHWC signs of map - sign_shift[c]).")
+             "signs=True, (that map, its packed NHWC signs of map - sign_shift[c]); with "
+             "floats=False too (no pool_kernel), those signs alone, the map never written.")
         .def("pointwise", &run_pointwise_conv, nb::arg("x"), nb::arg("threads") = 1,
              nb::arg("avg_pool") = nb::none(), nb::arg("ceil_mode") = false,
              "A 1x1 layer (stride 1, no padding) on float32 NHWC x, written NHWC; with "

@@ -96,6 +96,7 @@ void direct_conv2d(const ConvGeometry &g, const float *x, const float *wb, const
                    const float *pad_value, float *out, int threads, uint64_t *signs,
                    const float *sign_shift, const float *winograd, bool channels_outer) {
     const int64_t out_h = g.out_h(), row = g.out_w() * g.c_out;
+    const int64_t sign_row = g.out_w() * words_for(g.c_out);
     if (winograd != nullptr) {
         // Threads take tile rows, each writing (and packing) its 4 conv rows.
         const int64_t tiles_h = winograd_shape(g).tiles_h;
@@ -104,11 +105,10 @@ void direct_conv2d(const ConvGeometry &g, const float *x, const float *wb, const
                      conv_threads(g.n * tiles_h, nominal_macs(g) / tiles_h, threads),
                      [&](int64_t begin, int64_t end) {
             for (int64_t i = begin; i < end; ++i) {
-                const int64_t b = i / tiles_h, r = i % tiles_h * 4, first = b * out_h + r;
+                const int64_t b = i / tiles_h, first = b * out_h + i % tiles_h * 4;
                 winograd_tile_row(g, x, pad_value, winograd, bias, call, b, i % tiles_h,
-                                  out + first * row);
-                pack_rows(out, g.out_w(), g.c_out, first, first + std::min<int64_t>(4, out_h - r),
-                          signs, sign_shift);
+                                  out ? out + first * row : nullptr,
+                                  signs ? signs + first * sign_row : nullptr, sign_shift);
             }
         });
         return;
@@ -119,11 +119,19 @@ void direct_conv2d(const ConvGeometry &g, const float *x, const float *wb, const
     const KernelTable &kt = active_kernels();
     parallel_for(g.n * out_h, workers,
                  [&](int64_t begin, int64_t end) {
-                     for (int64_t i = begin; i < end; ++i)
+                     // Signs only: each row made in the thread's buffer and packed from there.
+                     thread_local std::vector<float> scratch;
+                     if (out == nullptr) scratch.resize(static_cast<size_t>(row));
+                     for (int64_t i = begin; i < end; ++i) {
+                         float *const dst = out ? out + i * row : scratch.data();
                          kt.direct_conv_rows(conv_row(g, padded, wb, bias, i / out_h,
-                                                      i % out_h, out + i * row,
-                                                      channels_outer), 0, 1);
-                     pack_rows(out, g.out_w(), g.c_out, begin, end, signs, sign_shift);
+                                                      i % out_h, dst, channels_outer), 0, 1);
+                         if (out == nullptr)
+                             pack_nhwc(dst, g.out_w(), g.c_out, signs + i * sign_row, 1,
+                                       sign_shift);
+                     }
+                     if (out != nullptr)
+                         pack_rows(out, g.out_w(), g.c_out, begin, end, signs, sign_shift);
                  });
 }
 

@@ -119,7 +119,9 @@ void block_float_weights(const float *w, int64_t c_out, int64_t k, float *out);
 // With `signs`, also pack_nhwc of out (minus sign_shift, which may be null) into it, each row
 // by the thread that wrote it, while it is in that thread's cache: a binary consumer's input.
 // With `winograd` (winograd_weights of the same conv, where winograd_takes(g)), by Winograd's
-// algorithm instead of the direct kernel (the same for direct_conv2d_maxpool).
+// algorithm instead of the direct kernel (the same for direct_conv2d_maxpool). out may be null
+// where signs is not: the signs alone, no map written (each thread makes its rows in a buffer
+// of its own and packs them there).
 void direct_conv2d(const ConvGeometry &g, const float *x, const float *wb, const float *bias,
                    const float *pad_value, float *out, int threads, uint64_t *signs = nullptr,
                    const float *sign_shift = nullptr, const float *winograd = nullptr,
@@ -169,9 +171,14 @@ WinogradShape winograd_shape(const ConvGeometry &g);
 // Conv rows 4 ty .. min(4 ty + 4, out_h) of image b (bias + the conv), NHWC rows at out. The
 // calling thread makes the phase rows its tiles read, keeping those the next tile row shares
 // for its next call in the same `call` (a new id for each conv call, MadeRows::new_call()).
+// With `signs` (the rows' first pixel's words), also pack_nhwc of those rows minus sign_shift
+// (may be null) into it, every word written: F(4x4, 3x3) compares each output vector while it
+// is in registers, F(4x4, 4x4) packs the rows it wrote. out may be null where signs is not:
+// signs only, the rows made in a buffer of the calling thread's (in its cache), no map.
 void winograd_tile_row(const ConvGeometry &g, const float *x, const float *pad_value,
                        const float *winograd, const float *bias, uint64_t call, int64_t b,
-                       int64_t ty, float *out);
+                       int64_t ty, float *out, uint64_t *signs = nullptr,
+                       const float *sign_shift = nullptr);
 
 // direct_conv2d then maxpool2d_float (pool: its geometry on the conv's output; lower may be
 // null) in one pass: each thread keeps only the conv rows of its current window, so the conv's

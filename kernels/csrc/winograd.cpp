@@ -12,7 +12,8 @@
 // Per tile: the input transform V = BT d BT^T, for each transform point a GEMM (tiles x taps)
 // @ (taps x C_out), then the output transform Y = AT M AT^T and the bias. F(4x4, 4x4)'s GEMMs
 // (4-16 taps) run on the direct kernel (as pointwise convs); F(4x4, 3x3)'s (1-4 taps) in the
-// output transform's pass, M never stored (fused_transform).
+// output transform's pass, M never stored (fused_transform, winograd_tiles.h), which also
+// writes the consumer's sign bits from the outputs in registers.
 // The transforms are plain loops over 16-float vectors, cloned for the vector ISAs. A thread
 // makes the phase rows its tile rows read (winograd_tile_row), keeping those the next one
 // shares.
@@ -20,6 +21,10 @@
 #include <cstring>
 #include <type_traits>
 #include <vector>
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#endif
 
 #include "isa.h"
 #include "ops.h"
@@ -107,28 +112,26 @@ constexpr int kMaxPoints = F44::kN * F44::kN;
 constexpr int biased_point(int points) { return points + 1; }
 constexpr int64_t kMaxFusedTaps = 4;  // the most taps fused_transform takes
 
-// f(std::integral_constant<int, k>{}) for k in [1, kMaxFusedTaps].
-template <class F>
-inline __attribute__((always_inline)) void with_taps(int64_t k, F &&f) {
-    if (k == 1) return f(std::integral_constant<int, 1>{});
-    if (k == 2) return f(std::integral_constant<int, 2>{});
-    if (k == 3) return f(std::integral_constant<int, 3>{});
-    return f(std::integral_constant<int, kMaxFusedTaps>{});
-}
-
 // f(F44{}) or f(F43{}): the algorithm for g (winograd_takes(g)).
 template <class F>
 auto with_algorithm(const ConvGeometry &g, F &&f) {
     return g.kh == F44::kKernel ? f(F44{}) : f(F43{});
 }
-// The same by points per side, for the functions cloned for the vector ISAs (f always_inline,
-// so it is compiled for each clone's ISA).
-template <class F>
-inline __attribute__((always_inline)) auto with_points(int points, F &&f) {
-    return points == F44::kN ? f(F44{}) : f(F43{});
-}
-
 using Vec = float __attribute__((vector_size(kLanes * sizeof(float))));
+
+// Where fused_transform writes the sign bits of its outputs (bits null: none): pack_nhwc's
+// words of the tile row's first pixel, `pixel` words from one pixel to the next, `row` from
+// one conv row to the next; bit 1 where !(y - shift[c] >= 0) (no subtraction where shift is
+// null; the shift of the channels fused_transform takes).
+struct TileSigns {
+    uint64_t *bits;
+    const float *shift;
+    int64_t pixel, row;
+};
+
+// The baseline's copy of the tile pass (the cloned transforms' and the default
+// fused_transform's).
+#include "winograd_tiles.h"
 
 // out[i * os] = sum_j m[i][j] in[j * is] for a constant matrix: once the loops unroll, zero
 // terms vanish and unit ones are added without a multiply.
@@ -175,68 +178,6 @@ void input_transform(int points, const float *const *phase, int64_t n, float *v)
     });
 }
 
-// out = AT in (kN points -> 4 outputs, W::kAT's rows written out): they share the sums and
-// differences of the points +-1 and +-2 (14 operations where F44's matrix's terms take 18).
-template <class W>
-inline __attribute__((always_inline)) void output_points(const Vec *in, Vec *out) {
-    const Vec s1 = in[1] + in[2], d1 = in[1] - in[2];
-    const Vec s2 = in[3] + in[4], d2 = in[3] - in[4];
-    out[0] = in[0] + s1 + s2;
-    out[1] = d1 + 2 * d2;
-    out[2] = s1 + 4 * s2;
-    out[3] = d1 + 8 * d2;
-    if constexpr (W::kHalf) {
-        const Vec m5 = in[5];
-        out[0] += m5, out[1] += 0.5f * m5, out[2] += 0.25f * m5, out[3] += 0.125f * m5;
-    }
-    out[3] += in[W::kN - 1];
-}
-
-// One tile's 16 channels of conv rows [0, rows) and columns [0, cols) (at most 4 each) at
-// out, pixels `pixel` floats apart, rows `stride`, `lanes` of them written: AT M AT^T of the
-// tile's points M (point(p) the 16 channels of point p), each row of points through AT and
-// the rows summed into the 4x4 outputs as they come, so a tile's values stay in registers.
-template <class W, class Point>
-inline __attribute__((always_inline)) void tile_outputs(const Point &point, int64_t lanes,
-                                                        int64_t pixel, int64_t rows,
-                                                        int64_t cols, int64_t stride,
-                                                        float *out) {
-    constexpr int kN = W::kN;
-    // y[i][j] = sum_a AT[i][a] h_a[j], h_a row a of the tile's points through AT: only y and
-    // one row's points are live (two rows at a time, sharing their sums and differences,
-    // spilled registers in fused_transform).
-    Vec y[kM][kM];
-#pragma GCC unroll 8
-    for (int a = 0; a < kN; ++a) {
-        Vec in[kN], h[kM];
-        for (int j = 0; j < kN; ++j) in[j] = point(a * kN + j);
-        output_points<W>(in, h);
-#pragma GCC unroll 4
-        for (int i = 0; i < kM; ++i) {
-            const float c = W::kAT[i][a];
-            if (c == 0) continue;
-            bool first = true;  // AT[i][a] the row's first non-zero coefficient
-            for (int b = 0; b < a; ++b) first = first && W::kAT[i][b] == 0;
-            for (int j = 0; j < kM; ++j) {
-                const Vec t = c == 1 ? h[j] : c == -1 ? -h[j] : c * h[j];
-                y[i][j] = first ? t : y[i][j] + t;
-            }
-        }
-    }
-    // Constant indices into y, so it stays in registers (runtime ones put it on the stack).
-#pragma GCC unroll 4
-    for (int i = 0; i < kM; ++i)
-#pragma GCC unroll 4
-        for (int j = 0; j < kM; ++j) {
-            if (i >= rows || j >= cols) continue;
-            float *dst = out + i * stride + j * pixel;
-            if (lanes == kLanes)  // a constant size: one vector store
-                std::memcpy(dst, &y[i][j], sizeof(Vec));
-            else
-                std::memcpy(dst, &y[i][j], static_cast<size_t>(lanes) * sizeof(float));
-        }
-}
-
 // Conv rows [0, rows) and columns [4 t, 4 t + 4) (those < cols) of tiles t < n, channels
 // [0, channels) from M (points^2 rows of kMPoint floats: tile t's c_pad at t * c_pad; the bias
 // in point (1, 1): AT's column 1 is all ones). Pixels `pixel` floats apart, rows `stride`.
@@ -254,56 +195,97 @@ void output_transform(int points, const float *m, int64_t n, int64_t c_pad, int6
                     std::memcpy(&in, src + p * kMPoint, sizeof(Vec));
                     return in;
                 };
-                tile_outputs<decltype(algorithm)>(point, std::min(kLanes, channels - c0), pixel,
-                                                  rows, cols - t * kM, stride,
-                                                  out + t * kM * pixel + c0);
+                const int64_t lanes = std::min(kLanes, channels - c0);
+                float *const first = out + t * kM * pixel + c0;
+                tile_outputs<decltype(algorithm)>(
+                    point, rows, cols - t * kM,
+                    [&](int i, int j, const Vec &y) __attribute__((always_inline)) {
+                        store_lanes(y, lanes, first + i * stride + j * pixel);
+                    });
             }
     });
 }
 
-// The GEMMs and the output transform in one pass, M never stored, for the algorithms with
-// few taps (kFused; k = 1-4, made a constant), where the GEMMs on the direct kernel stored
-// and reloaded a float of M per 1-4 multiply-adds (the whole conv took 1.26x the direct
-// kernel's time over 3 channels; fused, 0.8x). Channel blocks outer, so a block's transformed
-// weights (points^2 x k x 16 floats of u, point p's at u + p * point, blocked as
-// block_float_weights) stay in L1 over the tiles; each point of a tile is its k taps of V in
-// order, after the bias at point (1, 1). Conv rows and columns as output_transform's.
 #if defined(__x86_64__) && defined(__GNUC__)
-__attribute__((target_clones("avx512f", "avx2", "default")))
-#endif
-void fused_transform(int points, const float *v, int64_t n, int64_t k, const float *u,
-                     int64_t point, const float *bias, int64_t channels,
-                     int64_t pixel, int64_t rows, int64_t cols, int64_t stride, float *out) {
-    with_points(points, [&](auto algorithm) __attribute__((always_inline)) {
-        using W = decltype(algorithm);
-        if constexpr (W::kFused)
-            with_taps(k, [&](auto taps) __attribute__((always_inline)) {
-                constexpr int kTaps = decltype(taps)::value;
-                for (int64_t c0 = 0; c0 < channels; c0 += kLanes) {
-                    const float *ub = u + c0 * kTaps;
-                    Vec b;
-                    std::memcpy(&b, bias + c0, sizeof(Vec));
-                    for (int64_t t = 0; t < n; ++t) {
-                        const float *vt = v + t * kLanes;
-                        const auto point_of = [&](int p) __attribute__((always_inline)) {
-                            const float *w = ub + p * point, *d = vt + p * kVPoint;
-                            Vec acc;
-                            for (int q = 0; q < kTaps; ++q) {
-                                Vec wq;
-                                std::memcpy(&wq, w + q * kLanes, sizeof(Vec));
-                                acc = q > 0 ? acc + d[q] * wq
-                                            : p == biased_point(W::kN) ? b + d[q] * wq
-                                                                       : d[q] * wq;
-                            }
-                            return acc;
-                        };
-                        tile_outputs<W>(point_of, std::min(kLanes, channels - c0), pixel, rows,
-                                        cols - t * kM, stride, out + t * kM * pixel + c0);
-                    }
-                }
-            });
-    });
+// The tile pass compiled for each vector ISA (winograd_tiles.h), with its compare to a mask.
+#pragma GCC push_options
+#pragma GCC target("avx512f")
+namespace avx512 {
+#include "winograd_tiles.h"
+struct Mask {
+    uint32_t operator()(const Vec &t) const {
+        return _mm512_cmp_ps_mask(t, _mm512_setzero_ps(), _CMP_NGE_UQ);
+    }
+};
+}  // namespace avx512
+#pragma GCC pop_options
+#pragma GCC push_options
+#pragma GCC target("avx2")
+namespace avx2 {
+#include "winograd_tiles.h"
+struct Mask {
+    uint32_t operator()(const Vec &t) const {
+        __m256 half[2];
+        std::memcpy(half, &t, sizeof(t));
+        const __m256 zero = _mm256_setzero_ps();
+        return uint32_t(_mm256_movemask_ps(_mm256_cmp_ps(half[0], zero, _CMP_NGE_UQ))) |
+               uint32_t(_mm256_movemask_ps(_mm256_cmp_ps(half[1], zero, _CMP_NGE_UQ))) << 8;
+    }
+};
+}  // namespace avx2
+#pragma GCC pop_options
+// SSE2, the x86-64 baseline.
+struct Mask {
+    uint32_t operator()(const Vec &t) const {
+        __m128 quarter[4];
+        std::memcpy(quarter, &t, sizeof(t));
+        const __m128 zero = _mm_setzero_ps();
+        uint32_t m = 0;
+        for (int q = 0; q < 4; ++q)
+            m |= uint32_t(_mm_movemask_ps(_mm_cmpnge_ps(quarter[q], zero))) << 4 * q;
+        return m;
+    }
+};
+
+// One version per vector ISA, the loader's pick by cpuid (as target_clones').
+__attribute__((target("avx512f"))) void fused_transform(
+        int points, const float *v, int64_t n, int64_t k, const float *u, int64_t point,
+        const float *bias, int64_t channels, int64_t pixel, int64_t rows, int64_t cols,
+        int64_t stride, float *out, TileSigns signs) {
+    avx512::fused_pass(points, v, n, k, u, point, bias, channels, pixel, rows, cols, stride,
+                       out, signs, avx512::Mask{});
 }
+__attribute__((target("avx2"))) void fused_transform(
+        int points, const float *v, int64_t n, int64_t k, const float *u, int64_t point,
+        const float *bias, int64_t channels, int64_t pixel, int64_t rows, int64_t cols,
+        int64_t stride, float *out, TileSigns signs) {
+    avx2::fused_pass(points, v, n, k, u, point, bias, channels, pixel, rows, cols, stride, out,
+                     signs, avx2::Mask{});
+}
+__attribute__((target("default"))) void fused_transform(
+        int points, const float *v, int64_t n, int64_t k, const float *u, int64_t point,
+        const float *bias, int64_t channels, int64_t pixel, int64_t rows, int64_t cols,
+        int64_t stride, float *out, TileSigns signs) {
+    fused_pass(points, v, n, k, u, point, bias, channels, pixel, rows, cols, stride, out, signs,
+               Mask{});
+}
+#else
+// Elsewhere one lane at a time.
+struct Mask {
+    uint32_t operator()(const Vec &t) const {
+        uint32_t m = 0;
+        for (int l = 0; l < kLanes; ++l) m |= uint32_t(!(t[l] >= 0.0f)) << l;
+        return m;
+    }
+};
+void fused_transform(int points, const float *v, int64_t n, int64_t k, const float *u,
+                     int64_t point, const float *bias, int64_t channels, int64_t pixel,
+                     int64_t rows, int64_t cols, int64_t stride, float *out,
+                     TileSigns signs) {
+    fused_pass(points, v, n, k, u, point, bias, channels, pixel, rows, cols, stride, out, signs,
+               Mask{});
+}
+#endif
 
 // One phase plane's row: out[j] = first[step (j - j0)] for j in [j0, j1), pad elsewhere
 // (j < n).
@@ -428,19 +410,25 @@ struct PhaseRows {
 
 void winograd_tile_row(const ConvGeometry &g, const float *x, const float *pad_value,
                        const float *u, const float *bias, uint64_t call, int64_t b, int64_t ty,
-                       float *out) {
+                       float *out, uint64_t *signs, const float *sign_shift) {
     const WinogradShape s = winograd_shape(g);
     const int points = with_algorithm(g, [](auto w) { return decltype(w)::kN; });
     const int64_t k = g.c_in * g.stride_w * g.stride_w, c_pad = (g.c_out + 15) / 16 * 16;
     const int64_t point = c_pad * k;
     const int64_t group = std::min(c_pad, kGroup), chunk = std::min(kChunk, kGroup / group);
-    const int64_t out_w = g.out_w(), stride = out_w * g.c_out;
+    const int64_t out_w = g.out_w(), stride = out_w * g.c_out, words = words_for(g.c_out);
     const int64_t rows = std::min<int64_t>(kM, g.out_h() - ty * kM);
     const bool fused = with_algorithm(g, [](auto w) { return decltype(w)::kFused; });
     thread_local AlignedFloats v_(kMaxPoints * kVPoint), m_(kMaxPoints * kMPoint),
-        zeros(kGroup);
+        zeros(kGroup), scratch;
     thread_local PhaseRows phase;
     float *const v = v_.data(), *const m = m_.data();
+    if (out == nullptr) {  // signs only: the rows made in a buffer of the thread's
+        scratch.resize(static_cast<size_t>(rows * stride));
+        out = scratch.data();
+    }
+    if (signs != nullptr && fused && c_pad % 64 != 0)  // the slots past the last block
+        std::fill(signs, signs + rows * out_w * words, uint64_t{0});
     const float *top[F44::kN];
     phase.make(g, s, x, pad_value, call, b, ty * kM, points, top);
     const KernelTable &kt = active_kernels();
@@ -454,8 +442,11 @@ void winograd_tile_row(const ConvGeometry &g, const float *x, const float *pad_v
             const int64_t channels = std::min(c, g.c_out - c0);
             float *const first = out + t0 * kM * g.c_out + c0;
             if (fused) {
+                const TileSigns ts{signs ? signs + t0 * kM * words + c0 / 64 : nullptr,
+                                   sign_shift ? sign_shift + c0 : nullptr, words,
+                                   out_w * words};
                 fused_transform(points, v, n, k, u + c0 * k, point, bias + c0, channels,
-                                g.c_out, rows, out_w - t0 * kM, stride, first);
+                                g.c_out, rows, out_w - t0 * kM, stride, first, ts);
                 continue;
             }
             for (int p = 0; p < points * points; ++p) {
@@ -469,6 +460,7 @@ void winograd_tile_row(const ConvGeometry &g, const float *x, const float *pad_v
                              first);
         }
     }
+    if (signs != nullptr && !fused) pack_nhwc(out, rows * out_w, g.c_out, signs, 1, sign_shift);
 }
 
 }  // namespace bnnx
