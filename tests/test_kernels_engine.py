@@ -198,6 +198,22 @@ def test_input_validation() -> None:
         packed.profile(threads=0)
 
 
+
+
+def test_every_input_form_gives_the_same_logits() -> None:
+    """A float32 contiguous tensor is taken as it comes; every other form is converted first.
+    Inside inference mode or out of it, with a tensor that requires grad or not."""
+    packed = kernels.compile(plain_model(seed=9), (3, 12, 12))
+    x = torch.randn(2, 3, 12, 12, generator=torch.Generator().manual_seed(0))
+    want = packed(x)
+    forms = [x.numpy(), x.double(), x.clone().requires_grad_(), x.transpose(2, 3).contiguous()
+             .transpose(2, 3), x.numpy().astype(np.float64), x[:, :, :, :]]
+    for form in forms:
+        np.testing.assert_array_equal(packed(form), want)
+        with torch.inference_mode():
+            np.testing.assert_array_equal(packed(form), want)
+    with pytest.raises(ValueError, match=r"\(N, 3, 12, 12\)"):
+        packed(torch.zeros(2, 3, 12, 13))
 # -- files ------------------------------------------------------------------------------------
 
 
