@@ -361,14 +361,10 @@ class PlainBlockOp(Op):
             got = x.channels if isinstance(x, Bits) else f"a float {tuple(x.shape)} tensor"
             raise ValueError(f"{self.name}: expects packed bits with {self.c_in} channels, got "
                              f"{got}")
+        pool = self.pool or None  # pooled in the layer's call
         if self.output == "bits":
-            out = self.layer(x.data, threads)
-            if self.pool:
-                out = ext.maxpool2d_bits(out, *self.pool, threads)
-            return Bits(out, self.c_out)
-        y = self.layer(x.data, threads)
-        if self.pool:
-            y = ext.maxpool2d_float(y, *self.pool, None, threads)
+            return Bits(self.layer(x.data, threads, pool=pool), self.c_out)
+        y = self.layer(x.data, threads, pool=pool)
         return torch.from_numpy(y).permute(0, 3, 1, 2)  # NCHW view of the NHWC result
 
     def macs(self, in_shape: tuple[int, ...], out_shape: tuple[int, ...]) -> tuple[int, int]:

@@ -57,3 +57,28 @@ def test_bit_pool_on_two_threads(kernel: tuple, stride: tuple, padding: tuple) -
     x |= rng.integers(0, 2**64, size=x.shape, dtype=np.uint64)
     np.testing.assert_array_equal(kernels.maxpool2d_bits(x, kernel, stride, padding, 2),
                                   and_pool(x, kernel, stride, padding))
+
+
+@pytest.mark.parametrize("channels", [64, 72, 130])
+@pytest.mark.parametrize("kernel, stride, padding", GEOMETRIES[:4])
+def test_a_layer_pools_its_output_as_the_pool_does(channels: int, kernel: tuple, stride: tuple,
+                                                   padding: tuple) -> None:
+    """layer(x, pool=...) of a bits or float layer is the max-pool of layer(x), on 1 and 2
+    threads; dots and unit layers refuse a pool."""
+    rng = np.random.default_rng(channels)
+    w = np.where(rng.standard_normal((channels, 40, 3, 3)) > 0, 1.0, -1.0).astype(np.float32)
+    packed = kernels.bitops.pack_weight(w)
+    x = kernels.bitops.pack_nhwc(rng.standard_normal((2, 9, 11, 40)).astype(np.float32))
+    bits = kernels.bitops.bits_layer(packed, 40, rng.integers(-9, 9, channels).astype(np.int32),
+                                     np.where(rng.random(channels) > 0.3, 1, -1).astype(np.int8),
+                                     1, 1)
+    floats = kernels.bitops.float_layer(packed, 40, rng.standard_normal(channels).astype(
+        np.float32), rng.standard_normal(channels).astype(np.float32), 1, 1)
+    pool = (kernel, stride, padding)
+    for threads in (1, 2):
+        np.testing.assert_array_equal(bits(x, threads, pool=pool),
+                                      kernels.bitops.maxpool2d_bits(bits(x), *pool))
+        np.testing.assert_array_equal(floats(x, threads, pool=pool),
+                                      kernels.bitops.maxpool2d_float(floats(x), *pool))
+    with pytest.raises(ValueError, match="only for bits and float layers"):
+        kernels.bitops.dots_layer(packed, 40, 1, 1)(x, pool=pool)

@@ -6,12 +6,14 @@
 #include <nanobind/stl/optional.h>
 #include <nanobind/stl/pair.h>
 #include <nanobind/stl/string.h>
+#include <nanobind/stl/tuple.h>
 #include <nanobind/stl/vector.h>
 
 #include <algorithm>
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <tuple>
 #include <utility>
 #include <vector>
 
@@ -303,10 +305,30 @@ ConvLayer unit_layer(const Array &w, int64_t channels, Pair stride, Pair padding
     return layer;
 }
 
+// A max-pool on an (n, h, w, c) map (c: channels, or words of bits), checked.
+PoolGeometry pool_geometry(int64_t n, int64_t h, int64_t w, int64_t c, Pair kernel, Pair stride,
+                           Pair padding) {
+    check_positive(kernel, "kernel_size");
+    check_positive(stride, "stride");
+    check_non_negative(padding, "padding");
+    if (padding.first * 2 > kernel.first || padding.second * 2 > kernel.second)
+        value_error("padding must be at most half the kernel size");
+    PoolGeometry g{n, h, w, c, kernel.first, kernel.second, stride.first, stride.second,
+                   padding.first, padding.second};
+    if (g.h + 2 * g.pad_h < g.kh || g.w + 2 * g.pad_w < g.kw)
+        value_error("pooling window is larger than the padded input");
+    return g;
+}
+
+using PoolArgs = std::tuple<Pair, Pair, Pair>;  // kernel_size, stride, padding
+
 // The layer on x: its output array; a unit layer's is (floats, packed signs or None), the signs
 // when asked for (of the output minus the layer's sign_shift), the residual added when given.
+// A bits or float layer's output max-pooled with `pool` in the same call (the map made in the
+// calling thread's buffer), as maxpool2d_bits / maxpool2d_float would: a pool's own call from
+// Python cost more than the pool (VGG-Small's: ~0.8 us each against 0.25).
 nb::object run_layer(const ConvLayer &layer, const Array &x, int threads,
-                     const Optional &residual, bool signs) {
+                     const Optional &residual, bool signs, const std::optional<PoolArgs> &pool) {
     const uint64_t *px = checked<uint64_t>(x, "x", 4, "packed NHWC (N, H, W, C_words)");
     const ConvGeometry g = layer.geometry(x);
     check_threads(threads);
@@ -341,6 +363,39 @@ nb::object run_layer(const ConvLayer &layer, const Array &x, int threads,
         conv2d_out(g, px, layer.blocked(), layer.params,
                    layer.kind, out, r, bits ? bits->data() : nullptr, threads, residual_channels);
     };
+    if (pool) {
+        if (layer.kind != OutKind::bits && layer.kind != OutKind::floats)
+            value_error("pool is only for bits and float layers");
+        const bool packed = layer.kind == OutKind::bits;
+        const auto &[kernel, stride, padding] = *pool;
+        const PoolGeometry pg =
+            pool_geometry(g.n, g.out_h(), g.out_w(), packed ? words_for(g.c_out) : g.c_out,
+                          kernel, stride, padding);
+        const size_t count = shape[0] * shape[1] * shape[2] * (packed ? words[3] : shape[3]);
+        const std::vector<size_t> pooled = {shape[0], size_t(pg.out_h()), size_t(pg.out_w()),
+                                            packed ? words[3] : shape[3]};
+        if (packed) {
+            thread_local std::vector<uint64_t> map;
+            map.resize(count);
+            if (partial) std::fill(map.begin(), map.end(), 0);
+            auto out = new_array<uint64_t>(pooled, false);
+            run(map.data());
+            {
+                nb::gil_scoped_release release;
+                maxpool2d_bits(pg, map.data(), out.data(), threads);
+            }
+            return nb::cast(out);
+        }
+        thread_local std::vector<float> map;
+        map.resize(count);
+        auto out = new_array<float>(pooled, false);
+        run(map.data());
+        {
+            nb::gil_scoped_release release;
+            maxpool2d_float(pg, map.data(), out.data(), nullptr, threads);
+        }
+        return nb::cast(out);
+    }
     switch (layer.kind) {
         case OutKind::dots: {
             auto out = new_array<int32_t>(shape);
@@ -364,17 +419,9 @@ nb::object run_layer(const ConvLayer &layer, const Array &x, int threads,
 // x is NHWC, or NCHW when `nchw`.
 PoolGeometry pool_geometry(const Array &x, Pair kernel, Pair stride, Pair padding,
                            bool nchw = false) {
-    check_positive(kernel, "kernel_size");
-    check_positive(stride, "stride");
-    check_non_negative(padding, "padding");
-    if (padding.first * 2 > kernel.first || padding.second * 2 > kernel.second)
-        value_error("padding must be at most half the kernel size");
     const size_t h = nchw ? 2 : 1, c = nchw ? 1 : 3;
-    PoolGeometry g{dim(x, 0), dim(x, h), dim(x, h + 1), dim(x, c), kernel.first, kernel.second,
-                   stride.first, stride.second, padding.first, padding.second};
-    if (g.h + 2 * g.pad_h < g.kh || g.w + 2 * g.pad_w < g.kw)
-        value_error("pooling window is larger than the padded input");
-    return g;
+    return pool_geometry(dim(x, 0), dim(x, h), dim(x, h + 1), dim(x, c), kernel, stride,
+                         padding);
 }
 
 // A direct float conv (direct_conv2d) prepared for many inputs: weights blocked, bias padded,
@@ -655,7 +702,10 @@ NB_MODULE(_bnnx_kernels, m) {
                           "bits_layer, unit_layer).")
         .def("__call__", &run_layer, nb::arg("x"), nb::arg("threads") = 1,
              nb::arg("residual") = nb::none(), nb::arg("signs") = false,
-             "The layer on packed NHWC x; a unit layer returns (floats, signs or None).")
+             nb::arg("pool") = nb::none(),
+             "The layer on packed NHWC x; a unit layer returns (floats, signs or None). A bits "
+             "or float layer's output max-pooled by pool = (kernel_size, stride, padding), "
+             "given.")
         .def_prop_ro("c_in", [](const ConvLayer &l) { return l.c_in; })
         .def_prop_ro("c_out", [](const ConvLayer &l) { return l.c_out; });
 
