@@ -17,7 +17,18 @@ from torch import nn
 from . import bitops
 from ._ext import ext
 from .errors import UnsupportedLayerError
-from .graph import Bits, Encoding, Op, Signed, SignRequest, Value, pair, register_op, to_numpy
+from .graph import (
+    Bits,
+    Encoding,
+    FloatMap,
+    Op,
+    Signed,
+    SignRequest,
+    Value,
+    pair,
+    register_op,
+    to_numpy,
+)
 from .thresholds import NonMonotonicError, sign_thresholds
 
 # -- compile-time checks shared by binary layers ---------------------------------------------
@@ -265,6 +276,11 @@ class PlainBlockOp(Op):
             sub = Op(f"{name}.pool", pool, {})
             self.pool = (sub.int_list("kernel_size", 2, 1), sub.int_list("stride", 2, 1),
                          sub.int_list("padding", 2))
+        self.nhwc_out = False  # float output as a FloatMap (emit_nhwc)
+
+    def emit_nhwc(self) -> bool:
+        self.nhwc_out = self.output == "float"
+        return self.nhwc_out
 
     def _vector(self, key: str, dtype: type) -> np.ndarray:
         t = self.tensor(key, dtype, 1)
@@ -365,6 +381,8 @@ class PlainBlockOp(Op):
         if self.output == "bits":
             return Bits(self.layer(x.data, threads, pool=pool), self.c_out)
         y = self.layer(x.data, threads, pool=pool)
+        if self.nhwc_out:
+            return FloatMap(y)
         return torch.from_numpy(y).permute(0, 3, 1, 2)  # NCHW view of the NHWC result
 
     def macs(self, in_shape: tuple[int, ...], out_shape: tuple[int, ...]) -> tuple[int, int]:

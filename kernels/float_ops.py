@@ -28,6 +28,7 @@ from . import bitops
 from .errors import UnsupportedLayerError
 from .graph import (
     Bits,
+    FloatMap,
     Op,
     Signed,
     SignRequest,
@@ -907,7 +908,7 @@ class MapLinearOp(LinearOp):
         if bitops.active_isa() not in DIRECT_CONV_ISAS:
             return self.forward(as_float(x))
         if self.global_pool:
-            pixels = x.nhwc if isinstance(x, Signed) else nhwc(as_float(x), threads)
+            pixels = x.nhwc if isinstance(x, (Signed, FloatMap)) else nhwc(as_float(x), threads)
             y = self.direct_layer(()).pointwise(pixels, threads, pixels.shape[1:3])
         else:
             rows, _, key = self.gemm_input(as_float(x))
@@ -915,15 +916,19 @@ class MapLinearOp(LinearOp):
                                                  threads)
         return torch.from_numpy(y).view(y.shape[0], -1)
 
+    def reads_nhwc(self) -> bool:
+        return self.weight.shape[0] <= self.NARROW  # narrow_rows takes the NHWC array
+
     def narrow_rows(self, x: Value) -> tuple[np.ndarray, float, tuple[int, ...]]:
         """gemm_input(x) as a C-contiguous float32 array; a map's taken in numpy (its NHWC rows
         a view of the packed kernels' buffer), where torch's permute, reshape and sum cost
         microseconds a call."""
-        value = x if isinstance(x, Signed) else as_float(x)
+        value = x if isinstance(x, (Signed, FloatMap)) else as_float(x)
         if isinstance(value, torch.Tensor) and value.dim() != 4:
             rows, alpha, key = self.gemm_input(value)
             return rows.contiguous().numpy(), alpha, key
-        pixels = value.nhwc if isinstance(value, Signed) else value.numpy().transpose(0, 2, 3, 1)
+        pixels = (value.nhwc if isinstance(value, (Signed, FloatMap))
+                  else value.numpy().transpose(0, 2, 3, 1))
         n, h, w, c = pixels.shape
         if self.global_pool:
             return pixels.sum((1, 2)), 1.0 / (h * w), ()

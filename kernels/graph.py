@@ -82,6 +82,24 @@ class Signed:
         return self.bits.shape
 
 
+@dataclass
+class FloatMap:
+    """A float map as a packed kernel wrote it, a C-contiguous float32 NHWC array (`nhwc`), for
+    a consumer that reads it so (Op.reads_nhwc: the narrow head, which skips torch's NCHW view
+    and its way back to numpy, ~1.5 us a call); `map` that view, for as_float."""
+
+    nhwc: np.ndarray
+
+    @functools.cached_property
+    def map(self) -> torch.Tensor:
+        return torch.from_numpy(self.nhwc).permute(0, 3, 1, 2)
+
+    @property
+    def shape(self) -> tuple[int, int, int, int]:
+        n, h, w, c = self.nhwc.shape
+        return n, c, h, w
+
+
 class SignRequest(NamedTuple):
     """The bits a float-input op packs its input into first: sign(x - shift_c), or sign(x)
     where shift is None. `floats`: whether that op also reads the float map (a residual unit's
@@ -91,11 +109,11 @@ class SignRequest(NamedTuple):
     floats: bool = True
 
 
-Value = torch.Tensor | Bits | Signed
+Value = torch.Tensor | Bits | Signed | FloatMap
 
 
 def as_float(value: Value) -> torch.Tensor:
-    if isinstance(value, Signed):
+    if isinstance(value, (Signed, FloatMap)):
         return value.map
     return value.to_torch() if isinstance(value, Bits) else value
 
@@ -154,6 +172,15 @@ class Op:
         """Have run() return Signed outputs with the signs `request` describes, when this op
         can write them in its own output pass; True if it will (PackedModel links each op to
         its consumer's request)."""
+        return False
+
+    def reads_nhwc(self) -> bool:
+        """Whether run() takes a FloatMap input (a float map left NHWC) as it comes."""
+        return False
+
+    def emit_nhwc(self) -> bool:
+        """Have run() return its float output as a FloatMap, for a consumer that reads_nhwc();
+        True if it will (PackedModel links each op to its consumer's)."""
         return False
 
     def output_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:

@@ -49,6 +49,8 @@ class PackedModel:
             request = consumer.wants_signs()
             if request is not None:
                 producer.emit_signs(request)
+            if consumer.reads_nhwc():
+                producer.emit_nhwc()
         # Every op's shapes from its params and tensors first, so no map a file declares is
         # allocated before it is proved to fit; then a dry run proves the graph runs as declared.
         declared = output_shapes(self.ops, self.input_shape)
