@@ -71,6 +71,14 @@ def torch_activation(act: kernels.UnitActivation, y: torch.Tensor) -> torch.Tens
     return F.prelu(y - view(act.gamma), torch.from_numpy(act.slope)) + view(act.zeta)
 
 
+GEOMETRY_FIELDS = ("c_in", "c_out", "k", "stride", "padding", "pad_value", "h", "w", "threads")
+
+
+def check_conv_geometry(seed: int, geometry: tuple[int, ...], n: int) -> None:
+    """check_conv on a batch of n maps of a (GEOMETRY_FIELDS) tuple."""
+    check_conv(seed, {"n": n, **dict(zip(GEOMETRY_FIELDS, geometry, strict=True))})
+
+
 def check_conv(seed: int, geometry: dict | None = None) -> None:
     rng = np.random.default_rng(seed)
     c = random_conv(rng) if geometry is None else geometry

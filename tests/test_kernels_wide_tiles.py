@@ -10,7 +10,7 @@ start their sums with and must still sum to 0."""
 from __future__ import annotations
 
 import pytest
-from test_kernels_isa import check_conv
+from test_kernels_isa import check_conv_geometry
 
 # (c_in, c_out, k, stride, padding, pad_value, h, w, threads): what each case takes.
 GEOMETRIES = [
@@ -30,7 +30,4 @@ GEOMETRIES = [
     f"{g[0]}to{g[1]}_k{g[2]}s{g[3]}p{g[4]}" for g in GEOMETRIES])
 @pytest.mark.parametrize("seed", [0, 1])
 def test_call_groups_every_isa(geometry: tuple[int, ...], seed: int) -> None:
-    c_in, c_out, k, stride, padding, pad_value, h, w, threads = geometry
-    check_conv(3 * 10**6 + 17 * seed + c_out, {
-        "n": 1 + seed, "c_in": c_in, "c_out": c_out, "k": k, "stride": stride,
-        "padding": padding, "pad_value": pad_value, "h": h, "w": w, "threads": threads})
+    check_conv_geometry(3 * 10**6 + 17 * seed + geometry[1], geometry, 1 + seed)

@@ -110,6 +110,17 @@ void tile_conv(const ConvGeometry &g, const uint64_t *x, const uint64_t *wb, Til
             o.base = static_cast<int32_t>(g.c_in * t.nrows * (kw1 - kw0));
             o.corr = pad.correction(kh0, kh1, kw0, kw1, corr);
         };
+        // Points o at output pixel `pixel`, its neighbours `step` apart.
+        auto aim = [&](int64_t pixel, int64_t step) {
+            o.pixel_stride = proto.pixel_stride * step;
+            o.residual_stride = proto.residual_stride * step;
+            o.out = static_cast<char *>(proto.out) + pixel * out_pixel_elems;
+            if (proto.residual) o.residual = proto.residual + pixel * proto.residual_stride;
+            if (proto.signs) {
+                o.signs = proto.signs + pixel * words_for(g.c_out) * 8;
+                o.signs_stride = proto.signs_stride * step;
+            }
+        };
         // `pixels` outputs from `first` on, `step` apart (in output pixels), in each of `rows`
         // output rows (out_w pixels and a_row_stride input words apart): one call for the full
         // tiles, one for the rest.
@@ -118,8 +129,7 @@ void tile_conv(const ConvGeometry &g, const uint64_t *x, const uint64_t *wb, Til
             t.rows = rows;
             t.a_row_stride = a_row_stride;
             t.out_row_stride = out_w;
-            o.pixel_stride = proto.pixel_stride * step;
-            o.residual_stride = proto.residual_stride * step;
+            t.raster_width = 0;
             // Tiles of equal width (14 pixels as 5 + 5 + 4, not 6 + 6 + 2): a narrow tile
             // runs its few chains per weight load well below the wide tiles' rate.
             const int64_t tiles = std::max<int64_t>(1, (pixels + kt.mr_max - 1) / kt.mr_max);
@@ -128,13 +138,29 @@ void tile_conv(const ConvGeometry &g, const uint64_t *x, const uint64_t *wb, Til
                 t.mr = static_cast<int>(std::min<int64_t>(widest, pixels - done));
                 t.tiles = done == 0 ? pixels / t.mr : 1;
                 t.a = a + done * t.a_pixel_stride;
-                o.out = static_cast<char *>(proto.out) + (first + done * step) * out_pixel_elems;
-                if (proto.residual)
-                    o.residual = proto.residual + (first + done * step) * proto.residual_stride;
-                if (proto.signs) {
-                    o.signs = proto.signs + (first + done * step) * words_for(g.c_out) * 8;
-                    o.signs_stride = proto.signs_stride * step;
-                }
+                aim(first + done * step, step);
+                kt.bconv_tile(t, o);
+                done += t.tiles * t.mr;
+            }
+        };
+        // An interior band of `rows` rows of `pixels` outputs: where the table takes them and
+        // that needs fewer tiles, tiles of equal width in raster order across the rows (196
+        // pixels of 14 rows as 32 x 6 + 4, not 14 x (5 + 5 + 4)); else row by row.
+        auto band = [&](const uint64_t *a, int64_t first, int64_t pixels, int64_t rows,
+                        int64_t a_row_stride) {
+            const int64_t all = rows * pixels, tiles = (all + kt.mr_max - 1) / kt.mr_max;
+            if (!kt.raster_bands || tiles >= rows * ((pixels + kt.mr_max - 1) / kt.mr_max))
+                return span(a, first, pixels, 1, rows, a_row_stride);
+            const int64_t widest = (all + tiles - 1) / tiles;
+            t.a = a;
+            t.a_row_stride = a_row_stride;
+            t.out_row_stride = out_w;
+            t.raster_width = pixels;
+            aim(first, 1);
+            for (int64_t done = 0; done < all;) {
+                t.mr = static_cast<int>(std::min<int64_t>(widest, all - done));
+                t.tiles = (all - done) / t.mr;
+                t.raster_first = done;
                 kt.bconv_tile(t, o);
                 done += t.tiles * t.mr;
             }
@@ -155,8 +181,8 @@ void tile_conv(const ConvGeometry &g, const uint64_t *x, const uint64_t *wb, Til
             if (oh >= oh_lo && oh < oh_hi) {
                 window(0, g.kh, 0, g.kw);
                 t.a_pixel_stride = g.stride_w * cw;
-                span(x + ((b * g.h + ih0) * g.w + ow_lo * g.stride_w - g.pad_w) * cw,
-                     (b * out_h + oh) * out_w + ow_lo, ow_hi - ow_lo, 1, rows,
+                band(x + ((b * g.h + ih0) * g.w + ow_lo * g.stride_w - g.pad_w) * cw,
+                     (b * out_h + oh) * out_w + ow_lo, ow_hi - ow_lo, rows,
                      g.stride_h * g.w * cw);
                 // The rows' pixels in the border columns, tiled down each column.
                 for (int64_t c = 0; c < border_cols; ++c) {

@@ -25,6 +25,10 @@ inline int64_t blocks_for(int64_t c_out) { return (c_out + kBlock - 1) / kBlock;
 // with b = block0 + l / 8 and w[b, k, j] = w[(b * w_block_stride + k) * 8 + j]. Several tiles
 // and rows per call amortise the call and the epilogue's per-channel set-up over a band of
 // output rows that share one window.
+// With raster_width > 0 (tables with raster_bands only) the call's tiles run in raster order
+// across the band's rows instead, raster_width pixels a row: pixel i of tile k is band pixel
+// p = raster_first + k * mr + i, at row q = p / raster_width and column p % raster_width of the
+// formula above (so every tile of a band but its last can be full width); rows is unused.
 struct Tile {
     const uint64_t *a;
     int64_t a_pixel_stride;
@@ -36,6 +40,7 @@ struct Tile {
     int mr, nr;
     int64_t tiles;
     int64_t rows = 1, a_row_stride = 0, out_row_stride = 0;
+    int64_t raster_width = 0, raster_first = 0;
 };
 
 enum class OutKind : int { dots, floats, bits, unit };
@@ -147,6 +152,8 @@ struct KernelTable {
     // In-place 64x64 bit-matrix transpose: bit j of a[i] <-> bit i of a[j] (packing NCHW maps:
     // 64 channel masks of 64 pixels become 64 pixel words of 64 channels).
     void (*transpose_bits)(uint64_t a[64]);
+    // bconv_tile takes raster bands (Tile::raster_width); else a band is tiled row by row.
+    bool raster_bands = false;
 };
 
 // The table in use: chosen at first use from cpuid, overridable with BNNX_ISA=<name>.

@@ -149,6 +149,20 @@ struct Epilogue {
         for (int p = 0; p < kPairs; ++p) px.residual[p] += residual_stride;
         px.signs += signs_stride;
     }
+    // A raster band's pixel: px moved by off, the steps from the tile's first pixel (the same
+    // for every group of a call: set once per tile, then one add a pointer, as next's).
+    struct Offset {
+        int64_t out, residual, signs;
+    };
+    Offset step(int64_t pixels) const {
+        return {pixels * pixel_stride * kOutBytes, pixels * residual_stride,
+                pixels * signs_stride};
+    }
+    __attribute__((always_inline)) At moved(const At &px, const Offset &off) const {
+        At to{px.out + off.out, {}, px.signs + off.signs};
+        for (int p = 0; p < kPairs; ++p) to.residual[p] = px.residual[p] + off.residual;
+        return to;
+    }
 
     // Writes the outputs of the pixel at px from its NR popcount sums.
     __attribute__((always_inline)) void store(const At &px, const __m512i *pc) const {
@@ -218,18 +232,38 @@ struct WindowWords {
     }
 };
 
-// acc[i][j] = the popcount sums of pixel i (a0 + i * a_pixel_stride) against block j
-// (w0 + j * wb) over the window: the first word starts the sums (no zeroing, no add), an empty
-// window (a tile wholly in the padding) sums to 0.
-template <int MR, int NR>
+// A tile's pixels' activations: pixel i's window at a0 + i * stride (the tiles of one row).
+struct StridedPixels {
+    const uint64_t *a0;
+    int64_t stride;
+    __attribute__((always_inline)) uint64_t word(int i, int64_t k) const {
+        return a0[k + i * stride];
+    }
+};
+
+// Pixel i's window at a[i] (a raster band's tiles, which wrap from row to row): the pointers
+// are set once per tile, outside the word loop.
+template <int MR>
+struct ListedPixels {
+    const uint64_t *a[MR];
+    __attribute__((always_inline)) uint64_t word(int i, int64_t k) const { return a[i][k]; }
+};
+
+// acc[i][j] = the popcount sums of pixel i (its words from px) against block j (w0 + j * wb)
+// over the window: the first word starts the sums (no zeroing, no add), an empty window (a
+// tile wholly in the padding) sums to 0.
+template <int MR, int NR, class Pixels>
 __attribute__((always_inline)) inline void tile_sums(const Tile &t, const WindowWords &ww,
-                                                     const uint64_t *a0, const uint64_t *w0,
+                                                     const Pixels &px, const uint64_t *w0,
                                                      int64_t wb, __m512i (&acc)[MR][NR]) {
-    const auto step = [&](const uint64_t *a, const uint64_t *w, auto first) {
+    // Inlined by force: left to the heuristics, a bigger caller (a raster band's) called it,
+    // and the sums went to memory.
+    const auto step = [&](int64_t k, const uint64_t *w, auto first)
+                          __attribute__((always_inline)) {
         __m512i wv[NR];
         for (int j = 0; j < NR; ++j) wv[j] = _mm512_loadu_si512(w + j * wb);
         for (int i = 0; i < MR; ++i) {
-            const __m512i b = _mm512_set1_epi64(static_cast<long long>(a[i * t.a_pixel_stride]));
+            const __m512i b = _mm512_set1_epi64(static_cast<long long>(px.word(i, k)));
             for (int j = 0; j < NR; ++j) {
                 const __m512i pc = _mm512_popcnt_epi64(_mm512_xor_si512(b, wv[j]));
                 acc[i][j] = first ? pc : _mm512_add_epi64(acc[i][j], pc);
@@ -240,13 +274,13 @@ __attribute__((always_inline)) inline void tile_sums(const Tile &t, const Window
         for (int i = 0; i < MR; ++i)
             for (int j = 0; j < NR; ++j) acc[i][j] = _mm512_setzero_si512();
     } else if (ww.flat) {
-        step(a0 + ww.a_word[0], w0 + ww.w_word[0], std::true_type{});
+        step(ww.a_word[0], w0 + ww.w_word[0], std::true_type{});
         for (int64_t k = 1; k < ww.words; ++k)
-            step(a0 + ww.a_word[k], w0 + ww.w_word[k], std::false_type{});
+            step(ww.a_word[k], w0 + ww.w_word[k], std::false_type{});
     } else {
-        step(a0 + t.a_row_off[0], w0 + t.w_row_off[0] * kBlock, std::true_type{});
+        step(t.a_row_off[0], w0 + t.w_row_off[0] * kBlock, std::true_type{});
         for (int64_t r = 0; r < t.nrows; ++r) {
-            const uint64_t *a = a0 + t.a_row_off[r];
+            const int64_t a = t.a_row_off[r];
             const uint64_t *w = w0 + t.w_row_off[r] * kBlock;
             for (int64_t k = r == 0; k < t.run; ++k)
                 step(a + k, w + k * kBlock, std::false_type{});
@@ -271,26 +305,76 @@ int64_t groups_per_tile_bytes() {
 // up to GROUPS * NR: per tile, each group in turn, so a pixel's channels (its residual and
 // output lines, its packed signs) are read and written together, in pixel order, not in one
 // strided pass per group.
-template <OutKind KIND, int MR, int NR, int GROUPS = 1>
+//
+// RASTER: the tiles of a raster band (Tile::raster_width), each pixel's window and output found
+// from its own row and column once per tile; else the tiles of t.rows rows, pixel after pixel.
+template <OutKind KIND, int MR, int NR, int GROUPS = 1, bool RASTER = false>
 void bconv_ukernel__avx512vpopcnt(const Tile &t, const TileOut &o) {
     const int groups = GROUPS == 1 ? 1 : t.nr / NR;
     Epilogue<KIND, NR> epilogue[GROUPS];
     for (int g = 0; g < groups; ++g) epilogue[g].init(o, t.block0 + g * NR);
     const WindowWords ww(t);
     const int64_t wb = t.w_block_stride * kBlock;
+    if constexpr (RASTER) {
+        // Each pixel's window and output place from its row and column, once per tile (not
+        // per group or word). A tile within one row still sums through the row's strided
+        // word loop: the MR pointers of the one loop over listed pixels, held through it,
+        // took registers from the sums (2% on 256 channels); only tiles that cross a row's
+        // end take it.
+        using Offset = typename Epilogue<KIND, NR>::Offset;
+        const int64_t width = t.raster_width, out_gap = t.out_row_stride - width;
+        const int64_t a_gap = t.a_row_stride - width * t.a_pixel_stride;
+        const Offset one = epilogue[0].step(1), gap = epilogue[0].step(out_gap);
+        int64_t col = t.raster_first % width;
+        int64_t first = t.raster_first / width * t.out_row_stride + col;
+        const uint64_t *a = t.a + t.raster_first / width * t.a_row_stride + col * t.a_pixel_stride;
+        for (int64_t tile = 0; tile < t.tiles; ++tile) {
+            const bool straight = col + MR <= width;  // the tile's pixels in one row
+            const int64_t pixel0 = first;
+            ListedPixels<MR> px;
+            Offset off[MR], at{0, 0, 0};
+            for (int i = 0; i < MR; ++i) {
+                px.a[i] = a;
+                off[i] = at;
+                a += t.a_pixel_stride;
+                at = {at.out + one.out, at.residual + one.residual, at.signs + one.signs};
+                ++first;
+                if (++col < width) continue;
+                col = 0;  // the next pixel starts a row
+                a += a_gap;
+                at = {at.out + gap.out, at.residual + gap.residual, at.signs + gap.signs};
+                first += out_gap;
+            }
+            for (int g = 0; g < groups; ++g) {
+                __m512i acc[MR][NR];
+                const uint64_t *w0 = t.w + (t.block0 + g * NR) * wb;
+                if (straight)
+                    tile_sums<MR, NR>(t, ww, StridedPixels{px.a[0], t.a_pixel_stride}, w0, wb,
+                                      acc);
+                else
+                    tile_sums<MR, NR>(t, ww, px, w0, wb, acc);
+                const auto at0 = epilogue[g].at(pixel0);
+#pragma GCC unroll 8
+                for (int i = 0; i < MR; ++i)
+                    epilogue[g].store(epilogue[g].moved(at0, off[i]), acc[i]);
+            }
+        }
+        return;
+    }
     for (int64_t row = 0; row < t.rows; ++row)
         for (int64_t tile = 0; tile < t.tiles; ++tile) {
-            const uint64_t *a0 = t.a + row * t.a_row_stride + tile * MR * t.a_pixel_stride;
+            const StridedPixels px{t.a + row * t.a_row_stride + tile * MR * t.a_pixel_stride,
+                                   t.a_pixel_stride};
             const int64_t pixel = row * t.out_row_stride + tile * MR;
             for (int g = 0; g < groups; ++g) {
                 __m512i acc[MR][NR];
-                tile_sums<MR, NR>(t, ww, a0, t.w + (t.block0 + g * NR) * wb, wb, acc);
+                tile_sums<MR, NR>(t, ww, px, t.w + (t.block0 + g * NR) * wb, wb, acc);
                 // Unrolled, so the sums stay in registers (a loop over pixels would index them).
-                auto px = epilogue[g].at(pixel);
+                auto at = epilogue[g].at(pixel);
 #pragma GCC unroll 8
                 for (int i = 0; i < MR; ++i) {
-                    epilogue[g].store(px, acc[i]);
-                    epilogue[g].next(px);
+                    epilogue[g].store(at, acc[i]);
+                    epilogue[g].next(at);
                 }
             }
         }
@@ -298,48 +382,56 @@ void bconv_ukernel__avx512vpopcnt(const Tile &t, const TileOut &o) {
 
 using Ukernel = void (*)(const Tile &, const TileOut &);
 
-template <OutKind KIND, int MR, int... NR>
+template <OutKind KIND, bool RASTER, int MR, int... NR>
 constexpr auto row_of(std::integer_sequence<int, NR...>) {
-    return std::array<Ukernel, sizeof...(NR)>{&bconv_ukernel__avx512vpopcnt<KIND, MR, NR + 1>...};
+    return std::array<Ukernel, sizeof...(NR)>{
+        &bconv_ukernel__avx512vpopcnt<KIND, MR, NR + 1, 1, RASTER>...};
 }
 
-template <OutKind KIND, int... MR>
+template <OutKind KIND, bool RASTER, int... MR>
 constexpr auto table_of(std::integer_sequence<int, MR...>) {
     return std::array<std::array<Ukernel, kNr>, sizeof...(MR)>{
-        row_of<KIND, MR + 1>(std::make_integer_sequence<int, kNr>{})...};
+        row_of<KIND, RASTER, MR + 1>(std::make_integer_sequence<int, kNr>{})...};
 }
 
-template <OutKind KIND, int... MR>
+template <OutKind KIND, bool RASTER, int... MR>
 constexpr auto grouped_of(std::integer_sequence<int, MR...>) {
     return std::array<Ukernel, sizeof...(MR)>{
-        &bconv_ukernel__avx512vpopcnt<KIND, MR + 1, kNr, kNrCall / kNr>...};
+        &bconv_ukernel__avx512vpopcnt<KIND, MR + 1, kNr, kNrCall / kNr, RASTER>...};
 }
 
-// kUkernels[kind][mr - 1][nr - 1] is the MRx(8*NR) microkernel for that output kind;
-// kGrouped[kind][mr - 1] the same at NR = 4 over every group of 4 blocks of a call per tile.
-constexpr std::array<std::array<std::array<Ukernel, kNr>, kMr>, 4> kUkernels = {
-    table_of<OutKind::dots>(std::make_integer_sequence<int, kMr>{}),
-    table_of<OutKind::floats>(std::make_integer_sequence<int, kMr>{}),
-    table_of<OutKind::bits>(std::make_integer_sequence<int, kMr>{}),
-    table_of<OutKind::unit>(std::make_integer_sequence<int, kMr>{})};
-constexpr std::array<std::array<Ukernel, kMr>, 4> kGrouped = {
-    grouped_of<OutKind::dots>(std::make_integer_sequence<int, kMr>{}),
-    grouped_of<OutKind::floats>(std::make_integer_sequence<int, kMr>{}),
-    grouped_of<OutKind::bits>(std::make_integer_sequence<int, kMr>{}),
-    grouped_of<OutKind::unit>(std::make_integer_sequence<int, kMr>{})};
+// kUkernels[raster][kind][mr - 1][nr - 1] is the MRx(8*NR) microkernel for that output kind
+// and tile order; kGrouped[raster][kind][mr - 1] the same at NR = 4 over every group of 4
+// blocks of a call per tile.
+template <bool RASTER>
+constexpr std::array<std::array<std::array<Ukernel, kNr>, kMr>, 4> ukernels_of() {
+    constexpr auto mrs = std::make_integer_sequence<int, kMr>{};
+    return {table_of<OutKind::dots, RASTER>(mrs), table_of<OutKind::floats, RASTER>(mrs),
+            table_of<OutKind::bits, RASTER>(mrs), table_of<OutKind::unit, RASTER>(mrs)};
+}
+template <bool RASTER>
+constexpr std::array<std::array<Ukernel, kMr>, 4> grouped_of_kinds() {
+    constexpr auto mrs = std::make_integer_sequence<int, kMr>{};
+    return {grouped_of<OutKind::dots, RASTER>(mrs), grouped_of<OutKind::floats, RASTER>(mrs),
+            grouped_of<OutKind::bits, RASTER>(mrs), grouped_of<OutKind::unit, RASTER>(mrs)};
+}
+constexpr std::array<std::array<std::array<std::array<Ukernel, kNr>, kMr>, 4>, 2> kUkernels = {
+    ukernels_of<false>(), ukernels_of<true>()};
+constexpr std::array<std::array<std::array<Ukernel, kMr>, 4>, 2> kGrouped = {
+    grouped_of_kinds<false>(), grouped_of_kinds<true>()};
 
 // Up to kNrCall blocks: all groups of 4 per tile, in as few parts as keep each part's weights
 // in L1 (one part up to 256 input channels, two at 512), else one group after another over the
 // whole call (its weights stay in L1 across the rows).
 void bconv_tile__avx512vpopcnt(const Tile &t, const TileOut &o) {
-    const int kind = static_cast<int>(o.kind);
+    const int kind = static_cast<int>(o.kind), raster = t.raster_width > 0;
     const int64_t fit = groups_per_tile_bytes() / (t.w_block_stride * kBlock * 8) / kNr * kNr;
     if (t.nr > kNr && t.nr % kNr == 0 && fit > kNr) {
         for (int b = 0; b < t.nr; b += static_cast<int>(fit)) {
             Tile part = t;
             part.block0 = t.block0 + b;
             part.nr = static_cast<int>(std::min<int64_t>(fit, t.nr - b));
-            kGrouped[kind][t.mr - 1](part, o);
+            kGrouped[raster][kind][t.mr - 1](part, o);
         }
         return;
     }
@@ -347,7 +439,7 @@ void bconv_tile__avx512vpopcnt(const Tile &t, const TileOut &o) {
         Tile group = t;
         group.block0 = t.block0 + b;
         group.nr = std::min(kNr, t.nr - b);
-        kUkernels[kind][t.mr - 1][group.nr - 1](group, o);
+        kUkernels[raster][kind][t.mr - 1][group.nr - 1](group, o);
     }
 }
 
@@ -635,7 +727,7 @@ void transpose_bits(uint64_t a[64]) {
 namespace isa {
 const KernelTable avx512vpopcnt = {"avx512vpopcnt", kMr, kNrCall, bconv_tile__avx512vpopcnt,
                                     peak_loop, float_peak_loop, sign_masks, max_pool_row,
-                                    direct_conv_rows, interleave_planes, transpose_bits};
+                                    direct_conv_rows, interleave_planes, transpose_bits, true};
 }
 
 }  // namespace bnnx
