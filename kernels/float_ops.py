@@ -364,6 +364,9 @@ class DirectConv2dOp(FoldedConv2dOp):
             self.weight.numpy(), self.bias.numpy(), pad_value, self.stride, self.padding,
             winograd=None if bitops.active_isa() in DIRECT_CONV_ISAS else False)
         self.signs: SignRequest | None = None  # the consumer's input bits (emit_signs)
+        # Read by every run: made once (the weight's shape through torch costs ~0.3 us a call).
+        self.is_pointwise = self.pointwise(self)
+        self.c_out = int(self.weight.shape[0])
 
     @staticmethod
     def plain_average(pool: Op) -> bool:
@@ -436,13 +439,13 @@ class DirectConv2dOp(FoldedConv2dOp):
         that wrote it (the consumer's own pack would read the map again, on both threads);
         without a max-pool, for a consumer that reads no float (request.floats False), the
         signs alone (see run)."""
-        if self.pointwise(self):
+        if self.is_pointwise:
             return False
         self.signs = request
         return True
 
     def run(self, x: Value, threads: int) -> torch.Tensor | Signed:
-        if self.pointwise(self):
+        if self.is_pointwise:
             avg = () if self.avg_pool is None else (self.avg_pool.kernel_size,
                                                     self.avg_pool.ceil_mode)
             pixels = x.nhwc if isinstance(x, Signed) else nhwc(as_float(x), threads)
@@ -462,8 +465,7 @@ class DirectConv2dOp(FoldedConv2dOp):
         # Signs only: no map written. Whoever asks for the floats gets them made then, by the
         # same kernel, so they are the floats these signs are of.
         bits = self.layer(x, threads, signs=True, sign_shift=shift, floats=False)
-        return Signed(None, Bits(bits, int(self.weight.shape[0])),
-                      remake=functools.partial(self.layer, x, 1))
+        return Signed(None, Bits(bits, self.c_out), remake=functools.partial(self.layer, x, 1))
 
 
 # Tables whose direct conv is native (not the portable loop, which oneDNN beats).
@@ -923,16 +925,18 @@ class MapLinearOp(LinearOp):
         """gemm_input(x) as a C-contiguous float32 array; a map's taken in numpy (its NHWC rows
         a view of the packed kernels' buffer), where torch's permute, reshape and sum cost
         microseconds a call."""
-        value = x if isinstance(x, (Signed, FloatMap)) else as_float(x)
-        if isinstance(value, torch.Tensor) and value.dim() != 4:
-            rows, alpha, key = self.gemm_input(value)
-            return rows.contiguous().numpy(), alpha, key
-        pixels = (value.nhwc if isinstance(value, (Signed, FloatMap))
-                  else value.numpy().transpose(0, 2, 3, 1))
+        if isinstance(x, (Signed, FloatMap)):
+            pixels = x.nhwc
+        else:
+            value = as_float(x)
+            if value.dim() != 4:
+                rows, alpha, key = self.gemm_input(value)
+                return rows.contiguous().numpy(), alpha, key
+            pixels = value.numpy().transpose(0, 2, 3, 1)
         n, h, w, c = pixels.shape
         if self.global_pool:
             return pixels.sum((1, 2)), 1.0 / (h * w), ()
-        return np.ascontiguousarray(pixels).reshape(n, -1), 1.0, (c, h, w)
+        return pixels.reshape(n, -1), 1.0, (c, h, w)  # C order: a copy only where not NHWC
 
     def narrow_weight(self, key: tuple[int, ...]) -> np.ndarray:
         """The weight `columns(key)` in the narrow kernel's layout, made once per key."""
