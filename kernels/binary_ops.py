@@ -377,10 +377,12 @@ class PlainBlockOp(Op):
             got = x.channels if isinstance(x, Bits) else f"a float {tuple(x.shape)} tensor"
             raise ValueError(f"{self.name}: expects packed bits with {self.c_in} channels, got "
                              f"{got}")
-        pool = self.pool or None  # pooled in the layer's call
+        # Pooled in the layer's call; (x, threads, residual, signs, pool) by position, ~0.15 us
+        # a call less than by keyword.
+        pool = self.pool or None
         if self.output == "bits":
-            return Bits(self.layer(x.data, threads, pool=pool), self.c_out)
-        y = self.layer(x.data, threads, pool=pool)
+            return Bits(self.layer(x.data, threads, None, False, pool), self.c_out)
+        y = self.layer(x.data, threads, None, False, pool)
         if self.nhwc_out:
             return FloatMap(y)
         return torch.from_numpy(y).permute(0, 3, 1, 2)  # NCHW view of the NHWC result
