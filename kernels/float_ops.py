@@ -905,12 +905,12 @@ class MapLinearOp(LinearOp):
         each thread in the same call. Elsewhere torch's GEMM (forward)."""
         if self.weight.shape[0] <= self.NARROW:
             rows, alpha, key = self.narrow_rows(x)
-            return torch.from_numpy(bitops.narrow_linear(rows, self.narrow_weight(key),
-                                                         self._bias_array, alpha, threads))
+            return FloatMap(bitops.narrow_linear(rows, self.narrow_weight(key),
+                                                 self._bias_array, alpha, threads))
         if bitops.active_isa() not in DIRECT_CONV_ISAS:
             return self.forward(as_float(x))
         if self.global_pool:
-            pixels = x.nhwc if isinstance(x, (Signed, FloatMap)) else nhwc(as_float(x), threads)
+            pixels = x.nhwc if isinstance(x, Signed) else nhwc(as_float(x), threads)
             y = self.direct_layer(()).pointwise(pixels, threads, pixels.shape[1:3])
         else:
             rows, _, key = self.gemm_input(as_float(x))
@@ -926,7 +926,7 @@ class MapLinearOp(LinearOp):
         a view of the packed kernels' buffer), where torch's permute, reshape and sum cost
         microseconds a call."""
         if isinstance(x, (Signed, FloatMap)):
-            pixels = x.nhwc
+            pixels = x.nhwc if isinstance(x, Signed) else x.array
         else:
             value = as_float(x)
             if value.dim() != 4:

@@ -84,19 +84,23 @@ class Signed:
 
 @dataclass
 class FloatMap:
-    """A float map as a packed kernel wrote it, a C-contiguous float32 NHWC array (`nhwc`), for
-    a consumer that reads it so (Op.reads_nhwc: the narrow head, which skips torch's NCHW view
-    and its way back to numpy, ~1.5 us a call); `map` that view, for as_float."""
+    """Floats as a packed kernel wrote them, a C-contiguous float32 array: an NHWC map (N, H, W,
+    C) or rows (N, F) (`array`), for a consumer that reads them so (Op.reads_nhwc: the narrow
+    head; PackedModel's logits), which skips torch's view and its way back to numpy (~1 us a
+    call); `map` that view (NCHW for a map), for as_float."""
 
-    nhwc: np.ndarray
+    array: np.ndarray
 
     @functools.cached_property
     def map(self) -> torch.Tensor:
-        return torch.from_numpy(self.nhwc).permute(0, 3, 1, 2)
+        t = torch.from_numpy(self.array)
+        return t.permute(0, 3, 1, 2) if t.dim() == 4 else t
 
     @property
-    def shape(self) -> tuple[int, int, int, int]:
-        n, h, w, c = self.nhwc.shape
+    def shape(self) -> tuple[int, ...]:
+        if self.array.ndim != 4:
+            return self.array.shape
+        n, h, w, c = self.array.shape
         return n, c, h, w
 
 

@@ -13,7 +13,7 @@ import torch
 
 from .bitops import active_isa
 from .errors import InputError
-from .graph import Bits, Op, Value, as_float, output_shapes, value_shape
+from .graph import Bits, FloatMap, Op, Value, as_float, output_shapes, value_shape
 from .profiling import Profile, summarise, time_ops
 
 
@@ -81,6 +81,8 @@ class PackedModel:
     def _logits(self, value: Value) -> np.ndarray:
         for op in self.ops:
             value = op.run(value, self.threads)
+        if isinstance(value, FloatMap) and value.array.ndim == 2:
+            return value.array  # the head's own array, no torch round trip
         return np.ascontiguousarray(as_float(value).numpy(), dtype=np.float32)
 
     def activations(self, x: np.ndarray | torch.Tensor) -> dict[str, np.ndarray]:

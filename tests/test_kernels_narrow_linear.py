@@ -10,7 +10,7 @@ import torch
 
 from kernels import bitops
 from kernels.float_ops import MapLinearOp
-from kernels.graph import Bits, Signed
+from kernels.graph import Bits, Signed, as_float
 
 # (rows, features, outputs): features off and on multiples of 16 (the kernel's chunk), every
 # output count a pass takes, and 40000 x 16 on 1 row, enough work for a second thread (which
@@ -69,11 +69,11 @@ def test_map_linear_head_reads_signed_maps_and_rows(global_pool: bool) -> None:
     nhwc = rng.normal(size=(2, h, w, c)).astype(np.float32)
     signed = Signed(nhwc, Bits(bitops.pack_nhwc(nhwc), c))
     view = torch.from_numpy(nhwc).permute(0, 3, 1, 2)
-    got = head.run(signed, 1)
-    np.testing.assert_array_equal(got.numpy(), head.run(view, 1).numpy())
+    got = as_float(head.run(signed, 1))
+    np.testing.assert_array_equal(got.numpy(), as_float(head.run(view, 1)).numpy())
     pooled = view.mean((2, 3)) if global_pool else view.reshape(2, -1)
     want = torch.nn.functional.linear(pooled.double(), head.weight.double(), head.bias.double())
     torch.testing.assert_close(got.double(), want, rtol=1e-5, atol=1e-5)
     if not global_pool:  # rows in the flatten's (NCHW) order, read with the plain weight
-        torch.testing.assert_close(head.run(view.reshape(2, -1), 1).double(), want,
+        torch.testing.assert_close(as_float(head.run(view.reshape(2, -1), 1)).double(), want,
                                    rtol=1e-5, atol=1e-5)
