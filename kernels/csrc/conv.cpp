@@ -67,8 +67,9 @@ std::pair<int64_t, int64_t> inside(int64_t out, int64_t in, int64_t k, int64_t s
     return {lo, last < 0 ? lo : std::max(lo, std::min(out, last / stride + 1))};
 }
 
-// Work items: output rows, each over every group of nr_max channel blocks, in chunks of at
-// least a tile's height of rows. A chunk's interior rows (whose windows are inside vertically)
+// Work items: output rows, each over every group of channel blocks (nr_max, or as many as keep
+// their weights in L1: KernelTable::blocks_in_l1), in chunks of at least a tile's height of
+// rows. A chunk's interior rows (whose windows are inside vertically)
 // share one window, so they go as one band, one call per group; their pixels in the border
 // columns (whose windows cross the left or right edge) share their column's window rectangle,
 // so they are tiled down the column; only the corners are left to the edge rows' one-pixel
@@ -81,7 +82,9 @@ void tile_conv(const ConvGeometry &g, const uint64_t *x, const uint64_t *wb, Til
                int64_t out_pixel_elems, int threads) {
     const KernelTable &kt = active_kernels();
     const int64_t out_h = g.out_h(), out_w = g.out_w(), cw = g.c_words(), taps = g.kh * g.kw;
-    const int64_t blocks = blocks_for(g.c_out), groups = (blocks + kt.nr_max - 1) / kt.nr_max;
+    const int64_t blocks = blocks_for(g.c_out);
+    const int64_t per_group = kt.blocks_in_l1 ? kt.blocks_in_l1(taps * cw) : kt.nr_max;
+    const int64_t groups = (blocks + per_group - 1) / per_group;
     const PadTerms pad(g, wb);
     const auto [ow_lo, ow_hi] = inside(out_w, g.w, g.kw, g.stride_w, g.pad_w);
     const auto [oh_lo, oh_hi] = inside(out_h, g.h, g.kh, g.stride_h, g.pad_h);
@@ -175,8 +178,8 @@ void tile_conv(const ConvGeometry &g, const uint64_t *x, const uint64_t *wb, Til
         // Rows [oh, oh + rows) of image b, an edge row or interior rows, on channel group
         // `group`.
         auto run = [&](int64_t b, int64_t oh, int64_t rows, int64_t group) {
-            t.block0 = group * kt.nr_max;
-            t.nr = static_cast<int>(std::min<int64_t>(kt.nr_max, blocks - t.block0));
+            t.block0 = group * per_group;
+            t.nr = static_cast<int>(std::min<int64_t>(per_group, blocks - t.block0));
             const int64_t ih0 = oh * g.stride_h - g.pad_h;
             if (oh >= oh_lo && oh < oh_hi) {
                 window(0, g.kh, 0, g.kw);

@@ -154,6 +154,11 @@ struct KernelTable {
     void (*transpose_bits)(uint64_t a[64]);
     // bconv_tile takes raster bands (Tile::raster_width); else a band is tiled row by row.
     bool raster_bands = false;
+    // The most blocks (up to nr_max) whose weights, k words a block, stay in L1 while a call's
+    // tiles run; null: nr_max. conv.cpp calls a row's spans in groups of that many blocks, so
+    // an edge row's corners (one pixel a weight word) find their group's weights in L1 after
+    // the row's span, not in L2.
+    int (*blocks_in_l1)(int64_t k) = nullptr;
 };
 
 // The table in use: chosen at first use from cpuid, overridable with BNNX_ISA=<name>.

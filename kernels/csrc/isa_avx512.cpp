@@ -420,21 +420,17 @@ constexpr std::array<std::array<std::array<std::array<Ukernel, kNr>, kMr>, 4>, 2
 constexpr std::array<std::array<std::array<Ukernel, kMr>, 4>, 2> kGrouped = {
     grouped_of_kinds<false>(), grouped_of_kinds<true>()};
 
-// Up to kNrCall blocks: all groups of 4 per tile, in as few parts as keep each part's weights
-// in L1 (one part up to 256 input channels, two at 512), else one group after another over the
-// whole call (its weights stay in L1 across the rows).
+// Whole groups of 4 blocks whose k-word weights fit the L1 budget, 4 to kNrCall.
+int blocks_in_l1(int64_t k) {
+    const int64_t fit = groups_per_tile_bytes() / (k * kBlock * 8) / kNr * kNr;
+    return static_cast<int>(std::clamp<int64_t>(fit, kNr, kNrCall));
+}
+
+// Up to kNrCall blocks (conv.cpp sends as many as blocks_in_l1 keeps in L1): all groups of 4
+// per tile where they are whole groups, else one group after another over the whole call.
 void bconv_tile__avx512vpopcnt(const Tile &t, const TileOut &o) {
     const int kind = static_cast<int>(o.kind), raster = t.raster_width > 0;
-    const int64_t fit = groups_per_tile_bytes() / (t.w_block_stride * kBlock * 8) / kNr * kNr;
-    if (t.nr > kNr && t.nr % kNr == 0 && fit > kNr) {
-        for (int b = 0; b < t.nr; b += static_cast<int>(fit)) {
-            Tile part = t;
-            part.block0 = t.block0 + b;
-            part.nr = static_cast<int>(std::min<int64_t>(fit, t.nr - b));
-            kGrouped[raster][kind][t.mr - 1](part, o);
-        }
-        return;
-    }
+    if (t.nr > kNr && t.nr % kNr == 0) return kGrouped[raster][kind][t.mr - 1](t, o);
     for (int b = 0; b < t.nr; b += kNr) {
         Tile group = t;
         group.block0 = t.block0 + b;
@@ -727,7 +723,8 @@ void transpose_bits(uint64_t a[64]) {
 namespace isa {
 const KernelTable avx512vpopcnt = {"avx512vpopcnt", kMr, kNrCall, bconv_tile__avx512vpopcnt,
                                     peak_loop, float_peak_loop, sign_masks, max_pool_row,
-                                    direct_conv_rows, interleave_planes, transpose_bits, true};
+                                    direct_conv_rows, interleave_planes, transpose_bits, true,
+                                    blocks_in_l1};
 }
 
 }  // namespace bnnx
